@@ -1,0 +1,68 @@
+"""The ``denarius`` command line.
+
+Each subcommand is one module in this package with two functions::
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None
+    def run(args: argparse.Namespace) -> int
+
+and one line in ``COMMANDS`` below. Command modules import heavy dependencies (torch,
+onnx, grpc, matplotlib) inside ``run`` only, so ``denarius --help`` stays fast and a
+serving host without PyTorch can run every serving command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from engine.errors import DenariusError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+# name -> (module in serving.cli, one-line help). Order is the order of `denarius --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "preprocess": ("cmd_preprocess", "preprocess coin photos and write a contact sheet"),
+    "validate": ("cmd_validate", "validate a dataset manifest and show its class tables"),
+    "synth": ("cmd_synth", "generate a synthetic Roman imperial coin dataset"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="denarius",
+        description="Identify Roman imperial coins and show their characteristic landmarks.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"serving.cli.{module_name}")
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except DenariusError as error:
+        print(f"denarius {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"denarius {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
