@@ -1,0 +1,249 @@
+"""The ONE image pipeline: decode, background removal, square resize, crop, normalise.
+
+Training, export calibration, the engine, the landmark optimiser and the scanner all call
+these functions; nobody re-implements normalisation. The parameters are one frozen
+dataclass, :class:`PreprocessSpec`, that the model bundle's manifest carries.
+
+Stages and their outputs::
+
+    decode_image(source)          (H, W, 3) uint8 RGB            engine/imageio.py
+    canonical_image(source, spec) (resize, resize, 3) uint8 RGB  coin centred, background blanked
+    crop_image(canonical, spec)   (crop, crop, 3) uint8 RGB      centre, or random with an RNG
+    normalize(images, spec)       (..., 3, crop, crop) float32   (x/255 - mean) / std, channels first
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import cv2
+import numpy as np
+
+from engine.errors import ConfigError, InputError
+from engine.imageio import decode_image
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PreprocessSpec",
+    "coin_mask",
+    "canonical_image",
+    "crop_image",
+    "normalize",
+    "denormalize",
+    "preprocess",
+    "preprocess_batch",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+Source = bytes | str | os.PathLike | np.ndarray
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Input contract of a Denarius model; stored in every checkpoint and bundle.
+
+    Attributes:
+        resize: side of the square canonical image (the paper: 256).
+        crop: side of the network input (the paper: 224); centre crop at inference.
+        mean, std: per-channel normalisation in RGB order, on [0, 1] pixel values.
+        channel_order: "RGB" (the only order the models are trained with).
+        remove_background: find the coin disc and blank everything outside it.
+        coin_margin: fraction of the coin diameter kept around it in the canonical image.
+        max_pixels: images whose header claims more pixels are refused before decoding.
+        min_side: images with a shorter side are refused (a 1x1 "photo" is an error).
+    """
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channel_order: str = "RGB"
+    remove_background: bool = True
+    coin_margin: float = 0.04
+    max_pixels: int = 40_000_000
+    min_side: int = 16
+
+    def __post_init__(self):
+        if self.crop > self.resize or self.crop < 16:
+            raise ConfigError(f"crop must be in [16, resize={self.resize}], got {self.crop}")
+        if self.channel_order != "RGB":
+            raise ConfigError(f"channel_order must be 'RGB', got {self.channel_order!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError("mean and std need 3 values each, std > 0")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @classmethod
+    def for_input_size(cls, crop: int, **overrides) -> PreprocessSpec:
+        """Spec for a network input of ``crop`` px, keeping the paper's 256/224 ratio."""
+        return cls(resize=int(round(crop * 256 / 224)), crop=crop, **overrides)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown preprocessing keys {unknown}; known: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# --------------------------------------------------------------------------- background
+
+
+def coin_mask(rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]] | None:
+    """Locate the coin disc in a product-style photo.
+
+    The background is modelled from a strip along the image border (plain, textured or
+    shaded); pixels far from it in Lab colour or in local texture are foreground. The
+    largest foreground component, hole-filled and replaced by its convex hull, is the coin.
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB.
+    Returns:
+        ``(mask, (cx, cy, radius))`` with mask (H, W) bool, or None when no plausible coin
+        is found (tiny component, or foreground everywhere such as a tight crop).
+    """
+    height, width = rgb.shape[:2]
+    scale = 256.0 / max(height, width)
+    small = cv2.resize(rgb, (max(8, round(width * scale)), max(8, round(height * scale))), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (3, 3), 0)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    h, w = lab.shape[:2]
+    band = max(2, round(0.05 * min(h, w)))
+    border = np.zeros((h, w), bool)
+    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
+
+    # Colour distance to the border's median colour, in units of the border's own spread.
+    ref = np.median(lab[border], axis=0)
+    dist = np.linalg.norm(lab - ref, axis=2)
+    # Local texture: struck relief has edges everywhere; cloth has them too, so it is judged
+    # against the border's texture level as well.
+    grey = lab[:, :, 0]
+    texture = cv2.blur(np.abs(cv2.Laplacian(grey, cv2.CV_32F)), (7, 7))
+    score = dist / (np.percentile(dist[border], 95) + 4.0) + texture / (np.percentile(texture[border], 95) + 4.0)
+    fg = (score > 1.0).astype(np.uint8)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if count <= 1:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    area = stats[best, cv2.CC_STAT_AREA]
+    if area < 0.02 * h * w or area > 0.97 * h * w:
+        return None
+    contours, _ = cv2.findContours((labels == best).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.concatenate(contours))
+    (cx, cy), radius = cv2.minEnclosingCircle(hull)
+    # A shadow or a stray object widens the hull; a coin is round, so keep the disc whose area
+    # matches the hull's when the hull is compact, else the enclosing circle clipped to it.
+    small_mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(small_mask, [hull], 1)
+    mask = cv2.resize(small_mask, (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return mask, (cx / scale, cy / scale, radius / scale)
+
+
+def canonical_image(source: Source, spec: PreprocessSpec = PreprocessSpec(), *, side: str | None = None) -> np.ndarray:
+    """Decode, blank the background and resize to the square canonical image.
+
+    With background removal the square is centred on the coin disc (diameter plus
+    ``coin_margin``); without it, the image is padded to a square (aspect kept) and resized.
+
+    Args:
+        source: encoded bytes, a path, or a decoded (H, W, 3) uint8 RGB array.
+        side: "obverse"/"reverse", only used to name the side in error messages.
+    Returns:
+        (spec.resize, spec.resize, 3) uint8 RGB.
+    Raises:
+        InputError: the image cannot be decoded or is out of bounds (message names the side).
+    """
+    try:
+        rgb = decode_image(source, max_pixels=spec.max_pixels, min_side=spec.min_side)
+    except InputError as error:
+        raise InputError(error.reason, side=side) from None
+    height, width = rgb.shape[:2]
+    found = coin_mask(rgb) if spec.remove_background else None
+    if found is not None:
+        mask, (cx, cy, radius) = found
+        rgb = np.where(mask[:, :, None], rgb, np.uint8(0))
+        half = radius * (1.0 + spec.coin_margin)
+    else:
+        cx, cy, half = width / 2.0, height / 2.0, max(width, height) / 2.0
+    # One affine warp does the square crop (padding with black) and the resize together.
+    scale = spec.resize / (2.0 * half)
+    matrix = np.array([[scale, 0.0, spec.resize / 2.0 - scale * cx], [0.0, scale, spec.resize / 2.0 - scale * cy]])
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.warpAffine(rgb, matrix, (spec.resize, spec.resize), flags=interpolation, borderValue=(0, 0, 0))
+
+
+def crop_image(canonical: np.ndarray, spec: PreprocessSpec = PreprocessSpec(), *, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Crop the network input from a canonical image.
+
+    Args:
+        canonical: (resize, resize, 3) uint8.
+        rng: None for the centre crop (inference); a Generator for a random crop (training).
+    Returns:
+        (crop, crop, 3) uint8, a view into ``canonical``.
+    """
+    slack = canonical.shape[0] - spec.crop
+    if slack < 0:
+        raise ConfigError(f"canonical image {canonical.shape[:2]} smaller than crop {spec.crop}")
+    if rng is None:
+        top = left = slack // 2
+    else:
+        top, left = (int(v) for v in rng.integers(0, slack + 1, size=2))
+    return canonical[top : top + spec.crop, left : left + spec.crop]
+
+
+def normalize(images: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
+    """(..., H, W, 3) uint8 or float in [0, 255] RGB -> (..., 3, H, W) float32 normalised."""
+    scale = np.float32(1.0 / 255.0)
+    mean = np.asarray(spec.mean, np.float32)
+    inv_std = np.float32(1.0) / np.asarray(spec.std, np.float32)
+    out = (images.astype(np.float32) * scale - mean) * inv_std
+    return np.ascontiguousarray(np.moveaxis(out, -1, -3))
+
+
+def denormalize(tensor: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
+    """Inverse of :func:`normalize`: (..., 3, H, W) float32 -> (..., H, W, 3) uint8 RGB."""
+    hwc = np.moveaxis(np.asarray(tensor, np.float32), -3, -1)
+    pixels = (hwc * np.asarray(spec.std, np.float32) + np.asarray(spec.mean, np.float32)) * 255.0
+    return np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+
+
+def preprocess(
+    source: Source, spec: PreprocessSpec = PreprocessSpec(), *, rng: np.random.Generator | None = None, side: str | None = None
+) -> np.ndarray:
+    """One image -> (3, crop, crop) float32 network input."""
+    return normalize(crop_image(canonical_image(source, spec, side=side), spec, rng=rng), spec)
+
+
+def preprocess_batch(
+    sources: Sequence[Source],
+    spec: PreprocessSpec = PreprocessSpec(),
+    *,
+    rng: np.random.Generator | None = None,
+    side: str | None = None,
+) -> np.ndarray:
+    """Many images -> (N, 3, crop, crop) float32; identical to stacking :func:`preprocess`.
+
+    Raises:
+        InputError: naming the index of the first bad image. Callers that must not let one
+            bad image fail the others (the engine, the scanner) preprocess item by item.
+    """
+    crops = np.empty((len(sources), spec.crop, spec.crop, 3), np.uint8)
+    for i, source in enumerate(sources):
+        try:
+            crops[i] = crop_image(canonical_image(source, spec, side=side), spec, rng=rng)
+        except InputError as error:
+            raise InputError(f"image {i}: {error.reason}", side=error.side) from None
+    return normalize(crops, spec)
