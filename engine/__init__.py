@@ -13,6 +13,7 @@ from engine.errors import (
     ManifestError,
     Overloaded,
 )
+from engine.bundle import Bundle, ModelInfo, load_bundle
 from engine.hierarchy import Hierarchy
 from engine.preprocess import PreprocessSpec, preprocess, preprocess_batch
 
@@ -20,6 +21,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "Bundle",
+    "ModelInfo",
+    "load_bundle",
     "BundleError",
     "DeadlineExceeded",
     "DenariusError",
