@@ -1,0 +1,87 @@
+"""Shared fixtures: real files on disk, real models, real onnxruntime sessions.
+
+``tiny_bundle`` is a real Denarius bundle made from tiny AlexNets (width 0.125, 64 px
+input). Tests that need a trained model use ``trained_bundle`` (built by the real
+synth -> train -> export pipeline once those land).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures" / "real"
+
+TINY_EMPERORS = ("Aurelianus", "Probus", "Tacitus")
+TINY_RICS = {
+    "RIC V Aurelianus 1": "Aurelianus",
+    "RIC V Aurelianus 2": "Aurelianus",
+    "RIC V Probus 10": "Probus",
+    "RIC V Probus 11": "Probus",
+    "RIC V Probus 12": "Probus",
+    "RIC V Tacitus 30": "Tacitus",
+}
+
+
+def real_photo(name: str) -> Path:
+    """Path of a real fixture photograph; skips the test when ../shared is absent."""
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.skip(f"real fixture photo {path} not available (../shared is absent)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixture_photos() -> dict[str, Path]:
+    return {side: real_photo(f"maximianus_{side}.jpg") for side in ("obverse", "reverse")}
+
+
+def _export_classifier(model, path: Path, input_size: int) -> None:
+    import torch
+
+    example = torch.zeros(2, 3, input_size, input_size)
+    torch.onnx.export(
+        model, (example,), str(path), dynamo=False, opset_version=17,
+        input_names=["image"], output_names=["logits"],
+        dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}},
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A real bundle of random-init tiny AlexNets: fp32 ONNX + gradient graphs."""
+    torch = pytest.importorskip("torch")
+    from engine.bundle import ModelInfo, write_bundle_manifest
+    from engine.hierarchy import Hierarchy
+    from engine.preprocess import PreprocessSpec
+    from training.model import ModelConfig, build_model
+
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    spec = PreprocessSpec.for_input_size(64)
+    hierarchy = Hierarchy.from_mapping(TINY_RICS)
+    torch.manual_seed(0)
+    models = {}
+    for name, side, classes in (("emperor", "obverse", hierarchy.emperors), ("ric", "reverse", hierarchy.rics)):
+        model = build_model(ModelConfig(num_classes=len(classes), width=0.125, input_size=spec.crop)).eval()
+        files = {"fp32": f"{name}.onnx"}
+        _export_classifier(model, root / files["fp32"], spec.crop)
+        try:
+            from export.gradgraph import write_gradient_graph
+        except ImportError:
+            pass
+        else:
+            files["grad"] = f"{name}.grad.onnx"
+            write_gradient_graph(root / files["fp32"], root / files["grad"])
+        models[name] = ModelInfo(name=name, side=side, classes=tuple(classes), input_size=spec.crop, files=files)
+    descriptions = {ric: {"obverse": f"Radiate bust of {emp}", "reverse": f"Type {ric}"} for ric, emp in TINY_RICS.items()}
+    write_bundle_manifest(root, version="tiny-test", preprocess=spec, hierarchy=hierarchy, models=models, descriptions=descriptions)
+    return root
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
