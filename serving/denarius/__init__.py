@@ -1,0 +1,1 @@
+"""Generated from proto/denarius; see serving/proto_gen.py."""
