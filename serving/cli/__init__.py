@@ -23,6 +23,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 # name -> (module in serving.cli, one-line help). Order is the order of `denarius --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "quickstart": ("cmd_quickstart", "run the whole pipeline on a small synthetic set (the README's main job)"),
     "preprocess": ("cmd_preprocess", "preprocess coin photos and write a contact sheet"),
     "validate": ("cmd_validate", "validate a dataset manifest and show its class tables"),
     "synth": ("cmd_synth", "generate a synthetic Roman imperial coin dataset"),
