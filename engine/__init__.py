@@ -15,7 +15,7 @@ from engine.errors import (
 )
 from engine.bundle import Bundle, ModelInfo, load_bundle
 from engine.hierarchy import Hierarchy
-from engine.preprocess import PreprocessSpec, preprocess, preprocess_batch
+from engine.preprocess import PreprocessSpec
 
 __version__ = "0.1.0"
 
@@ -32,7 +32,5 @@ __all__ = [
     "ManifestError",
     "Overloaded",
     "PreprocessSpec",
-    "preprocess",
-    "preprocess_batch",
     "__version__",
 ]

@@ -155,7 +155,8 @@ def test_side_is_named_in_errors():
 @pytest.mark.parametrize("background", [(250, 250, 250), (10, 10, 10), (128, 128, 128)])
 def test_coin_mask_finds_disc_on_plain_backgrounds(background):
     image = synthetic_coin(200, background=background, center=(90, 110))
-    mask, (cx, cy, radius) = coin_mask(image)
+    disc = coin_mask(image)
+    mask, cx, cy, radius = disc.full_mask(image.shape[:2]), disc.cx, disc.cy, disc.radius
     yy, xx = np.mgrid[:200, :200]
     truth = (xx - 90) ** 2 + (yy - 110) ** 2 <= (0.38 * 200) ** 2
     iou = (mask & truth).sum() / (mask | truth).sum()
@@ -171,14 +172,15 @@ def test_coin_mask_on_cloth_texture():
     yy, xx = np.mgrid[:200, :200]
     truth = (xx - 100) ** 2 + (yy - 100) ** 2 <= 76**2
     image = np.where(truth[..., None], coin, cloth)
-    mask, _ = coin_mask(image)
+    mask = coin_mask(image).full_mask(image.shape[:2])
     assert (mask & truth).sum() / (mask | truth).sum() > 0.85
 
 
 def test_real_photos_mask_covers_coin_and_excludes_white_corners(fixture_photos):
     for side, path in fixture_photos.items():
         rgb = decode_image(path)
-        mask, (cx, cy, radius) = coin_mask(rgb)
+        disc = coin_mask(rgb)
+        mask, radius = disc.full_mask(rgb.shape[:2]), disc.radius
         h, w = mask.shape
         corners = [mask[:8, :8], mask[:8, -8:], mask[-8:, :8], mask[-8:, -8:]]
         assert not any(c.any() for c in corners), f"{side}: mask leaks into the white corners"
