@@ -16,6 +16,9 @@ from engine.errors import (
 from engine.bundle import Bundle, ModelInfo, load_bundle
 from engine.hierarchy import Hierarchy
 from engine.preprocess import PreprocessSpec
+from engine.backends import Backend, available_backends, open_backend
+from engine.batcher import Batcher, BatcherClosed, BatcherStats
+from engine.engine import Candidate, CoinPair, Engine, Identification
 
 __version__ = "0.1.0"
 
@@ -33,4 +36,14 @@ __all__ = [
     "Overloaded",
     "PreprocessSpec",
     "__version__",
+    "Backend",
+    "available_backends",
+    "open_backend",
+    "Batcher",
+    "BatcherClosed",
+    "BatcherStats",
+    "Candidate",
+    "CoinPair",
+    "Engine",
+    "Identification",
 ]

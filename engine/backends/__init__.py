@@ -1,0 +1,19 @@
+"""Inference backends behind one small interface (see ``engine/backends/base.py``).
+
+``open_backend(bundle, backend="auto")`` picks tensorrt > ort-cuda > ort-cpu. The GPU
+backends import onnxruntime-gpu / tensorrt / pycuda only when opened.
+"""
+
+from engine.backends.base import Backend, GraphFile, physical_cores
+from engine.backends.registry import BACKENDS, available_backends, backend_status, default_precision, open_backend
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "GraphFile",
+    "available_backends",
+    "backend_status",
+    "default_precision",
+    "open_backend",
+    "physical_cores",
+]
