@@ -61,22 +61,20 @@ class Candidate(_message.Message):
     def __init__(self, rank: _Optional[int] = ..., ric: _Optional[str] = ..., emperor: _Optional[str] = ..., score: _Optional[float] = ..., p_ric: _Optional[float] = ..., p_emperor: _Optional[float] = ..., obverse_description: _Optional[str] = ..., reverse_description: _Optional[str] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
-    __slots__ = ("request_id", "candidates", "model_version", "timing", "obverse_emperor", "obverse_emperor_probability", "error")
+    __slots__ = ("request_id", "candidates", "model_version", "timing", "mode", "error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
-    OBVERSE_EMPEROR_FIELD_NUMBER: _ClassVar[int]
-    OBVERSE_EMPEROR_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     model_version: str
     timing: _tensor_pb2.Timing
-    obverse_emperor: str
-    obverse_emperor_probability: float
+    mode: str
     error: _tensor_pb2.Error
-    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., timing: _Optional[_Union[_tensor_pb2.Timing, _Mapping]] = ..., obverse_emperor: _Optional[str] = ..., obverse_emperor_probability: _Optional[float] = ..., error: _Optional[_Union[_tensor_pb2.Error, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., timing: _Optional[_Union[_tensor_pb2.Timing, _Mapping]] = ..., mode: _Optional[str] = ..., error: _Optional[_Union[_tensor_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class Windows(_message.Message):
     __slots__ = ("size", "stride")

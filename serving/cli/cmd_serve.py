@@ -1,0 +1,76 @@
+"""``denarius serve BUNDLE``: run the gRPC server until SIGTERM/SIGINT, then drain and exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, help="model bundle directory (made by `denarius export`)")
+    net = parser.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1",
+                     help="listen address (default 127.0.0.1; 0.0.0.0 or [::] to accept remote clients)")
+    net.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 = any free port)")
+    net.add_argument("--metrics-port", type=int, default=9095,
+                     help="Prometheus /metrics port (default 9095; 0 = any free port; -1 = disabled)")
+    net.add_argument("--metrics-host", default=None, help="metrics listen address (default: --host)")
+    net.add_argument("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key enables TLS")
+    net.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    auth = net.add_mutually_exclusive_group()
+    auth.add_argument("--token-file", type=Path, help="file of accepted bearer tokens, one per line")
+    auth.add_argument("--token-env", metavar="VAR", help="environment variable of comma-separated bearer tokens")
+    run = parser.add_argument_group("runtime")
+    run.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or tensorrt (default auto)")
+    run.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "int8"),
+                     help="default auto: the backend's choice (ort-cpu: int8 when it agrees with fp32)")
+    run.add_argument("--max-batch", type=int, default=16, help="largest dynamic batch (default 16)")
+    run.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill (default 5)")
+    run.add_argument("--max-queue", type=int, default=256,
+                     help="queued requests beyond which calls get RESOURCE_EXHAUSTED (default 256)")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-message-mb", type=float, default=16.0, help="largest message in MiB (default 16)")
+    limits.add_argument("--max-pixels", type=int, default=None,
+                        help="largest image in pixels, checked on the header (default: the bundle's limit)")
+    limits.add_argument("--max-concurrent-rpcs", type=int, default=512, help="default 512")
+    limits.add_argument("--stream-window", type=int, default=16,
+                        help="IdentifyStream requests in flight per stream (default 16)")
+    limits.add_argument("--landmark-workers", type=int, default=1, help="landmark search threads (default 1)")
+    limits.add_argument("--landmark-queue", type=int, default=4,
+                        help="landmark requests that may wait for a worker (default 4)")
+    limits.add_argument("--grace", type=float, default=10.0,
+                        help="seconds in-flight calls may finish after SIGTERM (default 10)")
+    limits.add_argument("--no-warmup", action="store_true", help="report SERVING without a warm-up batch")
+
+
+def config_from_args(args: argparse.Namespace):
+    """argparse namespace -> ServerConfig (raises ConfigError for bad combinations)."""
+    from serving.server import ServerConfig, load_tokens
+
+    tokens = ()
+    if args.token_file is not None or args.token_env is not None:
+        tokens = load_tokens(token_file=args.token_file, token_env=args.token_env)
+    return ServerConfig(
+        bundle=args.bundle, host=args.host, port=args.port,
+        metrics_host=args.metrics_host, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        backend=args.backend, precision=None if args.precision == "auto" else args.precision, max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        max_message_bytes=int(args.max_message_mb * 1024 * 1024), max_pixels=args.max_pixels,
+        max_concurrent_rpcs=args.max_concurrent_rpcs, stream_window=args.stream_window,
+        landmark_workers=args.landmark_workers, landmark_queue=args.landmark_queue,
+        grace_s=args.grace, tls_cert=args.tls_cert, tls_key=args.tls_key, tokens=tokens,
+        warmup=not args.no_warmup,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.server import serve
+
+    config = config_from_args(args)
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.tokens:
+        log.warning("listening on %s without --token-file/--token-env: anyone who can reach it may call it",
+                    config.host)
+    return serve(config)

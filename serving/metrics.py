@@ -1,0 +1,74 @@
+"""Prometheus metrics of the gRPC server, in a registry of its own on a separate HTTP port.
+
+Exported series (all prefixed ``denarius_``):
+
+- ``requests_total{method, code}``: finished RPCs by method name and gRPC status code name
+  (for IdentifyStream, one per stream; ``stream_items_total{code}`` counts its items).
+- ``request_latency_seconds{method}``: histogram of RPC wall time on the server.
+- ``batch_size``: histogram of the batch sizes the dynamic batcher formed.
+- ``queue_depth``: requests waiting in the batcher queue (sampled at scrape time).
+- ``inflight_requests{method}``: RPCs being handled now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["ServerMetrics"]
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+
+
+class ServerMetrics:
+    """The metric objects of one server, registered in ``self.registry`` only."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "denarius_requests", "Finished RPCs by method and gRPC status code",
+            ["method", "code"], registry=self.registry,
+        )
+        self.stream_items = Counter(
+            "denarius_stream_items", "IdentifyStream items answered, by status code",
+            ["code"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "denarius_request_latency_seconds", "Server-side RPC latency",
+            ["method"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "denarius_batch_size", "Sizes of the batches formed by the dynamic batcher",
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "denarius_queue_depth", "Requests waiting in the batcher queue", registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "denarius_inflight_requests", "RPCs being handled", ["method"], registry=self.registry,
+        )
+        self._http = None
+
+    def track_queue_depth(self, read: Callable[[], int]) -> None:
+        """Sample the queue depth by calling ``read()`` at every scrape."""
+        self.queue_depth.set_function(lambda: float(read()))
+
+    def start_http(self, *, host: str, port: int) -> int:
+        """Serve ``/metrics`` on ``host:port`` (0 = a free port) in a daemon thread; returns the port."""
+        from prometheus_client import start_http_server
+
+        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+        bound = self._http.server_port
+        log.info("metrics on http://%s:%d/metrics", host, bound)
+        return bound
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

@@ -1,0 +1,301 @@
+"""The gRPC server: CoinService + grpc.health.v1 + reflection + Prometheus metrics.
+
+Lifecycle of :class:`CoinServer`::
+
+    start()   bind the port, health NOT_SERVING; load + verify the bundle, open the engine,
+              start the batcher, warm up; health SERVING
+    drain()   health NOT_SERVING, stop accepting RPCs, let in-flight ones finish within the
+              grace period, then close the batcher, the engine and the metrics endpoint
+
+``serve(config)`` runs that in the foreground and drains on SIGTERM/SIGINT (exit code 0);
+:class:`BackgroundServer` runs it in a thread for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from engine.errors import ConfigError
+from serving.denarius.v1 import coins_pb2, coins_pb2_grpc
+from serving.interceptors import MetricsInterceptor, TokenAuthInterceptor
+from serving.metrics import ServerMetrics
+
+__all__ = ["ServerConfig", "CoinServer", "BackgroundServer", "serve", "load_tokens", "SERVICE_NAME"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = coins_pb2.DESCRIPTOR.services_by_name["CoinService"].full_name  # "denarius.v1.CoinService"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``denarius serve`` can set.
+
+    Attributes:
+        bundle: model bundle directory.
+        host, port: gRPC listen address; loopback by default, port 0 = any free port.
+        metrics_host, metrics_port: Prometheus ``/metrics`` endpoint; port 0 = any free
+            port, None = no endpoint.
+        backend, precision: passed to the engine ("auto"/"ort-cpu"/..., None = the backend's
+            default, or "fp32"/"fp16"/"int8").
+        max_batch, max_wait_ms, max_queue: dynamic batcher: largest batch, longest wait for a
+            batch to fill, and the queue bound beyond which calls get RESOURCE_EXHAUSTED.
+        max_message_bytes: largest request/response message (bigger -> RESOURCE_EXHAUSTED).
+        max_pixels: per-image pixel limit checked on the header before decoding; None =
+            the bundle's preprocessing spec.
+        max_concurrent_rpcs: RPCs handled at once; beyond it gRPC answers RESOURCE_EXHAUSTED.
+        stream_window: IdentifyStream requests in flight per stream (flow control).
+        landmark_workers, landmark_queue: threads running landmark searches, and how many
+            more may wait for one before RESOURCE_EXHAUSTED.
+        default_top_k: candidates returned when a request leaves top_k at 0.
+        grace_s: how long in-flight RPCs may run after a SIGTERM.
+        tls_cert, tls_key: PEM files; both or neither (then the port is plaintext).
+        tokens: accepted bearer tokens; empty = no authentication.
+        warmup: run one batch through the models before reporting SERVING.
+    """
+
+    bundle: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_host: str | None = None
+    metrics_port: int | None = 9095
+    backend: str = "auto"
+    precision: str | None = None
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_pixels: int | None = None
+    max_concurrent_rpcs: int = 512
+    stream_window: int = 16
+    landmark_workers: int = 1
+    landmark_queue: int = 4
+    default_top_k: int = 5
+    grace_s: float = 10.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    warmup: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "bundle", Path(self.bundle))
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key (or neither)")
+        for name in ("tls_cert", "tls_key"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+                if not Path(value).is_file():
+                    raise ConfigError(f"{name.replace('_', '-')} file not found: {value}")
+        for name in ("max_batch", "max_queue", "max_message_bytes", "max_concurrent_rpcs",
+                     "stream_window", "landmark_workers", "default_top_k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.landmark_queue < 0 or self.max_wait_ms < 0 or self.grace_s < 0:
+            raise ConfigError("landmark_queue, max_wait_ms and grace_s must be >= 0")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if any(not t or any(c.isspace() for c in t) for t in self.tokens):
+            raise ConfigError("tokens must be non-empty and contain no whitespace")
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+
+
+def load_tokens(*, token_file: str | os.PathLike | None = None, token_env: str | None = None) -> tuple[str, ...]:
+    """Bearer tokens, one per line of ``token_file`` (``#`` comments) and/or comma-separated
+    in the environment variable ``token_env``.
+
+    Raises:
+        ConfigError: the file or variable is missing or holds no token.
+    """
+    tokens: list[str] = []
+    if token_file is not None:
+        path = Path(token_file)
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as error:
+            raise ConfigError(f"cannot read token file {path}: {error.strerror}") from None
+        tokens += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not tokens:
+            raise ConfigError(f"token file {path} holds no token (one token per line)")
+    if token_env is not None:
+        value = os.environ.get(token_env)
+        if not value:
+            raise ConfigError(f"environment variable {token_env} is not set or empty")
+        tokens += [t.strip() for t in value.split(",") if t.strip()]
+    return tuple(dict.fromkeys(tokens))
+
+
+class CoinServer:
+    """One gRPC server process' worth of state; see the module docstring for the lifecycle."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.health = HealthServicer()
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._servicer = None
+        self._stopped = asyncio.Event()
+
+    async def _set_health(self, status) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        """Bind, then load and warm up the model; returns once health is SERVING.
+
+        Raises:
+            ConfigError: the port cannot be bound. Bundle/engine errors propagate (the
+            server is stopped again first).
+        """
+        from serving.servicer import CoinServicer
+
+        config = self.config
+        options = [
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        interceptors = [MetricsInterceptor(self.metrics)]
+        if config.tokens:
+            interceptors.append(TokenAuthInterceptor(config.tokens))
+        server = grpc.aio.server(
+            interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs)
+        self._servicer = CoinServicer(config, self.metrics)
+        coins_pb2_grpc.add_CoinServiceServicer_to_server(self._servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        address = f"{config.host}:{config.port}"
+        if ":" in config.host and not config.host.startswith("["):
+            address = f"[{config.host}]:{config.port}"
+        try:
+            if config.tls_cert is not None:
+                credentials = grpc.ssl_server_credentials(
+                    [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise ConfigError(f"cannot listen on {address}: {error}") from None
+        if not self.port:
+            raise ConfigError(f"cannot listen on {address} (in use, or not a local address?)")
+        self._server = server
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        log.info("listening on %s:%d (%s), loading %s", config.host, self.port,
+                 "TLS" if config.tls_cert else "plaintext", config.bundle)
+        if config.metrics_port is not None:
+            self.metrics_port = self.metrics.start_http(
+                host=config.metrics_host or config.host, port=config.metrics_port)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._servicer.load)
+        except BaseException:
+            await self.drain(grace_s=0)
+            raise
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving %s on port %d", SERVICE_NAME, self.port)
+
+    async def drain(self, *, grace_s: float | None = None) -> None:
+        """NOT_SERVING, stop accepting, finish in-flight RPCs within the grace period, close."""
+        grace = self.config.grace_s if grace_s is None else grace_s
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        log.info("draining: finishing in-flight calls (grace %.1f s)", grace)
+        if self._servicer is not None:
+            self._servicer.draining = True
+        await server.stop(grace)
+        if self._servicer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._servicer.close)
+        self.metrics.close()
+        log.info("stopped")
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+class BackgroundServer:
+    """Run a :class:`CoinServer` on an event loop in a daemon thread (tests, benchmarks)::
+
+        with BackgroundServer(config) as server:
+            CoinClient(f"127.0.0.1:{server.port}")...
+    """
+
+    def __init__(self, config: ServerConfig):
+        self.server = CoinServer(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="denarius-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.server.metrics_port
+
+    def call(self, coroutine, *, timeout: float | None = None):
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        try:
+            self.call(self.server.start())
+        except BaseException:
+            self._shutdown_loop()
+            raise
+        return self
+
+    def stop(self, *, grace_s: float | None = None) -> None:
+        if self._thread.is_alive():
+            self.call(self.server.drain(grace_s=grace_s))
+            self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __exit__(self, *exc) -> None:
+        self.stop(grace_s=1.0)
+
+
+def serve(config: ServerConfig) -> int:
+    """Serve in the foreground until SIGTERM/SIGINT, then drain; returns the exit code 0."""
+
+    async def main() -> None:
+        server = CoinServer(config)
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop_requested.set)
+        await server.start()
+        # The parent process (or an orchestrator) can read the bound ports from the log.
+        log.info("ready: port=%d metrics_port=%s", server.port, server.metrics_port)
+        await stop_requested.wait()
+        log.info("signal received: draining")
+        await server.drain()
+
+    asyncio.run(main())
+    return 0

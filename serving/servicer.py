@@ -1,0 +1,224 @@
+"""CoinServicer: the thin gRPC layer over the engine, its batcher and the landmark methods.
+
+Every handler turns its request into engine calls and the answer into a proto; errors from
+``engine.errors`` become status codes through ``serving.status`` (the one mapping), and any
+other exception becomes INTERNAL with a request id that is logged with the traceback.
+Blocking work never runs on the event loop: identification goes through the engine's
+dynamic batcher (its own thread), landmark searches through a small thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from engine.errors import BackendUnavailable, DeadlineExceeded, DenariusError, Overloaded
+from serving import runtime
+from serving.denarius.v1 import coins_pb2, coins_pb2_grpc, tensor_pb2
+from serving.status import internal_message, status_for
+
+__all__ = ["CoinServicer"]
+
+log = logging.getLogger(__name__)
+
+
+def _request_id(request) -> str:
+    rid = getattr(request, "request_id", "")
+    return rid if rid else uuid.uuid4().hex[:16]
+
+
+def _deadline(context) -> float | None:
+    """The call's deadline as an absolute time.monotonic() value (None = no deadline).
+
+    Raises:
+        DeadlineExceeded: it has already passed, so no work is started.
+    """
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    if remaining <= 0:
+        raise DeadlineExceeded("the deadline passed before the server started the request")
+    return time.monotonic() + remaining
+
+
+def _guarded(handler):
+    """Map errors of a unary handler onto status codes (see module docstring)."""
+
+    @functools.wraps(handler)
+    async def wrapper(self, request, context):
+        rid = _request_id(request)
+        try:
+            return await handler(self, request, context, rid)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except DenariusError as error:
+            code = status_for(error)
+            if code == grpc.StatusCode.INTERNAL:
+                log.error("request %s: %s", rid, error, exc_info=True)
+                await context.abort(code, internal_message(rid))
+            log.info("request %s: %s: %s", rid, code.name, error)
+            await context.abort(code, str(error))
+        except Exception:
+            log.exception("request %s failed unexpectedly", rid)
+            await context.abort(grpc.StatusCode.INTERNAL, internal_message(rid))
+
+    return wrapper
+
+
+class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
+    """Handlers of denarius.v1.CoinService. ``load()`` must finish before calls succeed."""
+
+    def __init__(self, config, metrics):
+        self.config = config
+        self.metrics = metrics
+        self.runtime: runtime.Runtime | None = None
+        self.draining = False
+        self._landmark_pool = ThreadPoolExecutor(config.landmark_workers, thread_name_prefix="landmarks")
+        self._landmark_slots = config.landmark_workers + config.landmark_queue
+        self._landmark_busy = 0
+
+    # -- lifecycle (called from an executor thread) ----------------------------------------
+    def load(self) -> None:
+        config = self.config
+        self.runtime = runtime.Runtime.open(
+            config.bundle, backend=config.backend, precision=config.precision, max_batch=config.max_batch,
+            max_wait_ms=config.max_wait_ms, max_queue=config.max_queue, max_pixels=config.max_pixels,
+            warmup=config.warmup, on_batch=self.metrics.batch_size.observe,
+            max_message_bytes=config.max_message_bytes, stream_window=config.stream_window,
+        )
+        self.metrics.track_queue_depth(self.runtime.queue_depth)
+
+    def close(self) -> None:
+        self._landmark_pool.shutdown(wait=True, cancel_futures=True)
+        if self.runtime is not None:
+            self.runtime.close()
+
+    def _ready(self) -> runtime.Runtime:
+        if self.runtime is None:
+            raise BackendUnavailable("the model bundle is still loading; retry shortly")
+        return self.runtime
+
+    # -- Identify --------------------------------------------------------------------------
+    async def _identify(self, request, context, rid: str) -> coins_pb2.IdentifyResponse:
+        received = time.perf_counter()
+        rt = self._ready()
+        pair = rt.pair_from_request(request)  # InputError when neither side is present
+        deadline = _deadline(context)
+        future = rt.submit(pair, top_k=request.top_k or self.config.default_top_k, deadline=deadline)
+        try:
+            result = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()  # the client went away: the batcher skips a cancelled future
+            raise
+        return rt.identification_response(result, request_id=rid, received=received)
+
+    @_guarded
+    async def Identify(self, request, context, rid):
+        return await self._identify(request, context, rid)
+
+    async def IdentifyStream(self, request_iterator, context):
+        """Bounded bidirectional stream: at most ``stream_window`` requests in flight.
+
+        A request counts as in flight from the moment it is read until its response has been
+        handed to gRPC for writing; the next request is read only when a slot is free. gRPC
+        asks this generator for the next response only after the previous one was written,
+        so a client that stops reading stops the server reading too (HTTP/2 flow control
+        then pushes back on the client's writes) instead of the server buffering answers.
+        """
+        window = asyncio.Semaphore(self.config.stream_window)
+        done: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+        reading_finished = object()
+
+        async def answer(request) -> coins_pb2.IdentifyResponse:
+            rid = _request_id(request)
+            try:
+                return await self._identify(request, context, rid)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # one bad coin must not end the stream
+                if isinstance(error, DenariusError) and status_for(error) != grpc.StatusCode.INTERNAL:
+                    code, message = status_for(error), str(error)
+                else:
+                    log.error("stream item %s failed unexpectedly", rid, exc_info=True)
+                    code, message = grpc.StatusCode.INTERNAL, internal_message(rid)
+                return coins_pb2.IdentifyResponse(
+                    request_id=rid,
+                    error=tensor_pb2.Error(code=code.value[0], code_name=code.name, message=message),
+                )
+
+        async def reader() -> None:
+            try:
+                iterator = request_iterator.__aiter__()
+                while True:
+                    await window.acquire()
+                    try:
+                        request = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        window.release()
+                        break
+                    task = asyncio.create_task(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(lambda t: (tasks.discard(t), done.put_nowait(t)))
+            finally:
+                done.put_nowait(reading_finished)
+
+        reader_task = asyncio.create_task(reader())
+        outstanding, finished_reading = 0, False
+        try:
+            while True:
+                item = await done.get()
+                if item is reading_finished:
+                    finished_reading = True
+                    reader_task.result()  # re-raise a transport error from the reader
+                else:
+                    response = item.result()
+                    self.metrics.stream_items.labels(
+                        code=response.error.code_name if response.HasField("error") else "OK").inc()
+                    yield response
+                    window.release()
+                if finished_reading and not tasks and done.empty():
+                    return
+        finally:
+            reader_task.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    # -- Landmarks -------------------------------------------------------------------------
+    @_guarded
+    async def Landmarks(self, request, context, rid):
+        received = time.perf_counter()
+        rt = self._ready()
+        call = rt.landmark_call(request)  # validates everything before queueing
+        deadline = _deadline(context)
+        if self._landmark_busy >= self._landmark_slots:
+            raise Overloaded(
+                f"all {self._landmark_slots} landmark slots are busy; retry later or use another replica")
+        self._landmark_busy += 1
+        try:
+            loop = asyncio.get_running_loop()
+            started: list[float] = []
+
+            def work():
+                started.append(time.perf_counter())
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceeded("the deadline passed while the request waited for a landmark worker")
+                return call()
+
+            result = await loop.run_in_executor(self._landmark_pool, work)
+        finally:
+            self._landmark_busy -= 1
+        return rt.landmarks_response(
+            result, request=request, request_id=rid, received=received,
+            started=started[0] if started else received)
+
+    # -- GetModelInfo ----------------------------------------------------------------------
+    @_guarded
+    async def GetModelInfo(self, request, context, rid):
+        return self._ready().model_info()
