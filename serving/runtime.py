@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import InputError
+from engine.errors import ConfigError, InputError
 from serving.denarius.v1 import coins_pb2, tensor_pb2
 
 __all__ = ["Runtime", "SERVER_VERSION"]
@@ -25,6 +26,16 @@ log = logging.getLogger(__name__)
 
 SERVER_VERSION = "0.1.0"
 SIDE_NAMES = {coins_pb2.OBVERSE: "obverse", coins_pb2.REVERSE: "reverse"}
+METHOD_NAMES = {
+    coins_pb2.METHOD_UNSPECIFIED: "optimized",
+    coins_pb2.OPTIMIZED: "optimized",
+    coins_pb2.OCCLUSION: "occlusion",
+    coins_pb2.SALIENCY: "saliency",
+}
+METHOD_ENUMS = {"optimized": coins_pb2.OPTIMIZED, "occlusion": coins_pb2.OCCLUSION, "saliency": coins_pb2.SALIENCY}
+MAX_ITERATIONS = 1000
+MAX_TOP_REGIONS = 100
+MAX_SUPERPIXELS = 2000
 
 
 class Runtime:
@@ -35,7 +46,8 @@ class Runtime:
         self.bundle = engine.bundle
         self.max_message_bytes = max_message_bytes
         self.stream_window = stream_window
-        self._landmarks = None  # opened lazily: the gradient graphs cost memory
+        self._landmark_models: dict = {}  # opened lazily: the gradient graphs cost memory
+        self._landmark_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -101,8 +113,10 @@ class Runtime:
     def close(self) -> None:
         """Finish queued requests, then release the engine and the landmark models."""
         self.engine.close(drain=True)
-        if self._landmarks is not None:
-            self._landmarks.close()
+        with self._landmark_lock:
+            for model in self._landmark_models.values():
+                model.close()
+            self._landmark_models.clear()
 
     # -- Identify --------------------------------------------------------------------------
     def pair_from_request(self, request: coins_pb2.IdentifyRequest):
@@ -151,6 +165,118 @@ class Runtime:
             if candidate.p_emperor is not None:
                 item.p_emperor = candidate.p_emperor
         response.timing.total_ms = 1000.0 * (time.perf_counter() - received)
+        return response
+
+    # -- Landmarks -------------------------------------------------------------------------
+    def _landmark_model(self, name: str):
+        from engine.landmarks import GradientModel
+
+        with self._landmark_lock:
+            if name not in self._landmark_models:
+                self._landmark_models[name] = GradientModel.from_bundle(self.bundle, name)
+            return self._landmark_models[name]
+
+    def landmark_call(self, request: coins_pb2.LandmarksRequest) -> Callable[[], tuple]:
+        """Validate a LandmarksRequest (cheaply, no decoding) and return the blocking work.
+
+        The returned callable decodes and preprocesses the image, runs the landmark method
+        and returns ``(LandmarkMap, probabilities (C,) float64, classes, overlay PNG bytes)``.
+
+        Raises:
+            InputError: no side, an image whose header is unusable, an unknown target label.
+            ConfigError: epsilon outside (0, 1], negative sparsity, out-of-range settings.
+        """
+        from engine.imageio import read_header
+        from engine.landmarks import GradientModel, LandmarkConfig, OptimizerConfig
+
+        side = SIDE_NAMES.get(request.side)
+        if side is None:
+            raise InputError("side is required: OBVERSE or REVERSE")
+        if request.method not in METHOD_NAMES:
+            raise ConfigError(f"unknown method {request.method}; valid: OPTIMIZED, OCCLUSION, SALIENCY")
+        try:
+            read_header(request.image)  # empty, text, truncated header: answer before queueing
+        except InputError as error:
+            raise InputError(error.reason, side=side) from None
+        model_name = GradientModel.model_for_side(self.bundle, side)
+        classes = self.bundle.models[model_name].classes
+        target = request.target or None
+        if target is not None and target not in classes:
+            shown = ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else "")
+            raise InputError(f"unknown target label {target!r} for the {side}; valid labels: {shown}")
+        optimizer = {}
+        if request.HasField("sparsity"):
+            optimizer["lam"] = float(request.sparsity)
+        if request.max_iterations:
+            if request.max_iterations > MAX_ITERATIONS:
+                raise ConfigError(f"max_iterations must be <= {MAX_ITERATIONS}, got {request.max_iterations}")
+            optimizer["max_iterations"] = int(request.max_iterations)
+        settings = {"method": METHOD_NAMES[request.method], "optimizer": OptimizerConfig(**optimizer)}
+        if request.HasField("epsilon"):
+            settings["epsilon"] = float(request.epsilon)
+        if request.WhichOneof("regions") == "superpixels":
+            count = request.superpixels.count or 100
+            if count > MAX_SUPERPIXELS:
+                raise ConfigError(f"superpixels count must be <= {MAX_SUPERPIXELS}, got {count}")
+            settings["superpixels"] = count
+        elif request.WhichOneof("regions") == "windows":
+            crop = self.engine.spec.crop
+            settings["window"] = request.windows.size or 11
+            settings["stride"] = request.windows.stride or 3
+            if settings["window"] > crop or settings["stride"] > crop:
+                raise ConfigError(f"window size and stride must be <= the input size {crop}")
+        if request.top_regions > MAX_TOP_REGIONS:
+            raise ConfigError(f"top_regions must be <= {MAX_TOP_REGIONS}, got {request.top_regions}")
+        settings["top"] = request.top_regions or 5
+        config = LandmarkConfig(**settings)
+        image, spec, overlay = bytes(request.image), self.engine.spec, request.include_overlay
+
+        def call() -> tuple:
+            import cv2
+
+            from engine.landmarks import compute_landmarks
+            from engine.preprocess import canonical_image, crop_image, normalize
+
+            model = self._landmark_model(model_name)
+            crop = crop_image(canonical_image(image, spec, side=side), spec)  # (S, S, 3) uint8
+            [landmark_map] = compute_landmarks(model, crop, config=config, targets=target)
+            probabilities = model.probabilities(normalize(crop[None], spec))[0]
+            png = b""
+            if overlay:
+                rgb = landmark_map.overlay(scale=max(1, 256 // crop.shape[0]))
+                ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                png = encoded.tobytes() if ok else b""
+            return landmark_map, probabilities, classes, png
+
+        return call
+
+    def landmarks_response(
+        self, result: tuple, *, request_id: str, received: float, started: float
+    ) -> coins_pb2.LandmarksResponse:
+        """(LandmarkMap, probabilities, classes, png) -> LandmarksResponse."""
+        landmark_map, probabilities, classes, png = result
+        heatmap = np.asarray(landmark_map.heatmap, np.float32)
+        response = coins_pb2.LandmarksResponse(
+            request_id=request_id,
+            heatmap=tensor_pb2.FloatArray(shape=list(heatmap.shape), data=heatmap.ravel().tolist()),
+            target=landmark_map.label, probability=float(landmark_map.p_full),
+            overlay_png=png, model_version=self.bundle.version,
+            method=METHOD_ENUMS[landmark_map.method],
+            epsilon=float(landmark_map.epsilon or 0.0), iterations=int(landmark_map.iterations),
+            converged=bool(landmark_map.converged), region_kind=str(landmark_map.regions.get("kind", "")),
+            forward_equivalents=float(landmark_map.forward_equivalents),
+        )
+        if landmark_map.p_masked is not None:
+            response.masked_probability = float(landmark_map.p_masked)
+        for region in landmark_map.top_regions:
+            x0, y0, x1, y1 = region["box"]
+            response.regions.add(x=x0, y=y0, width=x1 - x0, height=y1 - y0, score=float(region["score"]))
+        for c in np.argsort(-probabilities, kind="stable")[:5]:
+            response.probabilities.add(label=classes[c], probability=float(probabilities[c]))
+        now = time.perf_counter()
+        response.timing.total_ms = 1000.0 * (now - received)
+        response.timing.queue_ms = 1000.0 * (started - received)
+        response.timing.compute_ms = 1000.0 * (now - started)
         return response
 
     # -- GetModelInfo ----------------------------------------------------------------------

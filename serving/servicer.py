@@ -215,7 +215,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         finally:
             self._landmark_busy -= 1
         return rt.landmarks_response(
-            result, request=request, request_id=rid, received=received,
+            result, request_id=rid, received=received,
             started=started[0] if started else received)
 
     # -- GetModelInfo ----------------------------------------------------------------------

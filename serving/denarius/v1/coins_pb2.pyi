@@ -141,7 +141,7 @@ class ClassProbability(_message.Message):
     def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class LandmarksResponse(_message.Message):
-    __slots__ = ("request_id", "heatmap", "regions", "target", "probability", "masked_probability", "probabilities", "overlay_png", "model_version", "timing", "method")
+    __slots__ = ("request_id", "heatmap", "regions", "target", "probability", "masked_probability", "probabilities", "overlay_png", "model_version", "timing", "method", "epsilon", "iterations", "converged", "region_kind", "forward_equivalents")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,11 @@ class LandmarksResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_FIELD_NUMBER: _ClassVar[int]
+    REGION_KIND_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_EQUIVALENTS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     heatmap: _tensor_pb2.FloatArray
     regions: _containers.RepeatedCompositeFieldContainer[Region]
@@ -164,7 +169,12 @@ class LandmarksResponse(_message.Message):
     model_version: str
     timing: _tensor_pb2.Timing
     method: Method
-    def __init__(self, request_id: _Optional[str] = ..., heatmap: _Optional[_Union[_tensor_pb2.FloatArray, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., target: _Optional[str] = ..., probability: _Optional[float] = ..., masked_probability: _Optional[float] = ..., probabilities: _Optional[_Iterable[_Union[ClassProbability, _Mapping]]] = ..., overlay_png: _Optional[bytes] = ..., model_version: _Optional[str] = ..., timing: _Optional[_Union[_tensor_pb2.Timing, _Mapping]] = ..., method: _Optional[_Union[Method, str]] = ...) -> None: ...
+    epsilon: float
+    iterations: int
+    converged: bool
+    region_kind: str
+    forward_equivalents: float
+    def __init__(self, request_id: _Optional[str] = ..., heatmap: _Optional[_Union[_tensor_pb2.FloatArray, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., target: _Optional[str] = ..., probability: _Optional[float] = ..., masked_probability: _Optional[float] = ..., probabilities: _Optional[_Iterable[_Union[ClassProbability, _Mapping]]] = ..., overlay_png: _Optional[bytes] = ..., model_version: _Optional[str] = ..., timing: _Optional[_Union[_tensor_pb2.Timing, _Mapping]] = ..., method: _Optional[_Union[Method, str]] = ..., epsilon: _Optional[float] = ..., iterations: _Optional[int] = ..., converged: _Optional[bool] = ..., region_kind: _Optional[str] = ..., forward_equivalents: _Optional[float] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
