@@ -1,0 +1,161 @@
+"""Backends: choice, errors that list the choices, feed validation, tuned CPU sessions, GPU skips."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engine.backends import available_backends, backend_status, open_backend, physical_cores
+from engine.backends.ort_cpu import OrtCpuBackend
+from engine.bundle import load_bundle
+from engine.errors import BackendUnavailable, BundleError, ConfigError, DenariusError, InputError
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle):
+    return load_bundle(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def images(bundle):
+    size = bundle.preprocess.crop
+    return np.random.default_rng(0).standard_normal((5, 3, size, size)).astype(np.float32)
+
+
+def reference_logits(bundle, model, images):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(bundle.file(model)), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"image": images})[0]
+
+
+def test_auto_picks_the_best_available_and_logs_why(bundle, caplog):
+    with caplog.at_level(logging.INFO, logger="engine.backends.registry"):
+        backend = open_backend(bundle)
+    with backend:
+        assert backend.name == available_backends(bundle)[0]
+        assert backend.graphs == ("emperor", "ric")
+    assert f"chose {backend.name}" in caplog.text
+    if backend.name == "ort-cpu":
+        assert "tensorrt" in caplog.text and "ort-cuda" in caplog.text  # the skipped ones, with reasons
+
+
+def test_unknown_and_unavailable_backends_say_what_exists(bundle):
+    with pytest.raises(ConfigError, match="choose from .*ort-cpu"):
+        open_backend(bundle, "onnx")
+    with pytest.raises(ConfigError, match="precision"):
+        open_backend(bundle, "ort-cpu", "bf16")
+    status = backend_status(bundle)
+    for name in ("ort-cuda", "tensorrt"):
+        if status[name] is None:
+            continue
+        with pytest.raises(BackendUnavailable, match=r"Available backends: \[.*'ort-cpu'\]") as error:
+            open_backend(bundle, name)
+        assert status[name] in str(error.value)
+
+
+def test_missing_variant_is_a_bundle_error(bundle):
+    if bundle.has("emperor", "int8"):
+        pytest.skip("the tiny bundle has an int8 variant")
+    with pytest.raises(BundleError, match="int8"):
+        open_backend(bundle, "ort-cpu", "int8")
+
+
+def test_cpu_sessions_are_tuned_for_throughput(bundle):
+    import onnxruntime as ort
+
+    with open_backend(bundle, "ort-cpu", "fp32") as backend:
+        options = backend.session("emperor").get_session_options()
+        assert options.intra_op_num_threads == physical_cores()
+        assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+        assert options.enable_mem_pattern and options.enable_cpu_mem_arena
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+@pytest.mark.parametrize("max_batch", [1, 2, 64])
+def test_infer_matches_onnxruntime_and_splits_large_batches(bundle, images, max_batch):
+    with open_backend(bundle, "ort-cpu", "fp32", max_batch=max_batch) as backend:
+        for model in ("emperor", "ric"):
+            logits = backend.infer(model, images)
+            assert logits.dtype == np.float32 and logits.shape == (5, len(bundle.models[model].classes))
+            np.testing.assert_allclose(logits, reference_logits(bundle, model, images), rtol=0, atol=1e-5)
+
+
+def test_infer_validates_its_feed(bundle, images):
+    with open_backend(bundle, "ort-cpu", "fp32") as backend:
+        with pytest.raises(InputError, match="float32"):
+            backend.infer("emperor", images.astype(np.float64))
+        with pytest.raises(InputError, match=r"shape \(N, 3, 64, 64\)"):
+            backend.infer("emperor", images[:, :, :32])
+        with pytest.raises(InputError, match="empty"):
+            backend.infer("emperor", images[:0])
+        with pytest.raises(ConfigError, match="open graphs"):
+            backend.infer("landmarks", images)
+        strided = images[::2]  # not contiguous: copied once, same answer
+        np.testing.assert_allclose(backend.infer("ric", strided), reference_logits(bundle, "ric", np.ascontiguousarray(strided)), atol=1e-5)
+    with pytest.raises(DenariusError, match="closed"):
+        backend.infer("emperor", images)
+
+
+def test_gradient_graph_runs_through_run(bundle, images):
+    if not bundle.has("emperor", "grad"):
+        pytest.skip("the tiny bundle has no gradient graph (export.gradgraph not available)")
+    with open_backend(bundle, "ort-cpu", graphs=("emperor.grad",)) as backend:
+        out = backend.run("emperor.grad", {"image": images, "target": np.zeros(5, np.int64)})
+    assert out["grad_image"].shape == images.shape and out["loss"].shape == (5,)
+    np.testing.assert_allclose(out["logits"], reference_logits(bundle, "emperor", images), atol=1e-4)
+
+
+def test_explicit_thread_count(bundle, images):
+    with OrtCpuBackend({"emperor": _graph(bundle, "emperor")}, threads=1, max_batch=8) as backend:
+        assert backend.session("emperor").get_session_options().intra_op_num_threads == 1
+        assert backend.infer("emperor", images).shape[0] == 5
+
+
+def _graph(bundle, model):
+    from engine.backends import GraphFile
+
+    return GraphFile(path=bundle.file(model))
+
+
+def test_importing_the_engine_loads_no_torch_tensorrt_or_pycuda(tiny_bundle):
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import engine, engine.backends, engine.batcher, engine.engine\n"
+        "from engine.backends import backend_status\n"
+        f"e = engine.Engine({str(tiny_bundle)!r}, backend='ort-cpu'); e.close()\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'pycuda', 'training', 'export'))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ------------------------------------------------------------------ GPU backends
+
+
+def test_ort_cuda_matches_cpu(bundle, images):
+    reason = backend_status(bundle)["ort-cuda"]
+    if reason is not None:
+        pytest.skip(f"ort-cuda unavailable here: {reason}")
+    try:
+        backend = open_backend(bundle, "ort-cuda", "fp32")
+    except BackendUnavailable as error:
+        pytest.skip(f"ort-cuda unavailable here: {error}")
+    with backend:
+        for model in ("emperor", "ric"):
+            np.testing.assert_allclose(backend.infer(model, images), reference_logits(bundle, model, images), atol=1e-3)
+            np.testing.assert_allclose(backend.infer(model, images[:2]), reference_logits(bundle, model, images[:2]), atol=1e-3)
+
+
+def test_tensorrt_plan_for_this_gpu(bundle, images):
+    reason = backend_status(bundle)["tensorrt"]
+    if reason is not None:
+        pytest.skip(f"tensorrt unavailable here: {reason}")
+    with open_backend(bundle, "tensorrt") as backend:
+        for model in ("emperor", "ric"):
+            np.testing.assert_allclose(backend.infer(model, images), reference_logits(bundle, model, images), atol=5e-2)
