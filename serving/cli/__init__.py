@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("cmd_preprocess", "preprocess coin photos and write a contact sheet"),
     "validate": ("cmd_validate", "validate a dataset manifest and show its class tables"),
     "synth": ("cmd_synth", "generate a synthetic Roman imperial coin dataset"),
+    "train": ("cmd_train", "train the emperor (obverse) and RIC (reverse) AlexNets on a manifest"),
+    "evaluate": ("cmd_evaluate", "k-fold cross-validation of the CNN and the SIFT+SVM baseline (paper Table 1)"),
     "export": ("cmd_export", "export a training run to a model bundle (ONNX, gradient graphs, INT8/FP16, TensorRT)"),
     "bundle-info": ("cmd_bundle_info", "verify a model bundle and summarise what it holds"),
 }
