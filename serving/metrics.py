@@ -8,6 +8,8 @@ Exported series (all prefixed ``denarius_``):
 - ``batch_size``: histogram of the batch sizes the dynamic batcher formed.
 - ``queue_depth``: requests waiting in the batcher queue (sampled at scrape time).
 - ``inflight_requests{method}``: RPCs being handled now.
+- ``stream_outstanding``: IdentifyStream requests read and not yet answered (all streams);
+  ``stream_outstanding_peak``: the most ever outstanding on one stream (<= the window).
 """
 
 from __future__ import annotations
@@ -49,10 +51,26 @@ class ServerMetrics:
         self.queue_depth = Gauge(
             "denarius_queue_depth", "Requests waiting in the batcher queue", registry=self.registry,
         )
+        self.stream_outstanding = Gauge(
+            "denarius_stream_outstanding",
+            "IdentifyStream requests read but not yet answered, over all streams", registry=self.registry,
+        )
+        self.stream_outstanding_peak = Gauge(
+            "denarius_stream_outstanding_peak",
+            "Most requests ever outstanding on one IdentifyStream (bounded by the stream window)",
+            registry=self.registry,
+        )
         self.inflight = Gauge(
             "denarius_inflight_requests", "RPCs being handled", ["method"], registry=self.registry,
         )
         self._http = None
+        self._stream_peak = 0
+
+    def note_stream_outstanding(self, count: int) -> None:
+        """Record that one stream has ``count`` requests outstanding (for the peak gauge)."""
+        if count > self._stream_peak:
+            self._stream_peak = count
+            self.stream_outstanding_peak.set(count)
 
     def track_queue_depth(self, read: Callable[[], int]) -> None:
         """Sample the queue depth by calling ``read()`` at every scrape."""

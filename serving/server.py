@@ -60,6 +60,8 @@ class ServerConfig:
             more may wait for one before RESOURCE_EXHAUSTED.
         default_top_k: candidates returned when a request leaves top_k at 0.
         grace_s: how long in-flight RPCs may run after a SIGTERM.
+        drain_delay_s: after a SIGTERM, keep accepting calls this long while health says
+            NOT_SERVING, so load balancers stop routing here before the port closes.
         tls_cert, tls_key: PEM files; both or neither (then the port is plaintext).
         tokens: accepted bearer tokens; empty = no authentication.
         warmup: run one batch through the models before reporting SERVING.
@@ -83,6 +85,7 @@ class ServerConfig:
     landmark_queue: int = 4
     default_top_k: int = 5
     grace_s: float = 10.0
+    drain_delay_s: float = 0.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tokens: tuple[str, ...] = field(default=(), repr=False)
@@ -102,8 +105,8 @@ class ServerConfig:
                      "stream_window", "landmark_workers", "default_top_k"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.landmark_queue < 0 or self.max_wait_ms < 0 or self.grace_s < 0:
-            raise ConfigError("landmark_queue, max_wait_ms and grace_s must be >= 0")
+        if min(self.landmark_queue, self.max_wait_ms, self.grace_s, self.drain_delay_s) < 0:
+            raise ConfigError("landmark_queue, max_wait_ms, grace_s and drain_delay_s must be >= 0")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
         if self.max_pixels is not None and self.max_pixels < 1:
@@ -207,19 +210,24 @@ class CoinServer:
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._servicer.load)
         except BaseException:
-            await self.drain(grace_s=0)
+            await self.drain(grace_s=0, delay_s=0)
             raise
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on port %d", SERVICE_NAME, self.port)
 
-    async def drain(self, *, grace_s: float | None = None) -> None:
-        """NOT_SERVING, stop accepting, finish in-flight RPCs within the grace period, close."""
+    async def drain(self, *, grace_s: float | None = None, delay_s: float | None = None) -> None:
+        """NOT_SERVING, (drain delay,) stop accepting, finish in-flight RPCs within the grace
+        period, close the engine. Idempotent."""
         grace = self.config.grace_s if grace_s is None else grace_s
+        delay = self.config.drain_delay_s if delay_s is None else delay_s
         if self._server is None:
             return
         server, self._server = self._server, None
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        log.info("draining: finishing in-flight calls (grace %.1f s)", grace)
+        if delay > 0:
+            log.info("draining: NOT_SERVING, still accepting calls for %.1f s", delay)
+            await asyncio.sleep(delay)
+        log.info("draining: no new calls; finishing in-flight calls (grace %.1f s)", grace)
         if self._servicer is not None:
             self._servicer.draining = True
         await server.stop(grace)
@@ -266,9 +274,9 @@ class BackgroundServer:
             raise
         return self
 
-    def stop(self, *, grace_s: float | None = None) -> None:
+    def stop(self, *, grace_s: float | None = None, delay_s: float | None = None) -> None:
         if self._thread.is_alive():
-            self.call(self.server.drain(grace_s=grace_s))
+            self.call(self.server.drain(grace_s=grace_s, delay_s=delay_s))
             self._shutdown_loop()
 
     def _shutdown_loop(self) -> None:
@@ -278,7 +286,7 @@ class BackgroundServer:
             self._loop.close()
 
     def __exit__(self, *exc) -> None:
-        self.stop(grace_s=1.0)
+        self.stop(grace_s=1.0, delay_s=0.0)
 
 
 def serve(config: ServerConfig) -> int:

@@ -135,6 +135,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         done: asyncio.Queue = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
         reading_finished = object()
+        outstanding = 0  # read and not yet yielded; never above the window
 
         async def answer(request) -> coins_pb2.IdentifyResponse:
             rid = _request_id(request)
@@ -154,6 +155,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
                 )
 
         async def reader() -> None:
+            nonlocal outstanding
             try:
                 iterator = request_iterator.__aiter__()
                 while True:
@@ -163,6 +165,9 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
                     except StopAsyncIteration:
                         window.release()
                         break
+                    outstanding += 1
+                    self.metrics.stream_outstanding.inc()
+                    self.metrics.note_stream_outstanding(outstanding)
                     task = asyncio.create_task(answer(request))
                     tasks.add(task)
                     task.add_done_callback(lambda t: (tasks.discard(t), done.put_nowait(t)))
@@ -170,18 +175,20 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
                 done.put_nowait(reading_finished)
 
         reader_task = asyncio.create_task(reader())
-        outstanding, finished_reading = 0, False
+        finished_reading = False
         try:
             while True:
                 item = await done.get()
                 if item is reading_finished:
                     finished_reading = True
-                    reader_task.result()  # re-raise a transport error from the reader
+                    await reader_task  # re-raises a transport error from the reader
                 else:
                     response = item.result()
                     self.metrics.stream_items.labels(
                         code=response.error.code_name if response.HasField("error") else "OK").inc()
                     yield response
+                    outstanding -= 1
+                    self.metrics.stream_outstanding.dec()
                     window.release()
                 if finished_reading and not tasks and done.empty():
                     return
@@ -189,6 +196,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
             reader_task.cancel()
             for task in list(tasks):
                 task.cancel()
+            self.metrics.stream_outstanding.dec(outstanding)
 
     # -- Landmarks -------------------------------------------------------------------------
     @_guarded

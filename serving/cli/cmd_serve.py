@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="landmark requests that may wait for a worker (default 4)")
     limits.add_argument("--grace", type=float, default=10.0,
                         help="seconds in-flight calls may finish after SIGTERM (default 10)")
+    limits.add_argument("--drain-delay", type=float, default=0.0,
+                        help="after SIGTERM, seconds to keep accepting calls while health is NOT_SERVING "
+                             "(let load balancers notice; default 0)")
     limits.add_argument("--no-warmup", action="store_true", help="report SERVING without a warm-up batch")
 
 
@@ -61,7 +64,7 @@ def config_from_args(args: argparse.Namespace):
         max_message_bytes=int(args.max_message_mb * 1024 * 1024), max_pixels=args.max_pixels,
         max_concurrent_rpcs=args.max_concurrent_rpcs, stream_window=args.stream_window,
         landmark_workers=args.landmark_workers, landmark_queue=args.landmark_queue,
-        grace_s=args.grace, tls_cert=args.tls_cert, tls_key=args.tls_key, tokens=tokens,
+        grace_s=args.grace, drain_delay_s=args.drain_delay, tls_cert=args.tls_cert, tls_key=args.tls_key, tokens=tokens,
         warmup=not args.no_warmup,
     )
 
