@@ -1,8 +1,8 @@
 """INT8 ONNX by onnxruntime static quantization (QDQ), and agreement with fp32.
 
 The INT8 file is a QDQ graph: ``QuantizeLinear``/``DequantizeLinear`` pairs around every
-Conv and Gemm, int8 weights quantised per output channel, int8 activations, and every zero
-point 0 (symmetric). That is what TensorRT's explicit-quantisation path requires, so the
+Conv and Gemm, int8 weights quantised per output channel, int8 activations, fp32 biases,
+and every zero point 0 (symmetric). That is what TensorRT's explicit-quantisation path requires, so the
 same file serves onnxruntime CPU (which fuses the pairs into QLinearConv/QGemm kernels)
 and TensorRT INT8 (10.x and the strongly typed 11.x).
 
@@ -286,6 +286,9 @@ def quantize_int8(
                 extra_options={
                     "ActivationSymmetric": config.symmetric_activations,
                     "WeightSymmetric": True,
+                    # TensorRT's DequantizeLinear takes int8 (not int32) inputs, so biases stay
+                    # fp32; onnxruntime quantises them itself when it fuses QLinearConv/QGemm.
+                    "QuantizeBias": False,
                     # Bounded memory: merge ranges every 8 batches instead of keeping every
                     # intermediate tensor of every calibration batch.
                     "CalibMaxIntermediateOutputs": 8,
