@@ -191,7 +191,7 @@ class LocalScanner:
         engine: an open ``engine.Engine``.
         top_k: candidates per coin.
         workers: preprocessing threads.
-        landmarks: add landmark boxes per side (``serving/scan/landmarks.py``).
+        landmarks: add landmark boxes per side (``serving/scan/landmark_boxes.py``).
     """
 
     def __init__(self, engine, *, top_k: int, workers: int, landmarks: bool = False):
@@ -210,6 +210,8 @@ class LocalScanner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self.landmarks is not None:
+            self.landmarks.close()
 
     def __enter__(self) -> LocalScanner:
         return self
@@ -246,14 +248,18 @@ class LocalScanner:
         todo = [i for i, p in enumerate(prepared) if not isinstance(p, dict)]
         if todo:
             pairs = [CoinPair(obverse=prepared[i][0], reverse=prepared[i][1], coin_id=items[i].coin_id) for i in todo]
+            identified = []
             for i, result in zip(todo, self.engine.identify(pairs, top_k=self.top_k)):
                 if result.error is not None:
                     records[i] = error_record(items[i], kind="input", message=str(result.error), model_version=self.model_version)
                     continue
                 records[i] = identification_record(
                     items[i], mode=result.mode, candidates=candidate_dicts(result), model_version=result.model_version)
-                if self.landmarks is not None:
-                    records[i]["landmarks"] = self.landmarks.boxes(prepared[i], result)
+                identified.append((i, result))
+            if self.landmarks is not None and identified:
+                boxes = self.landmarks.annotate([prepared[i] for i, _ in identified], [r for _, r in identified])
+                for (i, _), landmarks in zip(identified, boxes):
+                    records[i]["landmarks"] = landmarks
         return records
 
     def scan_group(self, items: Sequence[CoinItem]) -> list[dict]:
