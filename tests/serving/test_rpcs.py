@@ -10,7 +10,7 @@ import pytest
 
 from serving.client import CoinClient
 from serving.denarius.v1 import coins_pb2
-from tests.serving.helpers import coin_png, metric, scrape
+from serving_helpers import coin_png, metric, scrape
 
 RICS = {"RIC V Aurelianus 1", "RIC V Aurelianus 2", "RIC V Probus 10", "RIC V Probus 11",
         "RIC V Probus 12", "RIC V Tacitus 30"}
