@@ -1,0 +1,16 @@
+"""Synthetic Roman imperial coins with ground-truth landmarks (``denarius synth``).
+
+Public API::
+
+    from training.synth import generate, SynthConfig, PRESETS
+    summary = generate("data/synth-tiny", preset="tiny", seed=1)
+
+Modules: ``presets`` (the config), ``catalogue`` (emperors, RIC types, descriptions),
+``relief`` (the die height map), ``portrait`` / ``reverse`` / ``legend`` (what is drawn),
+``render`` (from height map to photograph), ``coin`` (one coin), ``writer`` (the dataset).
+"""
+
+from training.synth.presets import PRESETS, SynthConfig, make_config
+from training.synth.writer import SynthSummary, generate
+
+__all__ = ["generate", "SynthConfig", "SynthSummary", "PRESETS", "make_config"]

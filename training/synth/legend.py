@@ -1,0 +1,96 @@
+"""Legends: Latin capitals around the rim (obverse and reverse) and in the exergue."""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+
+from training.synth.relief import CANVAS, DIE_RADIUS, Die
+
+__all__ = ["arc_legend", "exergue_text"]
+
+_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX)
+
+
+@functools.lru_cache(maxsize=1)
+def _polar():
+    """Radius (px) and clockwise-from-top angle (rad) of every height-map pixel."""
+    c = (CANVAS - 1) / 2.0
+    y, x = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float32)
+    x -= c
+    y -= c
+    r = np.sqrt(x * x + y * y)
+    a = np.arctan2(x, -y)  # 0 at 12 o'clock, +pi/2 at 3 o'clock
+    return r, a
+
+
+def _strip(text: str, *, height: int, font: int, thickness: int, spacing: float) -> np.ndarray:
+    """Text rendered on one line: (height, width) float32 in [0, 1], letters filling the height."""
+    scale = 1.0
+    (w1, h1), _ = cv2.getTextSize("M", font, scale, thickness)
+    scale = (height * 0.92) / h1
+    pad = int(height * spacing)
+    widths = [cv2.getTextSize(ch, font, scale, thickness)[0][0] if ch != " " else int(height * 0.45) for ch in text]
+    width = sum(widths) + pad * (len(text) + 1)
+    canvas = np.zeros((height + 4, width), np.uint8)
+    x = pad
+    for ch, w in zip(text, widths):
+        if ch != " ":
+            cv2.putText(canvas, ch, (x, height + 1), font, scale, 255, thickness, cv2.LINE_AA)
+        x += w + pad
+    return canvas.astype(np.float32) / 255.0
+
+
+def arc_legend(die: Die, text: str, *, rng: np.random.Generator, level: float = 0.75,
+               span_deg: float = 300.0, radius: float = 0.84, letter: float = 0.12,
+               discriminative: bool = False, word: str = "legend"):
+    """Draw ``text`` clockwise around the rim, centred on 12 o'clock, letter bases inward.
+
+    radius: outer edge of the letters in die radii; letter: letter height in die radii.
+    The element records an arc-band polygon covering the letters.
+    """
+    font = _FONTS[int(rng.integers(len(_FONTS)))]
+    height = int(round(letter * DIE_RADIUS))
+    thickness = max(2, int(round(height / 7)))
+    strip = _strip(text, height=height, font=font, thickness=thickness, spacing=0.12)
+    r_out = radius * DIE_RADIUS
+    r_mid = r_out - height / 2.0
+    natural = strip.shape[1] / r_mid  # radians the text needs at its natural width
+    span = min(np.deg2rad(span_deg), natural * 1.15)
+    start = -span / 2.0
+    r, a = _polar()
+    # strip x runs along the arc, strip y from the outer edge inwards
+    map_x = ((a - start) * (strip.shape[1] / span)).astype(np.float32)
+    map_y = (r_out - r + 2.0).astype(np.float32)
+    patch = cv2.remap(strip, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    die.begin(word, discriminative)
+    t = np.linspace(start, start + span, 32)
+    c = (CANVAS - 1) / 2.0
+    outer = np.stack([c + (r_out + 2) * np.sin(t), c - (r_out + 2) * np.cos(t)], 1)
+    r_in = r_out - height - 2
+    inner = np.stack([c + r_in * np.sin(t[::-1]), c - r_in * np.cos(t[::-1])], 1)
+    die.paste(patch * level, record_polygon=np.concatenate([outer, inner]))
+    die.end()
+
+
+def exergue_text(die: Die, text: str, *, rng: np.random.Generator, level: float = 0.7,
+                 y: float = 0.73, letter: float = 0.11, discriminative: bool = False):
+    """A mint mark below the exergue line, centred; records its bounding box."""
+    font = _FONTS[int(rng.integers(len(_FONTS)))]
+    height = int(round(letter * DIE_RADIUS))
+    thickness = max(2, int(round(height / 7)))
+    strip = _strip(text, height=height, font=font, thickness=thickness, spacing=0.1)
+    c = (CANVAS - 1) / 2.0
+    x0 = int(round(c - strip.shape[1] / 2.0))
+    y0 = int(round(c + y * DIE_RADIUS - strip.shape[0] / 2.0))
+    patch = np.zeros_like(die.h)
+    h, w = strip.shape
+    xs, ys = max(0, x0), max(0, y0)
+    xe, ye = min(CANVAS, x0 + w), min(CANVAS, y0 + h)
+    patch[ys:ye, xs:xe] = strip[ys - y0 : ye - y0, xs - x0 : xe - x0] * level
+    die.begin("exergue", discriminative)
+    box = np.array([[xs, ys], [xe, ys], [xe, ye], [xs, ye]], np.float32)
+    die.paste(patch, record_polygon=box)
+    die.end()
