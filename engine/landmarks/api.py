@@ -1,0 +1,228 @@
+"""One entry point for every landmark method: :func:`compute_landmarks`.
+
+The engine (``Engine.landmarks``), the CLI and the evaluation call this with a
+:class:`~engine.landmarks.model.LandmarkModel` and centre crops in [0, 255] pixel space
+(``crop_image(canonical_image(...))``); masking happens on the crop, then
+:func:`engine.preprocess.normalize` prepares the network input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.errors import ConfigError, InputError
+from engine.landmarks import baselines, composition
+from engine.landmarks.model import LandmarkModel
+from engine.landmarks.optimizer import NumpyOps, OptimizerConfig, check_epsilon, optimize_masks
+from engine.landmarks.regions import Regions, pixel_regions, superpixel_regions, window_regions
+from engine.landmarks.result import LandmarkMap, rescale, top_regions
+
+__all__ = ["METHODS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("optimized", "occlusion", "saliency")
+SWEEP_EPSILONS = (0.1, 0.3, 0.5, 0.7, 1.0)  # the paper's Figure 6
+
+
+@dataclass(frozen=True)
+class LandmarkConfig:
+    """What to compute.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        epsilon: confidence the optimised mask may lose, in (0, 1] (optimised only).
+        window, stride: sliding-window regions (the paper: 11 or 21, stride 3).
+        superpixels: if set, SLIC superpixels with about this many segments instead.
+        pixels: if True, single pixels instead (K = H * W; optimised and saliency only).
+        optimizer: settings of the mask optimiser (lambda, iterations, step).
+        top: number of top regions reported.
+        batch_size: occluded images per forward call (occlusion).
+    """
+
+    method: str = "optimized"
+    epsilon: float = 0.5
+    window: int = 11
+    stride: int = 3
+    superpixels: int | None = None
+    pixels: bool = False
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    top: int = 5
+    batch_size: int = 64
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown landmark method {self.method!r}; valid methods: {', '.join(METHODS)}")
+        check_epsilon(self.epsilon)
+        if self.window < 1 or self.stride < 1:
+            raise ConfigError(f"window and stride must be >= 1, got window={self.window}, stride={self.stride}")
+        if self.superpixels is not None and self.superpixels < 1:
+            raise ConfigError(f"superpixels must be >= 1, got {self.superpixels}")
+        if self.superpixels is not None and self.pixels:
+            raise ConfigError("choose superpixels or pixels, not both")
+        if self.top < 0 or self.batch_size < 1:
+            raise ConfigError(f"top must be >= 0 and batch_size >= 1, got top={self.top}, batch_size={self.batch_size}")
+
+
+def make_regions(config: LandmarkConfig, crop: np.ndarray) -> Regions:
+    """Regions for one (H, W, 3) crop (superpixels depend on the image, windows do not)."""
+    height, width = crop.shape[:2]
+    if config.superpixels is not None:
+        return superpixel_regions(crop, segments=config.superpixels)
+    if config.pixels:
+        return pixel_regions(height, width)
+    return window_regions(height, width, size=config.window, stride=config.stride)
+
+
+def _resolve_targets(model: LandmarkModel, targets, count: int) -> list[int | None]:
+    if targets is None or isinstance(targets, (str, int, np.integer)):
+        targets = [targets] * count
+    targets = list(targets)
+    if len(targets) != count:
+        raise InputError(f"{count} images but {len(targets)} targets")
+    out: list[int | None] = []
+    for target in targets:
+        if target is None:
+            out.append(None)
+        elif isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            if not 0 <= int(target) < len(model.classes):
+                raise InputError(f"target index {target} out of range [0, {len(model.classes)})")
+            out.append(int(target))
+        else:
+            if str(target) not in model.classes:
+                shown = ", ".join(model.classes[:20]) + (" ..." if len(model.classes) > 20 else "")
+                raise InputError(f"unknown target label {target!r}; valid labels: {shown}")
+            out.append(model.classes.index(str(target)))
+    return out
+
+
+def _check_crops(model: LandmarkModel, crops: np.ndarray) -> np.ndarray:
+    crops = np.asarray(crops)
+    if crops.ndim == 3:
+        crops = crops[None]
+    size = model.spec.crop
+    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
+        raise InputError(f"crops must be (B, {size}, {size}, 3) uint8 for this model, got shape {crops.shape}")
+    return crops
+
+
+def compute_landmarks(
+    model: LandmarkModel,
+    crops: np.ndarray,
+    *,
+    config: LandmarkConfig = LandmarkConfig(),
+    targets=None,
+    epsilons: Sequence[float] | None = None,
+    ops=NumpyOps,
+    progress: bool = False,
+) -> list[LandmarkMap]:
+    """Landmark maps for a batch of crops.
+
+    Args:
+        model: a :class:`LandmarkModel` (e.g. :class:`engine.landmarks.model.GradientModel`).
+        crops: (B, S, S, 3) or (S, S, 3) uint8 RGB centre crops at the model's input size.
+        config: method, regions and optimiser settings.
+        targets: None (each image's predicted class), one label/index for all, or B of them.
+        epsilons: optimised method only - several epsilons per image in one batched run
+            (e.g. :data:`SWEEP_EPSILONS`); default ``(config.epsilon,)``.
+        ops: masking operations (NumPy, or :class:`engine.landmarks.cuda.CudaOps`).
+    Returns:
+        One :class:`LandmarkMap` per image (per image and epsilon, epsilon fastest for a
+        sweep), in input order.
+    Raises:
+        InputError: wrong crop shape, unknown target label. ConfigError: bad settings.
+    """
+    crops = _check_crops(model, crops)
+    index_targets = _resolve_targets(model, targets, len(crops))
+    eps_list = [check_epsilon(e) for e in (epsilons if epsilons is not None else (config.epsilon,))]
+    if not eps_list:
+        raise ConfigError("epsilons must not be empty")
+    if config.method != "optimized" and epsilons is not None and len(eps_list) > 1:
+        raise ConfigError(f"an epsilon sweep needs method 'optimized', got {config.method!r}")
+    shared = config.superpixels is None  # windows and pixels do not depend on the image
+    groups = [list(range(len(crops)))] if shared else [[i] for i in range(len(crops))]
+    results: dict[int, list[LandmarkMap]] = {}
+    for group in groups:
+        regions = make_regions(config, crops[group[0]])
+        group_targets = [index_targets[i] for i in group]
+        fixed = None if any(t is None for t in group_targets) else group_targets
+        if config.method == "optimized":
+            maps = _optimized(model, crops[group], regions, config, fixed, eps_list, ops, progress)
+        else:
+            maps = _baseline(model, crops[group], regions, config, fixed, progress)
+        for j, i in enumerate(group):
+            results[i] = maps[j]
+    return [m for i in range(len(crops)) for m in results[i]]
+
+
+def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) -> list[list[LandmarkMap]]:
+    rows_images = np.repeat(crops, len(eps_list), axis=0)
+    rows_eps = np.tile(np.asarray(eps_list, np.float64), len(crops))
+    rows_targets = None if targets is None else np.repeat(np.asarray(targets, np.int64), len(eps_list))
+    result = optimize_masks(
+        model, rows_images, regions, epsilons=rows_eps, targets=rows_targets, config=config.optimizer, ops=ops, progress=progress
+    )
+    weights = composition.mask_weights(regions, result.masks)
+    boxes = regions.boxes()
+    seconds = result.seconds / len(rows_images)
+    out = []
+    for i in range(len(crops)):
+        maps = []
+        for j in range(len(eps_list)):
+            r = i * len(eps_list) + j
+            target = int(result.targets[r])
+            maps.append(
+                LandmarkMap(
+                    method="optimized",
+                    target=target,
+                    label=model.classes[target],
+                    mask=result.masks[r],
+                    heatmap=rescale(weights[r]),
+                    image=np.asarray(crops[i], np.uint8),
+                    p_full=float(result.p_full[r]),
+                    p_masked=float(result.p_masked[r]),
+                    epsilon=float(result.epsilons[r]),
+                    regions=regions.describe(),
+                    iterations=int(result.iterations[r]),
+                    converged=bool(result.converged[r]),
+                    top_regions=top_regions(result.masks[r], boxes, count=config.top),
+                    forward_equivalents=float(result.forward_equivalents[r]),
+                    seconds=seconds,
+                )
+            )
+        out.append(maps)
+    return out
+
+
+def _baseline(model, crops, regions, config, targets, progress) -> list[list[LandmarkMap]]:
+    if config.method == "occlusion":
+        result = baselines.occlusion(model, crops, regions, targets=targets, batch_size=config.batch_size, progress=progress)
+    else:
+        result = baselines.saliency(model, crops, regions, targets=targets)
+    boxes = regions.boxes()
+    seconds = result.seconds / len(crops)
+    out = []
+    for i in range(len(crops)):
+        target = int(result.targets[i])
+        out.append(
+            [
+                LandmarkMap(
+                    method=config.method,
+                    target=target,
+                    label=model.classes[target],
+                    mask=result.scores[i],
+                    heatmap=rescale(result.heatmaps[i]),
+                    image=np.asarray(crops[i], np.uint8),
+                    p_full=float(result.p_full[i]),
+                    regions=regions.describe(),
+                    top_regions=top_regions(result.scores[i], boxes, count=config.top),
+                    forward_equivalents=float(result.forward_equivalents[i]),
+                    seconds=seconds,
+                )
+            ]
+        )
+    return out

@@ -1,0 +1,164 @@
+"""Mask composition f_I(x) = (sum_k x_k I_k) * C and its adjoint; the NumPy reference.
+
+For a batch of B masks x (B, K) over one set of regions:
+
+- :func:`mask_weights` (B, H, W): m(i) = C(i) * sum_{k: i in r_k} x_k, the per-pixel
+  weight; with x = 1 it is 1 on every covered pixel.
+- :func:`compose` (B, H, W, 3): f_I(x) = I * m, in the same [0, 255] pixel space as the
+  crop I; normalise it with :func:`engine.preprocess.normalize` before the network.
+- :func:`region_sums` (B, K): the adjoint of the region indicator sum, s_k = sum_{i in r_k} h(i).
+- :func:`adjoint` (B, K): d loss / d x_k = sum_{i in r_k} C(i) sum_c I(i, c) g(i, c) for a
+  pixel-space gradient g = d loss / d f_I (B, H, W, 3), i.e. the exact transpose of
+  :func:`compose`: <compose(x), g> == <x, adjoint(g)>.
+
+Windows use integral images in both directions, never a Python loop over windows:
+composition is the integral of a difference image with +-x_k at the four corners of each
+window; it is separable, so the integrated corner matrices (0/1 "window j covers row p",
+cached per geometry) turn it into two small BLAS products, (ny, H)^T @ x (ny, nx) @ (nx, W).
+The adjoint integrates C * I * g once and reads each window's sum from its four corners.
+Label regions (superpixels, pixels) use label indexing and ``np.bincount``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from engine.errors import InputError
+from engine.landmarks.regions import LabelRegions, Regions, WindowRegions
+from engine.preprocess import PreprocessSpec, normalize
+
+__all__ = ["mask_weights", "compose", "region_sums", "adjoint", "normalize_slope", "pixel_gradient"]
+
+
+def _as_masks(regions: Regions, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] != regions.count:
+        raise InputError(f"masks must be (B, {regions.count}) for these regions, got shape {x.shape}")
+    return x
+
+
+def _difference_matrix(starts: np.ndarray, size: int, length: int) -> np.ndarray:
+    """(n, length + 1) float64 with +1 at each start and -1 at start + size."""
+    matrix = np.zeros((len(starts), length + 1))
+    rows = np.arange(len(starts))
+    matrix[rows, starts] += 1.0
+    matrix[rows, starts + size] -= 1.0
+    return matrix
+
+
+@functools.lru_cache(maxsize=16)
+def _cover_matrices(regions: WindowRegions) -> tuple[np.ndarray, np.ndarray]:
+    """(ny, H) and (nx, W) float32 0/1 matrices: window j covers row p.
+
+    They are the integrals (cumulative sums) of the corner difference matrices, so a
+    product with them is the separable integral-image composition, done by BLAS.
+    """
+    cover_y = np.cumsum(_difference_matrix(regions.ys, regions.size, regions.height), axis=1)[:, :-1]
+    cover_x = np.cumsum(_difference_matrix(regions.xs, regions.size, regions.width), axis=1)[:, :-1]
+    return cover_y.astype(np.float32), cover_x.astype(np.float32)
+
+
+def mask_weights(regions: Regions, x: np.ndarray) -> np.ndarray:
+    """Per-pixel mask weight m = C * sum_k x_k 1[i in r_k].
+
+    Args:
+        x: (B, K) or (K,) mask values (any real numbers; the optimiser keeps them in [0, 1]).
+    Returns:
+        (B, H, W) float32; in [0, 1] when x is.
+    """
+    x = _as_masks(regions, x)
+    batch = x.shape[0]
+    if isinstance(regions, WindowRegions):
+        ny, nx = regions.grid
+        cover_y, cover_x = _cover_matrices(regions)
+        rows = x.reshape(batch, ny, nx) @ cover_x  # (B, ny, W) sums along x
+        total = cover_y.T @ rows  # (B, H, W)
+        return total * regions.coverage
+    if isinstance(regions, LabelRegions):
+        return x[:, regions.labels] * regions.coverage
+    raise InputError(f"unknown region type {type(regions).__name__}")
+
+
+def compose(regions: Regions, images: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """f_I(x) for each mask.
+
+    Args:
+        images: (H, W, 3) shared by all masks, or (B, H, W, 3) one per mask; uint8 or
+            float in [0, 255].
+        x: (B, K) masks.
+    Returns:
+        (B, H, W, 3) float32 in [0, 255] pixel space.
+    """
+    weights = mask_weights(regions, x)
+    images = np.asarray(images)
+    if images.shape[-3:-1] != (regions.height, regions.width):
+        raise InputError(f"images of size {images.shape[-3:-1]} do not match regions of size {(regions.height, regions.width)}")
+    return images.astype(np.float32) * weights[..., None]
+
+
+def region_sums(regions: Regions, values: np.ndarray) -> np.ndarray:
+    """s_k = sum over pixels of r_k of values.
+
+    Args:
+        values: (B, H, W) float.
+    Returns:
+        (B, K) float32.
+    """
+    values = np.asarray(values)
+    if values.ndim == 2:
+        values = values[None]
+    batch = values.shape[0]
+    if isinstance(regions, WindowRegions):
+        integral = np.zeros((batch, regions.height + 1, regions.width + 1))
+        np.cumsum(np.cumsum(values, axis=1, dtype=np.float64), axis=2, out=integral[:, 1:, 1:])
+        y0 = regions.ys[:, None]
+        x0 = regions.xs[None, :]
+        y1, x1 = y0 + regions.size, x0 + regions.size
+        sums = integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
+        return sums.reshape(batch, -1).astype(np.float32)
+    if isinstance(regions, LabelRegions):
+        k = regions.count
+        index = regions.labels.ravel()[None, :] + (k * np.arange(batch))[:, None]
+        sums = np.bincount(index.ravel(), weights=values.reshape(-1).astype(np.float64), minlength=batch * k)
+        return sums.reshape(batch, k).astype(np.float32)
+    raise InputError(f"unknown region type {type(regions).__name__}")
+
+
+def adjoint(regions: Regions, images: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """Transpose of :func:`compose` applied to a pixel-space gradient.
+
+    Args:
+        images: (H, W, 3) or (B, H, W, 3) in [0, 255] (the images that were masked).
+        grad: (B, H, W, 3) float, d loss / d f_I in pixel space (see :func:`pixel_gradient`).
+    Returns:
+        (B, K) float32, d loss / d x.
+    """
+    grad = np.asarray(grad, np.float32)
+    if grad.ndim == 3:
+        grad = grad[None]
+    images = np.asarray(images, np.float32)
+    per_pixel = (images * grad).sum(axis=-1) if images.ndim == 4 else np.einsum("hwc,bhwc->bhw", images, grad)
+    return region_sums(regions, per_pixel * regions.coverage)
+
+
+def normalize_slope(spec: PreprocessSpec) -> np.ndarray:
+    """(3,) float32 d normalize(p) / d p per channel, read off :func:`normalize` itself
+    (it is affine per channel) so the chain rule never re-types the constants."""
+    probe = np.stack([np.zeros((1, 1, 3), np.float32), np.ones((1, 1, 3), np.float32)])
+    out = normalize(probe, spec)  # (2, 3, 1, 1)
+    return (out[1, :, 0, 0] - out[0, :, 0, 0]).astype(np.float32)
+
+
+def pixel_gradient(grad_normalized: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Chain a network-input gradient back through normalisation.
+
+    Args:
+        grad_normalized: (B, 3, H, W) float32, d loss / d normalize(f).
+    Returns:
+        (B, H, W, 3) float32, d loss / d f in [0, 255] pixel space.
+    """
+    return np.moveaxis(np.asarray(grad_normalized, np.float32), 1, -1) * normalize_slope(spec)

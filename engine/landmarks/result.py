@@ -1,0 +1,167 @@
+"""LandmarkMap: what every landmark method returns, and its overlay rendering."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["LandmarkMap", "rescale", "overlay", "top_regions"]
+
+
+def rescale(values: np.ndarray) -> np.ndarray:
+    """Min-max rescale to [0, 1] float32; a constant (or empty) array maps to zeros.
+
+    Non-finite entries are treated as the minimum, so the result never holds NaN.
+    """
+    values = np.asarray(values, np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(values.shape, np.float32)
+    lo, hi = values[finite].min(), values[finite].max()
+    out = np.where(finite, values, lo) - lo
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        return np.zeros(values.shape, np.float32)
+    return (out / (hi - lo)).astype(np.float32)
+
+
+def top_regions(scores: np.ndarray, boxes: np.ndarray, *, count: int = 5, min_iou: float = 0.3) -> list[dict]:
+    """The highest-scoring regions, skipping boxes overlapping a kept one by IoU > min_iou.
+
+    Args:
+        scores: (K,) per-region score. boxes: (K, 4) int x0, y0, x1, y1 (exclusive).
+    Returns:
+        up to ``count`` dicts ``{"box": [x0, y0, x1, y1], "score": float}``, best first.
+    """
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    kept: list[dict] = []
+    for k in order:
+        box = boxes[k].astype(np.float64)
+        ok = True
+        for other in kept:
+            o = np.asarray(other["box"], np.float64)
+            iw = max(0.0, min(box[2], o[2]) - max(box[0], o[0]))
+            ih = max(0.0, min(box[3], o[3]) - max(box[1], o[1]))
+            inter = iw * ih
+            union = (box[2] - box[0]) * (box[3] - box[1]) + (o[2] - o[0]) * (o[3] - o[1]) - inter
+            if union > 0 and inter / union > min_iou:
+                ok = False
+                break
+        if ok:
+            kept.append({"box": [int(v) for v in boxes[k]], "score": float(scores[k])})
+            if len(kept) >= count:
+                break
+    return kept
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
+    """Blend a heatmap over an image: red = more discriminative, blue = less (jet).
+
+    Args:
+        image: (H, W, 3) uint8 RGB. heatmap: (h, w) in [0, 1], resized to (H, W) if needed.
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    image = np.asarray(image, np.uint8)
+    heat = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32)), 0.0, 1.0)
+    if heat.shape != image.shape[:2]:
+        heat = cv2.resize(heat, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.cvtColor(cv2.applyColorMap((heat * 255 + 0.5).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
+
+
+@dataclass
+class LandmarkMap:
+    """Characteristic landmarks of one image for one class.
+
+    Attributes:
+        method: "optimized" | "occlusion" | "saliency".
+        target: class index; label: class name.
+        mask: (K,) float32 per-region values (optimised mask in [0, 1], probability drops,
+            or mean saliency).
+        heatmap: (H, W) float32 in [0, 1] at the network input (crop) size: the per-pixel
+            map C * sum_k mask_k I_k rescaled to [0, 1] (zeros when constant).
+        image: (H, W, 3) uint8 RGB, the crop the map refers to (for overlays).
+        p_full: p(c | full image). p_masked: p(c | masked image) for "optimized", else None.
+        epsilon: the constraint's epsilon ("optimized" only).
+        regions: description of the regions, e.g. {"kind": "windows", "window": 11, "stride": 3}.
+        iterations, converged: optimiser iterations ("optimized"; 0 / True for baselines).
+        top_regions: best regions as {"box": [x0, y0, x1, y1], "score"} in crop pixels.
+        forward_equivalents: cost (forward 1, forward + backward 3). seconds: wall time
+            (of the batch it was computed in, divided by the batch's rows).
+    """
+
+    method: str
+    target: int
+    label: str
+    mask: np.ndarray
+    heatmap: np.ndarray
+    image: np.ndarray
+    p_full: float
+    p_masked: float | None = None
+    epsilon: float | None = None
+    regions: dict = field(default_factory=dict)
+    iterations: int = 0
+    converged: bool = True
+    top_regions: list = field(default_factory=list)
+    forward_equivalents: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def window(self) -> int | None:
+        return self.regions.get("window")
+
+    @property
+    def stride(self) -> int | None:
+        return self.regions.get("stride")
+
+    def to_dict(self, *, include_mask: bool = True) -> dict:
+        """JSON-ready summary (the heatmap is left to the PNG)."""
+        data = {
+            "method": self.method,
+            "target": int(self.target),
+            "label": self.label,
+            "p_full": float(self.p_full),
+            "p_masked": None if self.p_masked is None else float(self.p_masked),
+            "epsilon": None if self.epsilon is None else float(self.epsilon),
+            "regions": dict(self.regions),
+            "iterations": int(self.iterations),
+            "converged": bool(self.converged),
+            "top_regions": list(self.top_regions),
+            "forward_equivalents": float(self.forward_equivalents),
+            "seconds": float(self.seconds),
+            "size": list(self.heatmap.shape),
+        }
+        if include_mask:
+            data["mask"] = [round(float(v), 5) for v in self.mask]
+        return data
+
+    def overlay(self, *, alpha: float = 0.5, scale: int = 1) -> np.ndarray:
+        """(H*scale, W*scale, 3) uint8 RGB heatmap blended over the crop."""
+        image = self.image
+        if scale != 1:
+            image = cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+        return overlay(image, self.heatmap, alpha=alpha)
+
+    def save_png(self, path, *, alpha: float = 0.5, scale: int = 1) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(self.overlay(alpha=alpha, scale=scale), cv2.COLOR_RGB2BGR))
+        return path
+
+    def heatmap_in_source(self, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The heatmap warped back to the source photo.
+
+        Args:
+            matrix: (2, 3) affine map from source pixel coordinates to crop coordinates
+                (see :func:`engine.landmarks.geometry.crop_transform`).
+            size: (height, width) of the source photo.
+        Returns:
+            (height, width) float32 in [0, 1]; 0 outside the crop.
+        """
+        return cv2.warpAffine(
+            self.heatmap, np.asarray(matrix, np.float64), (int(size[1]), int(size[0])),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0.0,
+        )
