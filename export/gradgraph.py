@@ -7,7 +7,9 @@ the forward classifier plus backward nodes made of standard ``ai.onnx`` ops (ops
 Contract of the result (one file, initializers shared between forward and backward)::
 
     inputs   image       float32 (N, 3, H, W)  normalised network input
-             target      int64   (N,)          class index in [0, C)
+             target      int64   (N,)          class index in [0, C) (callers validate it:
+                                               onnxruntime fails on >= C, and -k counts
+                                               from the end as in ONNX's GatherElements)
     outputs  logits      float32 (N, C)        the classifier's output, unchanged
              loss        float32 (N,)          -log softmax(logits)[n, target[n]]
              grad_image  float32 (N, 3, H, W)  d loss[n] / d image[n]
@@ -310,7 +312,10 @@ SUPPORTED_OPS = tuple(sorted(_RULES))
 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise ConfigError(f"ONNX shape inference failed on the classifier: {exc}") from exc
     shapes: dict[str, list[int | None]] = {}
     graph = inferred.graph
     for info in [*graph.input, *graph.output, *graph.value_info]:
