@@ -173,7 +173,7 @@ class RayRunner:
                 batch_size=config.batch_size, top_k=config.top_k, landmarks=config.landmarks, threads=1),
             batch_size=config.batch_size,
             batch_format="numpy",
-            concurrency=config.workers,
+            compute=ray.data.ActorPoolStrategy(size=config.workers),
             num_gpus=self.num_gpus,
             num_cpus=1,
         )

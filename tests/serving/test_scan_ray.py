@@ -37,16 +37,18 @@ def write_pairs(folder: Path, count: int, *, seed: int = 1, size: int = 120) -> 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 def test_ray_scan_resumes_and_matches_the_local_scan(local_ray, tiny_bundle, tmp_path):
     folder = tmp_path / "coins"
     ids = write_pairs(folder, 40)
-    (folder / "r0007_obv.jpg").write_bytes(b"not an image")  # a per-coin error survives Ray too
+    (folder / "r0030_obv.jpg").write_bytes(b"not an image")  # a per-coin error survives Ray too
     (folder / "stray_rev.jpg").write_bytes((folder / "r0001_rev.jpg").read_bytes())
     options = dict(input=folder, bundle=tiny_bundle, batch_size=8, progress=False, backend="ort-cpu", precision="fp32")
 
