@@ -24,10 +24,9 @@ def crop_transform(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         rgb: (H, W, 3) uint8 decoded source photo (as :func:`engine.imageio.decode_image` gives).
     """
     height, width = rgb.shape[:2]
-    found = coin_mask(rgb) if spec.remove_background else None
-    if found is not None:
-        _, (cx, cy, radius) = found
-        half = radius * (1.0 + spec.coin_margin)
+    disc = coin_mask(rgb) if spec.remove_background else None
+    if disc is not None:
+        cx, cy, half = disc.cx, disc.cy, disc.radius * (1.0 + spec.coin_margin)
     else:
         cx, cy, half = width / 2.0, height / 2.0, max(width, height) / 2.0
     scale = spec.resize / (2.0 * half)

@@ -1,0 +1,296 @@
+"""engine.landmarks: regions, composition/adjoint, optimiser, baselines, LandmarkMap."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.bundle import load_bundle
+from engine.errors import ConfigError, InputError
+from engine.landmarks import (
+    SWEEP_EPSILONS,
+    GradientModel,
+    LabelRegions,
+    LandmarkConfig,
+    OptimizerConfig,
+    compute_landmarks,
+    pixel_regions,
+    superpixel_regions,
+    window_regions,
+)
+from engine.landmarks import baselines, composition
+from engine.landmarks.geometry import apply_transform, crop_transform
+from engine.landmarks.optimizer import optimize_masks
+from engine.preprocess import PreprocessSpec, canonical_image, coin_mask, crop_image, normalize
+
+
+# ------------------------------------------------------------------ regions & composition
+
+
+def _naive_windows(regions, x):
+    """Per-window loop: (B, H, W) sum of x over covering windows, and the coverage count."""
+    total = np.zeros((x.shape[0], regions.height, regions.width))
+    count = np.zeros((regions.height, regions.width))
+    nx = len(regions.xs)
+    for k in range(regions.count):
+        y, xx = regions.ys[k // nx], regions.xs[k % nx]
+        total[:, y : y + regions.size, xx : xx + regions.size] += x[:, k, None, None]
+        count[y : y + regions.size, xx : xx + regions.size] += 1
+    return total, count
+
+
+def test_window_geometry_covers_image_including_last_partial_stride():
+    regions = window_regions(224, 224, size=11, stride=3)
+    assert regions.count == 5184  # the paper's 72 x 72 occluder positions
+    r = window_regions(19, 23, size=5, stride=3)
+    assert r.ys.tolist() == [0, 3, 6, 9, 12, 14]  # 14 = 19 - 5, the partial last stride
+    assert r.xs[-1] == 23 - 5
+    assert (r.coverage > 0).all()
+    boxes = r.boxes()
+    assert boxes[:, 2].max() == 23 and boxes[:, 3].max() == 19
+
+
+@pytest.mark.parametrize("shape,size,stride", [((19, 23), 5, 3), ((12, 12), 12, 1), ((16, 20), 4, 4), ((9, 14), 1, 2)])
+def test_window_composition_matches_naive_loop(rng, shape, size, stride):
+    regions = window_regions(*shape, size=size, stride=stride)
+    x = rng.random((3, regions.count)).astype(np.float32)
+    image = rng.uniform(0, 255, (*shape, 3)).astype(np.float32)
+    total, count = _naive_windows(regions, x)
+    covered = count > 0  # stride > window leaves gaps: C = 0 there
+    expected_c = np.where(covered, 1.0 / np.maximum(count, 1), 0.0)
+    np.testing.assert_allclose(regions.coverage, expected_c, rtol=1e-7)
+    expected = image[None] * (total * expected_c)[..., None]
+    np.testing.assert_allclose(composition.compose(regions, image, x), expected, rtol=1e-5, atol=1e-3)
+    # x = 1 gives the image back on every covered pixel, black elsewhere
+    full = composition.compose(regions, image, np.ones((1, regions.count)))
+    np.testing.assert_allclose(full, image[None] * covered[None, ..., None], rtol=1e-6, atol=1e-4)
+
+
+def test_label_composition_matches_naive_loop(rng):
+    labels = rng.integers(0, 5, (7, 9)).astype(np.int32)
+    regions = LabelRegions(labels, 6)  # region 5 is empty
+    x = rng.random((2, 6)).astype(np.float32)
+    image = rng.uniform(0, 255, (7, 9, 3)).astype(np.float32)
+    expected = np.zeros((2, 7, 9, 3))
+    for b in range(2):
+        for p in range(7):
+            for q in range(9):
+                expected[b, p, q] = image[p, q] * x[b, labels[p, q]]
+    np.testing.assert_allclose(composition.compose(regions, image, x), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["windows", "windows-per-mask-images", "superpixels", "pixels"])
+def test_adjoint_identity(rng, kind):
+    image = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+    if kind.startswith("windows"):
+        regions = window_regions(40, 36, size=11, stride=3)
+    elif kind == "superpixels":
+        smooth = cv2.GaussianBlur(image, (0, 0), 4)
+        regions = superpixel_regions(smooth, segments=12)
+        assert regions.count > 1
+    else:
+        regions = pixel_regions(40, 36)
+    images = rng.uniform(0, 255, (3, 40, 36, 3)) if kind == "windows-per-mask-images" else image
+    x = rng.random((3, regions.count))
+    g = rng.standard_normal((3, 40, 36, 3))
+    lhs = np.sum(composition.compose(regions, images, x).astype(np.float64) * g)
+    rhs = np.sum(x * composition.adjoint(regions, images, g).astype(np.float64))
+    assert lhs == pytest.approx(rhs, rel=1e-5)
+
+
+def test_adjoint_matches_naive_window_sums(rng):
+    regions = window_regions(19, 23, size=5, stride=3)
+    image = rng.uniform(0, 255, (19, 23, 3))
+    g = rng.standard_normal((2, 19, 23, 3))
+    got = composition.adjoint(regions, image, g)
+    per_pixel = (image[None] * g).sum(-1) * regions.coverage
+    nx = len(regions.xs)
+    for k in range(regions.count):
+        y, x = regions.ys[k // nx], regions.xs[k % nx]
+        np.testing.assert_allclose(got[:, k], per_pixel[:, y : y + 5, x : x + 5].sum(axis=(1, 2)), rtol=1e-5, atol=1e-4)
+
+
+def test_pixel_gradient_is_the_chain_rule_of_normalize(rng):
+    spec = PreprocessSpec.for_input_size(64)
+    f = rng.uniform(0, 255, (1, 4, 5, 3))
+    direction = rng.standard_normal((1, 4, 5, 3))
+    g_norm = rng.standard_normal((1, 3, 4, 5)).astype(np.float32)
+    step = 1e-2
+    numeric = (np.sum(normalize(f + step * direction, spec) * g_norm) - np.sum(normalize(f, spec) * g_norm)) / step
+    analytic = np.sum(composition.pixel_gradient(g_norm, spec) * direction)
+    assert numeric == pytest.approx(analytic, rel=1e-3)
+
+
+def test_window_larger_than_image_is_refused():
+    with pytest.raises(ConfigError, match="larger than the image"):
+        window_regions(64, 64, size=65, stride=3)
+
+
+# ------------------------------------------------------------------ on the tiny bundle
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    if not bundle.has("ric", "grad"):
+        pytest.skip("tiny bundle has no gradient graph (export.gradgraph missing)")
+    with GradientModel.from_bundle(bundle, "ric") as m:
+        yield m
+
+
+def _coin(seed: int, size: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    crop = np.zeros((size, size, 3), np.uint8)
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.45 * size) ** 2
+    crop[disc] = rng.integers(30, 230, (disc.sum(), 3))
+    cv2.rectangle(crop, (20, 20), (30, 34), (250, 240, 90), -1)
+    return crop
+
+
+def test_optimised_masks_satisfy_constraint_fresh_forward(model):
+    crop = _coin(0)
+    regions = window_regions(64, 64, size=11, stride=3)
+    classes = len(model.classes)
+    images = np.repeat(crop[None], classes, axis=0)
+    eps = 0.003  # small enough that the constraint binds for some classes of the random model
+    result = optimize_masks(model, images, regions, epsilons=eps, targets=np.arange(classes))
+    assert result.masks.shape == (classes, regions.count)
+    assert (result.masks >= 0).all() and (result.masks <= 1).all()
+    assert (result.iterations <= 100).all() and result.converged.all()
+    # our own fresh forward passes, not the optimiser's numbers
+    p_full = model.probabilities(normalize(crop[None], model.spec))[0]
+    masked = composition.compose(regions, crop, result.masks)
+    p_masked = model.probabilities(normalize(masked, model.spec))[np.arange(classes), np.arange(classes)]
+    assert (p_masked > p_full - eps).all()
+    np.testing.assert_allclose(result.p_full, p_full, rtol=1e-5)
+    np.testing.assert_allclose(result.p_masked, p_masked, rtol=1e-5)
+    assert not np.allclose(result.masks, 1.0)  # it did optimise something
+
+
+def test_batched_equals_unbatched(model):
+    crops = np.stack([_coin(1), _coin(2)])
+    config = LandmarkConfig(epsilon=0.01)
+    together = compute_landmarks(model, crops, config=config, epsilons=(0.005, 0.02), targets=[1, 4])
+    alone = [
+        compute_landmarks(model, crops[i], config=config, epsilons=(eps,), targets=[t])[0]
+        for i, t in zip(range(2), (1, 4))
+        for eps in (0.005, 0.02)
+    ]
+    assert len(together) == 4
+    for a, b in zip(together, alone):
+        assert (a.epsilon, a.target) == (b.epsilon, b.target)
+        np.testing.assert_allclose(a.mask, b.mask, atol=1e-4)
+        assert a.p_masked == pytest.approx(b.p_masked, abs=1e-5)
+        assert a.iterations == b.iterations
+
+
+def test_sweep_is_one_batched_call(model):
+    before = model.forward_equivalents
+    maps = compute_landmarks(model, _coin(3), epsilons=SWEEP_EPSILONS)
+    assert [m.epsilon for m in maps] == list(SWEEP_EPSILONS)
+    assert model.forward_equivalents - before == pytest.approx(sum(m.forward_equivalents for m in maps))
+    for m in maps:
+        assert m.p_masked > m.p_full - m.epsilon
+
+
+def test_occlusion_equals_reference_loop(model):
+    crop = _coin(4)
+    regions = window_regions(64, 64, size=21, stride=7)
+    result = baselines.occlusion(model, crop[None], regions, batch_size=5)
+    p_full = model.probabilities(normalize(crop[None], model.spec))[0]
+    target = int(p_full.argmax())
+    assert result.targets[0] == target
+    nx = len(regions.xs)
+    for k in range(regions.count):
+        occluded = crop.copy()
+        y, x = regions.ys[k // nx], regions.xs[k % nx]
+        occluded[y : y + 21, x : x + 21] = 0
+        p = model.probabilities(normalize(occluded[None], model.spec))[0, target]
+        assert result.scores[0, k] == pytest.approx(p_full[target] - p, abs=1e-6)
+    assert result.forward_equivalents[0] == regions.count + 1
+
+
+def test_saliency_and_occlusion_maps(model, tmp_path):
+    crop = _coin(5)
+    for method in ("saliency", "occlusion"):
+        (m,) = compute_landmarks(model, crop, config=LandmarkConfig(method=method, window=11, stride=3))
+        assert m.heatmap.shape == (64, 64) and m.heatmap.dtype == np.float32
+        assert np.isfinite(m.heatmap).all() and m.heatmap.min() == 0.0 and m.heatmap.max() == pytest.approx(1.0)
+        assert m.p_masked is None and m.top_regions
+    assert m.forward_equivalents == window_regions(64, 64, size=11, stride=3).count + 1
+
+
+def test_superpixel_and_pixel_regions_run(model):
+    crop = cv2.GaussianBlur(_coin(6), (0, 0), 2)
+    (m,) = compute_landmarks(model, crop, config=LandmarkConfig(superpixels=20, epsilon=0.01))
+    assert m.regions["kind"] == "superpixels" and len(m.mask) == m.regions["count"]
+    assert m.p_masked > m.p_full - 0.01
+    (m,) = compute_landmarks(model, crop, config=LandmarkConfig(pixels=True, method="saliency"))
+    assert len(m.mask) == 64 * 64
+
+
+@pytest.mark.parametrize("crop", [np.zeros((64, 64, 3), np.uint8), "line"], ids=["blank", "one-pixel-coin"])
+def test_degenerate_images_give_finite_maps(model, crop):
+    if isinstance(crop, str):
+        crop = np.zeros((64, 64, 3), np.uint8)
+        crop[:, 32] = 200  # a coin one pixel wide
+    for method in ("optimized", "occlusion", "saliency"):
+        (m,) = compute_landmarks(model, crop, config=LandmarkConfig(method=method))
+        assert np.isfinite(m.heatmap).all() and np.isfinite(m.mask).all()
+        assert 0.0 <= m.heatmap.min() and m.heatmap.max() <= 1.0
+        json.dumps(m.to_dict())
+
+
+def test_bad_inputs(model):
+    crop = _coin(7)
+    for eps in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match=r"epsilon must be in \(0, 1\]"):
+            LandmarkConfig(epsilon=eps)
+    with pytest.raises(ConfigError, match=r"epsilon must be in \(0, 1\]"):
+        compute_landmarks(model, crop, epsilons=(0.5, 2.0))
+    with pytest.raises(ConfigError, match="larger than the image"):
+        compute_landmarks(model, crop, config=LandmarkConfig(window=65))
+    with pytest.raises(ConfigError, match="max_iterations"):
+        OptimizerConfig(max_iterations=0)
+    with pytest.raises(InputError, match="valid labels: RIC"):
+        compute_landmarks(model, crop, targets="RIC X Nobody 1")
+    with pytest.raises(ConfigError, match="valid methods: optimized, occlusion, saliency"):
+        LandmarkConfig(method="gradcam")
+    with pytest.raises(InputError, match=r"crops must be \(B, 64, 64, 3\)"):
+        compute_landmarks(model, np.zeros((32, 32, 3), np.uint8))
+
+
+def test_landmark_map_outputs(model, tmp_path):
+    (m,) = compute_landmarks(model, _coin(8), targets=model.classes[2], config=LandmarkConfig(epsilon=0.01))
+    assert m.label == model.classes[2] and m.target == 2
+    path = m.save_png(tmp_path / "o.png", scale=2)
+    png = cv2.imread(str(path))
+    assert png.shape == (128, 128, 3)
+    data = json.loads(json.dumps(m.to_dict()))
+    assert data["method"] == "optimized" and len(data["mask"]) == len(m.mask)
+    assert all(len(r["box"]) == 4 for r in data["top_regions"])
+
+
+# ------------------------------------------------------------------ geometry
+
+
+def test_crop_transform_reproduces_preprocess():
+    spec = PreprocessSpec.for_input_size(64)
+    photo = np.full((150, 190, 3), 235, np.uint8)
+    cv2.circle(photo, (110, 70), 55, (120, 90, 60), -1)
+    cv2.putText(photo, "IMP", (80, 80), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (30, 30, 30), 2)
+    matrix = crop_transform(photo, spec)
+    disc = coin_mask(photo)
+    assert disc is not None
+    expected = crop_image(canonical_image(photo, spec), spec)
+    interpolation = cv2.INTER_AREA if matrix[0, 0] < 1 else cv2.INTER_LINEAR
+    warped = cv2.warpAffine(photo, matrix, (spec.crop, spec.crop), flags=interpolation)
+    kept = expected.any(axis=2)  # preprocessing blanks the background; compare the coin
+    assert kept.mean() > 0.5
+    assert np.abs(warped.astype(int) - expected.astype(int))[kept].max() <= 1
+    centre = apply_transform(matrix, [[disc.cx, disc.cy]])[0]
+    assert centre == pytest.approx([spec.resize / 2 - (spec.resize - spec.crop) // 2] * 2, abs=1e-6)
