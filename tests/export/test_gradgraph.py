@@ -230,7 +230,7 @@ OP_VARIANTS = {
     "global_avgpool": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1)), (2, 3, 9, 9)),
     "maxpool_pad_ceil": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(3, 2, 1, ceil_mode=True)), (2, 3, 15, 14)),
     "maxpool_dilated": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2, 1, dilation=2)), (2, 3, 10, 10)),
-    "mlp_with_dropout": (lambda: nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(3 * 6 * 6, 16), nn.ReLU()), (4, 3, 6, 6)),
+    "mlp": (lambda: nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(3 * 6 * 6, 16), nn.ReLU()), (4, 3, 6, 6)),
 }
 
 
@@ -286,6 +286,37 @@ def test_gemm_attributes(trans_a, trans_b, alpha, beta):
     model, reference = _gemm_graph(trans_a, trans_b, alpha, beta)
     image = np.random.default_rng(2).standard_normal((3, 3, 4, 4), dtype=np.float32)
     _compare(_session(build_gradient_graph(model)), _Fn(reference), image, np.array([0, 4, 2], np.int64))
+
+
+def _dropout_graph(training_mode: bool | None) -> tuple[onnx.ModelProto, np.ndarray]:
+    """image (N, 2, 3, 3) -> Identity -> Dropout -> Flatten -> Gemm -> logits (N, 4)."""
+    weight = np.random.default_rng(3).standard_normal((4, 18)).astype(np.float32)
+    dropout_inputs = ["x", "ratio"] + (["training"] if training_mode is not None else [])
+    initializers = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array(0.5, np.float32), "ratio")]
+    if training_mode is not None:
+        initializers.append(numpy_helper.from_array(np.array(training_mode), "training"))
+    nodes = [
+        helper.make_node("Identity", ["image"], ["x"], name="copy"),
+        helper.make_node("Dropout", dropout_inputs, ["d"], name="drop"),
+        helper.make_node("Flatten", ["d"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "w"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "dropout", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 2, 3, 3])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])], initializer=initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), weight
+
+
+@pytest.mark.parametrize("training_mode", [None, False])
+def test_identity_and_inference_dropout(training_mode):
+    model, weight = _dropout_graph(training_mode)
+    image = np.random.default_rng(4).standard_normal((3, 2, 3, 3), dtype=np.float32)
+    reference = _Fn(lambda x: torch.flatten(x, 1) @ torch.from_numpy(weight).T)
+    _compare(_session(build_gradient_graph(model)), reference, image, np.array([1, 0, 3], np.int64))
+
+
+def test_training_mode_dropout_is_refused():
+    with pytest.raises(UnsupportedOpError, match="Dropout node 'drop'.*training mode"):
+        build_gradient_graph(_dropout_graph(True)[0])
 
 
 # --------------------------------------------------------------------------- refusals
