@@ -265,7 +265,10 @@ def quantize_int8(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[config.method]
-    reader = ImageCalibrationReader(list(calibration_sources), spec, batch_size=config.batch_size)
+    # onnxruntime's histogram calibrators (entropy, percentile) stack the per-batch tensors
+    # and fail on a shorter last batch; one image per run keeps every batch the same shape.
+    batch_size = config.batch_size if config.method == "minmax" else 1
+    reader = ImageCalibrationReader(list(calibration_sources), spec, batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="denarius-quant-") as work:
         source = fp32_path
         if config.preprocess_graph:
@@ -289,9 +292,9 @@ def quantize_int8(
                     # TensorRT's DequantizeLinear takes int8 (not int32) inputs, so biases stay
                     # fp32; onnxruntime quantises them itself when it fuses QLinearConv/QGemm.
                     "QuantizeBias": False,
-                    # Bounded memory: merge ranges every 8 batches instead of keeping every
-                    # intermediate tensor of every calibration batch.
-                    "CalibMaxIntermediateOutputs": 8,
+                    # Not "CalibMaxIntermediateOutputs": onnxruntime 1.32's MinMax calibrator
+                    # discards (instead of merging) the batches collected before each flush.
+                    # MinMax keeps only per-tensor min/max per batch, so memory stays small.
                 },
             )
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types here
