@@ -27,10 +27,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("cmd_preprocess", "preprocess coin photos and write a contact sheet"),
     "validate": ("cmd_validate", "validate a dataset manifest and show its class tables"),
     "synth": ("cmd_synth", "generate a synthetic Roman imperial coin dataset"),
+    "scan": ("cmd_scan", "identify a whole collection (manifest or folder) into resumable JSON lines"),
     "train": ("cmd_train", "train the emperor (obverse) and RIC (reverse) AlexNets on a manifest"),
     "evaluate": ("cmd_evaluate", "k-fold cross-validation of the CNN and the SIFT+SVM baseline (paper Table 1)"),
     "export": ("cmd_export", "export a training run to a model bundle (ONNX, gradient graphs, INT8/FP16, TensorRT)"),
     "bundle-info": ("cmd_bundle_info", "verify a model bundle and summarise what it holds"),
+    "serve": ("cmd_serve", "serve a model bundle over gRPC (health, reflection, metrics, TLS, tokens)"),
+    "identify": ("cmd_identify", "identify a coin from its obverse/reverse photos (via a server or a local bundle)"),
+    "bench": ("cmd_bench", "benchmark throughput, latency and landmark cost (JSON + Markdown + PNG)"),
+    "landmarks": ("cmd_landmarks", "characteristic landmarks of a coin photo (optimised mask, occlusion, saliency)"),
+    "landmarks-eval": ("cmd_landmarks_eval", "score landmark methods on a synthetic set's ground truth (pointing game, energy, deletion)"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: `denarius bench` (see ``serving/bench/suite.py``)."""

@@ -1,0 +1,453 @@
+"""`denarius bench`: every speed figure Denarius claims, measured side by side in one run.
+
+Each section measures a system and the baseline it is judged against on the same machine,
+in the same process, on the same coin photos, so the reported *ratios* are meaningful even
+on a noisy shared host. Sections (keys of ``bench.json``):
+
+    model_only   raw onnxruntime (default session options) on the two models alone, by batch
+                 size (1, 8, 32), fp32 and INT8; INT8 top-1 agreement with fp32
+    engine       Engine.identify end to end from JPEG bytes (decode, background removal,
+                 both models, hierarchy), default precision and fp32
+    torch_eager  the same work in a straightforward PyTorch-eager fp32 script (skipped
+                 with a note when torch is absent)
+    grpc         unary Identify latency p50/p95/p99 and throughput at concurrency 1, 4, 16
+                 against a server on loopback, in-process latency, IdentifyStream throughput
+    landmarks    cost per image of optimised landmarks vs occlusion (11x11, stride 3) vs
+                 gradient saliency: seconds and forward-pass equivalents
+    scan         `denarius scan` throughput on a generated folder of pairs
+    ratios       the headline ratios with their targets
+
+Throughputs are coins per second (one coin = one obverse + one reverse image).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import json
+import logging
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.bundle import Bundle, load_bundle
+
+__all__ = ["BenchConfig", "run_bench", "TARGETS"]
+
+log = logging.getLogger(__name__)
+
+# ratio key -> (comparison, target); "min" = measured must be >= target, "max" = <=.
+TARGETS = {
+    "engine_vs_torch_eager": ("min", 2.5),
+    "engine_vs_ort_model_only": ("min", 0.75),
+    "int8_vs_fp32": ("min", 2.5),
+    "int8_top1_agreement": ("min", 0.98),
+    "grpc_p50_vs_inprocess": ("max", 1.3),
+    "landmarks_occlusion_vs_optimized": ("min", 15.0),
+    "landmarks_occlusion_vs_optimized_forward_passes": ("min", 15.0),
+    "scan_vs_engine": ("min", 0.9),
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure.
+
+    Attributes:
+        bundle: model bundle folder.
+        out: output folder (bench.json, bench.md, bench.png).
+        quick: small sample sizes (a smoke run, e.g. in tests); figures are noisier.
+        coins: coin pairs in the workload (JPEG photos made by the synthetic generator).
+        batch_sizes: model-only batch sizes.
+        concurrency: gRPC client concurrency levels.
+        seconds: target duration of each timed loop (longer = steadier figures).
+        sections: which sections to run.
+    """
+
+    bundle: Path
+    out: Path
+    quick: bool = False
+    coins: int = 96
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    concurrency: tuple[int, ...] = (1, 4, 16)
+    seconds: float = 4.0
+    sections: tuple[str, ...] = ("model_only", "engine", "torch_eager", "grpc", "landmarks", "scan")
+
+    @classmethod
+    def quick_config(cls, bundle: Path, out: Path, **overrides) -> BenchConfig:
+        return cls(bundle=Path(bundle), out=Path(out), quick=True, coins=16, seconds=0.5, **overrides)
+
+
+# ----------------------------------------------------------------------------- workload
+
+
+def make_workload(folder: Path, *, coins: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
+    """Coin photo pairs as JPEG bytes, from the synthetic generator (written to ``folder``).
+
+    Returns:
+        ``coins`` (obverse JPEG, reverse JPEG) pairs; the folder holds them as
+        ``<id>_obv.jpg`` / ``<id>_rev.jpg`` too, for the scan section.
+    """
+    from training.synth import generate  # numpy + OpenCV only; no torch
+
+    data = folder / "synth"
+    generate(data, preset="tiny", seed=seed, force=True, progress=False, n_coins=max(coins, 48))
+    pairs_dir = folder / "pairs"
+    pairs_dir.mkdir(parents=True, exist_ok=True)
+    from training.data import read_manifest
+
+    pairs = []
+    for record in read_manifest(data / "manifest.csv")[:coins]:
+        obverse, reverse = record.obverse.read_bytes(), record.reverse.read_bytes()
+        (pairs_dir / f"{record.coin_id}_obv.jpg").write_bytes(obverse)
+        (pairs_dir / f"{record.coin_id}_rev.jpg").write_bytes(reverse)
+        pairs.append((obverse, reverse))
+    return pairs
+
+
+def _timed(run, *, seconds: float, items_per_call: int, min_calls: int = 2) -> dict:
+    """Call ``run()`` repeatedly for about ``seconds`` after one warm-up call."""
+    run()
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < seconds:
+        run()
+        calls += 1
+    elapsed = time.perf_counter() - start
+    return {"calls": calls, "seconds": round(elapsed, 3), "per_s": round(calls * items_per_call / elapsed, 2)}
+
+
+def _percentiles(latencies_s: list[float]) -> dict:
+    ms = np.asarray(latencies_s) * 1000.0
+    return {f"p{q}": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)} | {"n": len(ms)}
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
+    """Raw onnxruntime, default session options, both models, random-free real inputs."""
+    import onnxruntime as ort
+
+    from engine.engine import softmax64  # noqa: F401  (import check: engine is importable)
+    from engine.preprocess import preprocess_batch
+
+    spec = bundle.preprocess
+    base = max(config.batch_sizes)
+    obverse = preprocess_batch([p[0] for p in pairs[:base]], spec, side="obverse")
+    reverse = preprocess_batch([p[1] for p in pairs[:base]], spec, side="reverse")
+    reps = int(np.ceil(base / len(obverse)))
+    obverse, reverse = np.concatenate([obverse] * reps)[:base], np.concatenate([reverse] * reps)[:base]
+    result: dict = {"precisions": {}}
+    top1 = {}
+    for precision in ("fp32", "int8"):
+        if not all(bundle.has(m, precision) for m in ("emperor", "ric")):
+            result["precisions"][precision] = {"skipped": f"the bundle has no {precision} variant"}
+            continue
+        sessions = {m: ort.InferenceSession(str(bundle.file(m, precision)), providers=["CPUExecutionProvider"]) for m in ("emperor", "ric")}
+        by_batch = {}
+        for batch in config.batch_sizes:
+            def run(batch=batch):
+                sessions["emperor"].run(None, {"image": obverse[:batch]})
+                sessions["ric"].run(None, {"image": reverse[:batch]})
+
+            by_batch[str(batch)] = _timed(run, seconds=config.seconds, items_per_call=batch)
+        result["precisions"][precision] = {"coins_per_s_by_batch": by_batch}
+        top1[precision] = np.concatenate(
+            [np.argmax(sessions["emperor"].run(None, {"image": obverse})[0], 1), np.argmax(sessions["ric"].run(None, {"image": reverse})[0], 1)]
+        )
+    if len(top1) == 2:
+        result["int8_top1_agreement"] = round(float(np.mean(top1["fp32"] == top1["int8"])), 4)
+        result["int8_agreement_images"] = int(len(top1["fp32"]))
+        result["int8_agreement_recorded_at_export"] = {m: bundle.models[m].agreement.get("int8", {}) for m in ("emperor", "ric")}
+    return result
+
+
+def bench_engine(bundle: Bundle, config: BenchConfig, pairs) -> dict:
+    from engine.engine import CoinPair, Engine
+
+    batch = max(config.batch_sizes)
+    coins = [CoinPair(obverse=o, reverse=r) for o, r in pairs]
+    result = {"batch": batch, "coins": len(coins)}
+    for label, precision in (("default", None), ("fp32", "fp32")):
+        with Engine(bundle, backend="ort-cpu", precision=precision, max_batch=batch) as engine:
+            measured = _timed(lambda: engine.identify(coins), seconds=config.seconds, items_per_call=len(coins), min_calls=1)
+            result[label] = measured | {"precision": engine.precision}
+    return result
+
+
+def bench_torch_eager(bundle: Bundle, config: BenchConfig, pairs) -> dict:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return {"skipped": "torch is not installed (pip install -e '.[train]' torch==2.13.0)"}
+    from serving.bench.torch_eager import TorchEagerPipeline
+
+    pipeline = TorchEagerPipeline(bundle)
+    sample = pairs[: max(4, len(pairs) // 4)]
+    return _timed(lambda: pipeline.identify(sample), seconds=config.seconds, items_per_call=len(sample), min_calls=1) | {
+        "coins": len(sample),
+        "precision": "fp32",
+        "how": "one coin at a time, engine.preprocess, torch eager AlexNets (weights from the bundle's fp32 ONNX)",
+    }
+
+
+def bench_grpc(bundle: Bundle, config: BenchConfig, pairs) -> dict:
+    from engine.engine import CoinPair, Engine
+    from serving.client import CoinClient
+    from serving.server import BackgroundServer, ServerConfig
+
+    requests_per_level = 12 if config.quick else 96
+    result: dict = {"unary": {}}
+    # In-process baseline: one coin per call, sequential, the engine the server would use.
+    with Engine(bundle, backend="ort-cpu", max_batch=16) as engine:
+        coins = [CoinPair(obverse=o, reverse=r) for o, r in pairs]
+        engine.identify(coins[:2])
+        latencies = []
+        for i in range(requests_per_level):
+            start = time.perf_counter()
+            engine.identify([coins[i % len(coins)]])
+            latencies.append(time.perf_counter() - start)
+        result["inprocess_single_coin_ms"] = _percentiles(latencies)
+
+    server_config = ServerConfig(bundle=bundle.path, port=0, metrics_port=None, backend="ort-cpu", max_batch=16)
+    with BackgroundServer(server_config) as server:
+        target = f"127.0.0.1:{server.port}"
+        with CoinClient(target) as client:
+            client.identify(pairs[0][0], pairs[0][1], timeout=30)  # warm the channel
+            for level in config.concurrency:
+                def one(i, client=client):
+                    obverse, reverse = pairs[i % len(pairs)]
+                    start = time.perf_counter()
+                    client.identify(obverse, reverse, timeout=60)
+                    return time.perf_counter() - start
+
+                count = max(requests_per_level, 4 * level)
+                start = time.perf_counter()
+                with futures.ThreadPoolExecutor(level) as pool:
+                    latencies = list(pool.map(one, range(count)))
+                elapsed = time.perf_counter() - start
+                result["unary"][str(level)] = _percentiles(latencies) | {"coins_per_s": round(count / elapsed, 2)}
+
+            count = len(pairs) * (1 if config.quick else 3)
+            stream = (client.identify_request(pairs[i % len(pairs)][0], pairs[i % len(pairs)][1], request_id=str(i)) for i in range(count))
+            start = time.perf_counter()
+            received = sum(1 for _ in client.identify_stream(stream, timeout=600))
+            elapsed = time.perf_counter() - start
+            result["stream"] = {"coins": received, "seconds": round(elapsed, 3), "coins_per_s": round(received / elapsed, 2)}
+    return result
+
+
+def bench_landmarks(bundle: Bundle, config: BenchConfig, pairs) -> dict:
+    from engine.landmarks import GradientModel, LandmarkConfig, compute_landmarks
+    from engine.preprocess import canonical_image, crop_image
+
+    spec = bundle.preprocess
+    images = 1 if config.quick else 3
+    crops = np.stack([crop_image(canonical_image(r, spec, side="reverse"), spec) for _, r in pairs[:images]])
+    model = GradientModel.from_bundle(bundle, "ric")
+    result = {"images": images, "input_size": spec.crop, "window": 11, "stride": 3, "methods": {}}
+    for method in ("optimized", "occlusion", "saliency"):
+        before = model.forward_equivalents
+        start = time.perf_counter()
+        maps = compute_landmarks(model, crops, config=LandmarkConfig(method=method, window=11, stride=3))
+        seconds = time.perf_counter() - start
+        result["methods"][method] = {
+            "seconds_per_image": round(seconds / images, 4),
+            "forward_equivalents_per_image": round((model.forward_equivalents - before) / images, 1),
+            "iterations": [m.iterations for m in maps] if method == "optimized" else None,
+        }
+    return result
+
+
+def bench_scan(bundle: Bundle, config: BenchConfig, pairs, folder: Path) -> dict:
+    from engine.engine import CoinPair, Engine
+    from serving.scan.pipeline import ScanConfig, run_scan
+
+    batch = max(config.batch_sizes)
+    out = folder / "scan.jsonl"
+    summary = run_scan(ScanConfig(input=folder / "pairs", out=out, bundle=bundle.path, batch_size=batch, backend="ort-cpu", restart=True, progress=False))
+    # The engine alone on the same coins, in the same way (one pass, same batch size).
+    with Engine(bundle, backend="ort-cpu", max_batch=batch) as engine:
+        coins = [CoinPair(obverse=o, reverse=r) for o, r in pairs]
+        engine.identify(coins[:batch])
+        start = time.perf_counter()
+        engine.identify(coins)
+        engine_per_s = len(coins) / (time.perf_counter() - start)
+    return {"coins": summary.scanned, "errors": summary.errors, "coins_per_s": summary.coins_per_s, "engine_same_coins_per_s": round(engine_per_s, 2)}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _ratios(results: dict) -> dict:
+    def get(*keys):
+        node = results
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    def ratio(a, b):
+        return round(a / b, 3) if a is not None and b else None
+
+    batch = str(max(int(k) for k in (get("model_only", "precisions", "fp32", "coins_per_s_by_batch") or {"0": 0})))
+    opt = get("landmarks", "methods", "optimized") or {}
+    occ = get("landmarks", "methods", "occlusion") or {}
+    return {
+        "engine_vs_torch_eager": ratio(get("engine", "default", "per_s"), get("torch_eager", "per_s")),
+        "engine_vs_ort_model_only": ratio(get("engine", "fp32", "per_s"), get("model_only", "precisions", "fp32", "coins_per_s_by_batch", batch, "per_s")),
+        "int8_vs_fp32": ratio(
+            get("model_only", "precisions", "int8", "coins_per_s_by_batch", batch, "per_s"),
+            get("model_only", "precisions", "fp32", "coins_per_s_by_batch", batch, "per_s"),
+        ),
+        "int8_top1_agreement": get("model_only", "int8_top1_agreement"),
+        "grpc_p50_vs_inprocess": ratio(get("grpc", "unary", "1", "p50"), get("grpc", "inprocess_single_coin_ms", "p50")),
+        "landmarks_occlusion_vs_optimized": ratio(occ.get("seconds_per_image"), opt.get("seconds_per_image")),
+        "landmarks_occlusion_vs_optimized_forward_passes": ratio(occ.get("forward_equivalents_per_image"), opt.get("forward_equivalents_per_image")),
+        "scan_vs_engine": ratio(get("scan", "coins_per_s"), get("scan", "engine_same_coins_per_s")),
+    }
+
+
+def _verdicts(ratios: dict) -> dict:
+    verdicts = {}
+    for key, (kind, target) in TARGETS.items():
+        value = ratios.get(key)
+        met = None if value is None else (value >= target if kind == "min" else value <= target)
+        verdicts[key] = {"value": value, "target": f"{'>=' if kind == 'min' else '<='} {target}", "met": met}
+    return verdicts
+
+
+def machine_description() -> dict:
+    import os
+
+    import onnxruntime as ort
+
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "providers": ort.get_available_providers(),
+    }
+
+
+def run_bench(config: BenchConfig) -> dict:
+    """Run the configured sections; write bench.json, bench.md and bench.png into ``config.out``."""
+    from tqdm import tqdm
+
+    bundle = load_bundle(config.bundle)
+    config.out.mkdir(parents=True, exist_ok=True)
+    results: dict = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "machine": machine_description(),
+        "bundle": {"path": str(bundle.path), "version": bundle.version, "input_size": bundle.preprocess.crop,
+                   "classes": {m: len(i.classes) for m, i in bundle.models.items()}},
+    }
+    with tempfile.TemporaryDirectory(prefix="denarius-bench-") as scratch:
+        folder = Path(scratch)
+        pairs = make_workload(folder, coins=config.coins)
+        sections = {
+            "model_only": lambda: bench_model_only(bundle, config, pairs),
+            "engine": lambda: bench_engine(bundle, config, pairs),
+            "torch_eager": lambda: bench_torch_eager(bundle, config, pairs),
+            "grpc": lambda: bench_grpc(bundle, config, pairs),
+            "landmarks": lambda: bench_landmarks(bundle, config, pairs),
+            "scan": lambda: bench_scan(bundle, config, pairs, folder),
+        }
+        for name in tqdm([s for s in sections if s in config.sections], desc="bench", unit="section"):
+            start = time.perf_counter()
+            results[name] = sections[name]()
+            results[name]["wall_s"] = round(time.perf_counter() - start, 2)
+            log.info("bench %s: %s", name, json.dumps(results[name])[:300])
+    results["ratios"] = _ratios(results)
+    results["targets"] = _verdicts(results["ratios"])
+    (config.out / "bench.json").write_text(json.dumps(results, indent=2))
+    (config.out / "bench.md").write_text(markdown_report(results))
+    plot(results, config.out / "bench.png")
+    return results
+
+
+def markdown_report(results: dict) -> str:
+    """The README-ready table of one bench run."""
+    machine = results["machine"]
+    lines = [
+        f"Measured on {machine['cpu']}, {machine['cores']} cores, onnxruntime {machine['onnxruntime']}; "
+        f"bundle `{results['bundle']['version']}` at {results['bundle']['input_size']} px.",
+        "",
+        "| ratio | measured | target | met |",
+        "|---|---|---|---|",
+    ]
+    for key, verdict in results["targets"].items():
+        met = {True: "yes", False: "**no**", None: "n/a"}[verdict["met"]]
+        lines.append(f"| `{key}` | {verdict['value']} | {verdict['target']} | {met} |")
+    lines += ["", "| measurement | figure |", "|---|---|"]
+    for precision, data in results.get("model_only", {}).get("precisions", {}).items():
+        for batch, m in data.get("coins_per_s_by_batch", {}).items():
+            lines.append(f"| ORT model only, {precision}, batch {batch} | {m['per_s']} coins/s |")
+    engine = results.get("engine", {})
+    for label in ("default", "fp32"):
+        if label in engine:
+            lines.append(f"| Engine.identify from JPEG, {engine[label]['precision']} | {engine[label]['per_s']} coins/s |")
+    if "per_s" in results.get("torch_eager", {}):
+        lines.append(f"| PyTorch eager fp32 script | {results['torch_eager']['per_s']} coins/s |")
+    grpc = results.get("grpc", {})
+    if grpc:
+        lines.append(f"| in-process single coin | p50 {grpc['inprocess_single_coin_ms']['p50']} ms |")
+        for level, m in grpc.get("unary", {}).items():
+            lines.append(f"| gRPC Identify, concurrency {level} | p50 {m['p50']} / p95 {m['p95']} / p99 {m['p99']} ms, {m['coins_per_s']} coins/s |")
+        if "stream" in grpc:
+            lines.append(f"| gRPC IdentifyStream | {grpc['stream']['coins_per_s']} coins/s |")
+    for method, m in results.get("landmarks", {}).get("methods", {}).items():
+        lines.append(f"| landmarks {method} (11x11, stride 3) | {m['seconds_per_image']} s/image, {m['forward_equivalents_per_image']} forward passes |")
+    if "coins_per_s" in results.get("scan", {}):
+        lines.append(f"| denarius scan | {results['scan']['coins_per_s']} coins/s (engine alone {results['scan']['engine_same_coins_per_s']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    """Throughput vs batch size (left) and gRPC latency percentiles vs concurrency (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for precision, data in results.get("model_only", {}).get("precisions", {}).items():
+        by_batch = data.get("coins_per_s_by_batch", {})
+        if by_batch:
+            batches = sorted(by_batch, key=int)
+            left.plot([int(b) for b in batches], [by_batch[b]["per_s"] for b in batches], marker="o", label=f"ORT model only, {precision}")
+    engine = results.get("engine", {})
+    for label in ("default", "fp32"):
+        if label in engine:
+            left.scatter([engine["batch"]], [engine[label]["per_s"]], marker="s", s=60, label=f"Engine end to end, {engine[label]['precision']}")
+    if "per_s" in results.get("torch_eager", {}):
+        left.scatter([1], [results["torch_eager"]["per_s"]], marker="x", s=80, color="black", label="PyTorch eager script")
+    left.set(xscale="log", xlabel="batch size", ylabel="coins / s", title="Throughput")
+    left.legend(fontsize=7)
+    unary = results.get("grpc", {}).get("unary", {})
+    if unary:
+        levels = sorted(unary, key=int)
+        for q in ("p50", "p95", "p99"):
+            right.plot([int(c) for c in levels], [unary[c][q] for c in levels], marker="o", label=f"gRPC Identify {q}")
+        inproc = results["grpc"]["inprocess_single_coin_ms"]["p50"]
+        right.axhline(inproc, color="grey", linestyle="--", label="in-process p50")
+    right.set(xlabel="concurrent clients", ylabel="latency (ms)", title="gRPC latency")
+    right.legend(fontsize=7)
+    fig.suptitle(f"denarius bench - {results['machine']['cpu']}, {results['machine']['cores']} cores", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

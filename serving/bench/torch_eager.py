@@ -1,0 +1,70 @@
+"""The baseline Denarius is measured against: a straightforward PyTorch-eager fp32 pipeline.
+
+It does the same work as ``Engine.identify`` - the same ``engine.preprocess`` pipeline, both
+AlexNets, both softmaxes and the hierarchical combination - the way a researcher's script
+would: one coin at a time, in PyTorch eager mode, fp32. The weights come straight from the
+bundle's fp32 ONNX files (their initializers keep the torchvision state-dict names), so no
+training run directory is needed. torch is imported inside, never at module level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from engine.bundle import Bundle
+from engine.preprocess import preprocess
+
+__all__ = ["TorchEagerPipeline"]
+
+
+def _alexnet_from_onnx(path, *, num_classes: int, input_size: int):
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from training.model import ModelConfig, build_model
+
+    state = {init.name: torch.from_numpy(numpy_helper.to_array(init).copy()) for init in onnx.load(str(path)).graph.initializer}
+    width = state["features.0.weight"].shape[0] / 64.0
+    model = build_model(ModelConfig(num_classes=num_classes, width=width, input_size=input_size))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+class TorchEagerPipeline:
+    """identify(pairs) one coin at a time with PyTorch eager fp32.
+
+    Args:
+        bundle: a loaded bundle; its fp32 ONNX initializers become the PyTorch weights.
+        threads: torch intra-op threads (default: all cores, as a script would run).
+    """
+
+    def __init__(self, bundle: Bundle, *, threads: int | None = None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.bundle = bundle
+        self.models = {
+            name: _alexnet_from_onnx(bundle.file(name, "fp32"), num_classes=len(info.classes), input_size=info.input_size)
+            for name, info in bundle.models.items()
+        }
+
+    def identify(self, pairs: Sequence[tuple[bytes, bytes]], *, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """pairs of (obverse bytes, reverse bytes) -> per coin the top-k (RIC label, joint score)."""
+        import torch
+
+        spec, tree = self.bundle.preprocess, self.bundle.hierarchy
+        results = []
+        with torch.inference_mode():
+            for obverse, reverse in pairs:
+                p = {}
+                for name, data in (("emperor", obverse), ("ric", reverse)):
+                    image = torch.from_numpy(preprocess(data, spec))[None]  # (1, 3, S, S)
+                    p[name] = torch.softmax(self.models[name](image).double(), dim=1).numpy()
+                joint = tree.joint_scores(p["emperor"], p["ric"])[0]  # (R,)
+                order = np.argsort(-joint)[:top_k]
+                results.append([(tree.rics[i], float(joint[i])) for i in order])
+        return results

@@ -1,0 +1,39 @@
+"""`denarius bench`: measure throughput, latency and landmark cost; JSON + Markdown + PNG."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+SECTIONS = ("model_only", "engine", "torch_eager", "grpc", "landmarks", "scan")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, help="model bundle folder")
+    parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder or a .json path (default ./bench)")
+    parser.add_argument("--quick", action="store_true", help="small samples: a smoke run in about a minute")
+    parser.add_argument("--coins", type=int, default=None, help="coin pairs in the workload (default 96, quick 16)")
+    parser.add_argument("--seconds", type=float, default=None, help="duration of each timed loop (default 4, quick 0.5)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run (default all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.bench.suite import BenchConfig, run_bench
+
+    out = args.out.parent if args.out.suffix == ".json" else args.out
+    config = BenchConfig.quick_config(args.bundle, out) if args.quick else BenchConfig(bundle=args.bundle, out=out)
+    overrides = {"sections": tuple(args.sections)}
+    if args.coins is not None:
+        overrides["coins"] = args.coins
+    if args.seconds is not None:
+        overrides["seconds"] = args.seconds
+    from dataclasses import replace
+
+    results = run_bench(replace(config, **overrides))
+    print((out / "bench.md").read_text())
+    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+    missed = [k for k, v in results["targets"].items() if v["met"] is False]
+    if missed:
+        print("targets missed: " + ", ".join(f"{k} = {results['targets'][k]['value']}" for k in missed))
+    return 0
