@@ -209,7 +209,7 @@ class LocalScanner:
         return self.engine.version
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         if self.landmarks is not None:
             self.landmarks.close()
 
