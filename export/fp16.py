@@ -55,7 +55,15 @@ def to_fp16_model(model, *, use_library: bool = True):
         except ImportError:
             logger.info("onnxconverter-common not installed; using the built-in fp16 converter")
         else:
-            converted = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+            import warnings
+
+            # The library warns once per tensor holding values below fp16's resolution that
+            # it clamps to +-1e-7 (harmless for trained weights); keep one log line instead.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                converted = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+            if caught:
+                logger.debug("fp16 conversion: %d tensors had values clamped into the float16 range", len(caught))
             return converted
     return _convert_builtin(model)
 
