@@ -1,0 +1,357 @@
+"""Scores of the landmark methods against a synthetic set's ground truth.
+
+Input: a folder written by ``denarius synth`` (``manifest.csv`` with ``coin_id, obverse,
+reverse, emperor, ric`` and ``landmarks.jsonl``: per image ``coin_id, side, width, height,
+regions: [{word, discriminative, polygon: [[x, y], ...]}]`` in stored-image pixels).
+Polygons are mapped into the network's crop with :func:`engine.landmarks.geometry.crop_transform`
+(the same affine map as preprocessing).
+
+Per method and window size:
+
+- pointing game: the heatmap's maximum lies within 15 px (at 224-px scale, i.e.
+  ``15 * crop / 224`` crop pixels) of a discriminative polygon (images without one are skipped);
+- energy: the fraction of the heatmap's mass inside the discriminative polygons;
+- deletion AUC: p(c) as the most salient pixels are blanked first (0, 1/n, ..., 1 of the
+  pixels), averaged with the trapezoid rule; lower is better; needs no ground truth;
+- seconds per image (wall time of the method's batched call / images) and forward-pass
+  equivalents per image (forward 1, forward + backward 3; deletion passes not included).
+
+The class explained is the coin's true class when the model knows it (emperor for the
+obverse, RIC for the reverse), else the predicted class.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import platform
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.errors import ConfigError, InputError
+from engine.landmarks.api import METHODS, LandmarkConfig, compute_landmarks
+from engine.landmarks.figures import grid, write_png
+from engine.landmarks.geometry import apply_transform, crop_transform
+from engine.landmarks.model import GradientModel, softmax
+from engine.landmarks.optimizer import OptimizerConfig
+from engine.preprocess import canonical_image, crop_image, normalize
+
+__all__ = ["EvalConfig", "evaluate", "pointing_hit", "energy", "deletion_curve", "load_ground_truth"]
+
+logger = logging.getLogger(__name__)
+
+SIDES = ("obverse", "reverse")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of :func:`evaluate`.
+
+    Attributes:
+        methods: subset of ``METHODS``. windows: window sizes (the first is the headline).
+        stride: window stride. epsilon: optimiser epsilon.
+        sides: which sides to score ("obverse", "reverse").
+        limit: at most this many images per side (None: all).
+        tolerance: pointing-game tolerance in px at 224-px scale.
+        deletion_steps: points of the deletion curve minus one.
+        batch: images per landmark call. figure_rows: coins in the Fig. 7 figure.
+        guidebooks: write class guidebooks (mean optimised map over the coins of one
+            label, over a representative coin) for this many most frequent labels per side.
+        optimizer: optimiser settings.
+    """
+
+    methods: tuple[str, ...] = METHODS
+    windows: tuple[int, ...] = (11, 21)
+    stride: int = 3
+    epsilon: float = 0.5
+    sides: tuple[str, ...] = SIDES
+    limit: int | None = None
+    tolerance: float = 15.0
+    deletion_steps: int = 20
+    batch: int = 8
+    figure_rows: int = 4
+    guidebooks: int = 2
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ConfigError(f"unknown landmark methods {unknown}; valid methods: {', '.join(METHODS)}")
+        bad = [s for s in self.sides if s not in SIDES]
+        if bad or not self.sides:
+            raise ConfigError(f"unknown sides {bad}; valid sides: {', '.join(SIDES)}")
+        if not self.windows or min(self.windows) < 1:
+            raise ConfigError(f"windows must be positive sizes, got {self.windows}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        if self.deletion_steps < 1 or self.batch < 1:
+            raise ConfigError("deletion_steps and batch must be >= 1")
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def _polygons_in_crop(regions: list[dict], matrix: np.ndarray, *, discriminative: bool = True) -> list[np.ndarray]:
+    return [
+        apply_transform(matrix, r["polygon"]).astype(np.float32)
+        for r in regions
+        if bool(r.get("discriminative")) == discriminative and len(r.get("polygon") or []) >= 3
+    ]
+
+
+def pointing_hit(heatmap: np.ndarray, polygons: list[np.ndarray], *, tolerance_px: float) -> bool:
+    """True when the heatmap maximum lies within ``tolerance_px`` of (or inside) a polygon.
+
+    Args:
+        heatmap: (H, W). polygons: (N_i, 2) float32 (x, y) in heatmap pixels.
+    """
+    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    point = (float(x) + 0.5, float(y) + 0.5)
+    return any(cv2.pointPolygonTest(p.reshape(-1, 1, 2), point, True) >= -tolerance_px for p in polygons)
+
+
+def polygon_mask(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool union of the polygons (pixels whose centre is inside or on the boundary)."""
+    mask = np.zeros(shape, np.uint8)
+    shift = 4  # sub-pixel vertices
+    for p in polygons:
+        pts = np.round((p - 0.5) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)
+        cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=shift)
+    return mask.astype(bool)
+
+
+def energy(heatmap: np.ndarray, inside: np.ndarray) -> float:
+    """Fraction of the heatmap's mass inside ``inside`` (0 for an all-zero heatmap)."""
+    total = float(np.sum(heatmap, dtype=np.float64))
+    return float(np.sum(heatmap[inside], dtype=np.float64) / total) if total > 0 else 0.0
+
+
+def deletion_curve(model, crop: np.ndarray, heatmap: np.ndarray, target: int, *, steps: int) -> np.ndarray:
+    """p(target) as the most salient pixels are blanked first.
+
+    Returns:
+        (steps + 1,) float64 for deleted fractions 0, 1/steps, ..., 1.
+    """
+    order = np.argsort(-heatmap.ravel(), kind="stable")
+    pixels = order.size
+    images = np.repeat(crop[None], steps + 1, axis=0)
+    flat = images.reshape(steps + 1, -1, 3)
+    for i in range(1, steps + 1):
+        flat[i, order[: round(pixels * i / steps)]] = 0
+    return softmax(model.logits(normalize(images, model.spec)))[:, target]
+
+
+def _auc(curve: np.ndarray) -> float:
+    return float(np.mean((curve[1:] + curve[:-1]) / 2.0))
+
+
+# ------------------------------------------------------------------ data
+
+
+@dataclass
+class _Item:
+    coin_id: str
+    side: str
+    path: Path
+    label: str
+    regions: list
+
+
+def load_ground_truth(synth_dir: Path) -> list[_Item]:
+    """Images of a synthetic set with their landmark polygons (InputError when files are missing)."""
+    synth_dir = Path(synth_dir)
+    manifest = synth_dir / "manifest.csv"
+    landmarks = synth_dir / "landmarks.jsonl"
+    for path in (manifest, landmarks):
+        if not path.is_file():
+            raise InputError(f"{path} not found; SYNTH_DIR must be a folder written by `denarius synth`")
+    coins = {}
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            coins[row["coin_id"]] = row
+    items = []
+    with landmarks.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            row = coins.get(record["coin_id"])
+            if row is None:
+                raise InputError(f"{landmarks}:{number}: coin_id {record['coin_id']!r} is not in {manifest}")
+            side = record["side"]
+            label = row["emperor"] if side == "obverse" else row["ric"]
+            items.append(_Item(record["coin_id"], side, synth_dir / row[side], label, record.get("regions", [])))
+    return items
+
+
+# ------------------------------------------------------------------ driver
+
+
+def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
+    """Score every method on a synthetic set; writes scores.json, scores.md and figure.png.
+
+    Args:
+        bundle: a loaded :class:`engine.bundle.Bundle` with gradient graphs.
+        synth_dir: folder written by ``denarius synth``. out_dir: output folder.
+    Returns:
+        the scores dict written to ``scores.json``.
+    """
+    from tqdm import tqdm
+
+    from engine.imageio import decode_image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = load_ground_truth(Path(synth_dir))
+    headline = config.windows[0]
+    sums: dict = defaultdict(lambda: defaultdict(list))  # (method, window) -> metric -> values
+    figure_rows: list = []
+    by_label: dict = defaultdict(list)  # (side, label) -> headline optimised maps
+    images_done = 0
+    for side in config.sides:
+        side_items = [it for it in items if it.side == side][: config.limit]
+        if not side_items:
+            continue
+        name = GradientModel.model_for_side(bundle, side)
+        with GradientModel.from_bundle(bundle, name) as model:
+            spec = model.spec
+            tolerance_px = config.tolerance * spec.crop / 224.0
+            batches = [side_items[i : i + config.batch] for i in range(0, len(side_items), config.batch)]
+            for batch in tqdm(batches, desc=f"landmarks-eval {side}", unit="batch", disable=not progress):
+                crops, inside, discriminative, targets = [], [], [], []
+                for it in batch:
+                    rgb = decode_image(it.path, max_pixels=spec.max_pixels, min_side=spec.min_side)
+                    crops.append(crop_image(canonical_image(rgb, spec), spec))
+                    polygons = _polygons_in_crop(it.regions, crop_transform(rgb, spec))
+                    discriminative.append(polygons)
+                    inside.append(polygon_mask(polygons, (spec.crop, spec.crop)))
+                    targets.append(it.label if it.label in model.classes else None)
+                crops = np.stack(crops)
+                images_done += len(batch)
+                row_tiles: dict = defaultdict(dict)
+                for window in config.windows:
+                    for method in config.methods:
+                        lc = LandmarkConfig(method=method, window=window, stride=config.stride, epsilon=config.epsilon, optimizer=config.optimizer)
+                        before = model.forward_equivalents
+                        start = time.perf_counter()
+                        maps = compute_landmarks(model, crops, config=lc, targets=targets)
+                        seconds = time.perf_counter() - start
+                        cost = model.forward_equivalents - before
+                        bucket = sums[(method, window)]
+                        bucket["seconds"].append(seconds)
+                        bucket["forward"].append(cost)
+                        bucket["images"].append(len(batch))
+                        for i, m in enumerate(maps):
+                            if discriminative[i]:
+                                bucket["pointing"].append(pointing_hit(m.heatmap, discriminative[i], tolerance_px=tolerance_px))
+                                bucket["energy"].append(energy(m.heatmap, inside[i]))
+                            bucket["deletion"].append(_auc(deletion_curve(model, crops[i], m.heatmap, m.target, steps=config.deletion_steps)))
+                            if len(figure_rows) < config.figure_rows:
+                                row_tiles[i][(method, window)] = (m.overlay(), m.p_full)
+                            if method == "optimized" and window == headline and config.guidebooks and targets[i] is not None:
+                                by_label[(side, batch[i].label)].append(m)
+                for i in sorted(row_tiles):
+                    if len(figure_rows) < config.figure_rows:
+                        figure_rows.append((crops[i], discriminative[i], row_tiles[i], f"{batch[i].coin_id} {side}"))
+    if images_done == 0:
+        raise InputError(f"no images for sides {config.sides} in {synth_dir}")
+
+    def summary(bucket) -> dict:
+        images = sum(bucket["images"])
+        mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
+        return {
+            "pointing_game": mean(bucket["pointing"]),
+            "energy": mean(bucket["energy"]),
+            "deletion_auc": mean(bucket["deletion"]),
+            "seconds_per_image": sum(bucket["seconds"]) / images,
+            "forward_equivalents": sum(bucket["forward"]) / images,
+            "images": images,
+            "images_with_ground_truth": len(bucket["pointing"]),
+        }
+
+    scores = {
+        "bundle": str(bundle.path),
+        "bundle_version": bundle.version,
+        "synth_dir": str(synth_dir),
+        "images": images_done,
+        "sides": list(config.sides),
+        "window": headline,
+        "stride": config.stride,
+        "epsilon": config.epsilon,
+        "tolerance_px_at_224": config.tolerance,
+        "backend": "onnxruntime CPUExecutionProvider fp32",
+        "hardware": f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores",
+        "methods": {m: summary(sums[(m, headline)]) for m in config.methods},
+        "by_window": {str(w): {m: summary(sums[(m, w)]) for m in config.methods} for w in config.windows},
+    }
+    scores["guidebooks"] = _guidebooks(by_label, out_dir, config.guidebooks)
+    (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    (out_dir / "scores.md").write_text(_markdown(scores))
+    if figure_rows:
+        write_png(out_dir / "figure.png", _figure(figure_rows, config))
+    return scores
+
+
+def _guidebooks(by_label: dict, out_dir: Path, count: int) -> list[str]:
+    from engine.landmarks.guidebook import guidebook_from_maps
+
+    written = []
+    for side in SIDES:
+        labels = sorted(((len(maps), label) for (s, label), maps in by_label.items() if s == side), key=lambda t: (-t[0], t[1]))
+        for _, label in labels[:count]:
+            book = guidebook_from_maps(by_label[(side, label)], label=label)
+            safe = "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")
+            written.append(str(book.save_png(out_dir / f"guidebook_{side}_{safe}.png")))
+    return written
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _markdown(scores: dict) -> str:
+    lines = [
+        f"Landmark scores on {scores['synth_dir']} ({scores['images']} images, sides {', '.join(scores['sides'])}), "
+        f"bundle {scores['bundle_version']}, stride {scores['stride']}, epsilon {scores['epsilon']}, {scores['backend']}, {scores['hardware']}.",
+        "",
+        "| window | method | pointing game | energy | deletion AUC (lower is better) | s / image | forward equivalents / image |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for window, methods in scores["by_window"].items():
+        for method, s in methods.items():
+            lines.append(
+                f"| {window} | {method} | {_fmt(s['pointing_game'])} | {_fmt(s['energy'])} | {_fmt(s['deletion_auc'])} | "
+                f"{_fmt(s['seconds_per_image'], 3)} | {s['forward_equivalents']:.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _figure(rows, config: EvalConfig) -> np.ndarray:
+    """Paper Fig. 7 layout: input with ground truth, then each method for each window."""
+    columns = [(m, w) for w in config.windows for m in config.methods]
+    tiles, captions = [], []
+    for crop, polygons, maps, title in rows:
+        shown = np.ascontiguousarray(crop.copy())
+        for p in polygons:
+            cv2.polylines(shown, [np.round(p).astype(np.int32).reshape(-1, 1, 2)], True, (0, 255, 0), 1)
+        row, caption = [shown], [title]
+        for key in columns:
+            overlay_rgb, p_full = maps.get(key, (np.zeros_like(crop), 0.0))
+            row.append(overlay_rgb)
+            caption.append(f"{key[0]} {key[1]}x{key[1]}")
+        tiles.append(row)
+        captions.append(caption)
+    titles = ["input + ground truth"] + [f"{m} {w}x{w}" for m, w in columns]
+    return grid(tiles, captions=captions, column_titles=titles, tile_size=160)
