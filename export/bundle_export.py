@@ -217,7 +217,10 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
         BundleError: parity failure, gradient-graph failure, quantisation/conversion failure,
             TensorRT parser/build errors.
     """
-    import torch  # noqa: F401 - fail early and clearly when the train extra is missing
+    try:
+        import torch  # noqa: F401 - fail early and clearly when the train extra is missing
+    except ImportError as exc:
+        raise ConfigError("`denarius export` needs PyTorch and onnx: pip install 'denarius[train]'") from exc
 
     from engine.bundle import ModelInfo, load_bundle, write_bundle_manifest
     from export.onnx_export import check_parity, export_onnx, parity_batch

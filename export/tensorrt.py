@@ -44,6 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
+_VERSION = r"\d+(?:\.[0-9A-Za-z]+)*"
 _MISSING = (
     "TensorRT is not available here (`import tensorrt` failed: {error}); install the gpu extra "
     "(pip install 'denarius[gpu]', NVIDIA driver + CUDA needed) on a machine with an NVIDIA GPU, "
@@ -112,7 +113,8 @@ def plan_key(compute_capability: tuple[int, int], trt_version: str) -> str:
     if not (isinstance(major, int) and isinstance(minor, int) and major >= 1 and minor >= 0):
         raise ConfigError(f"compute capability must be two ints (major >= 1, minor >= 0), got {compute_capability!r}")
     version = str(trt_version).strip()
-    if not re.fullmatch(r"\d+(?:\.\d+)*", version):
+    # tensorrt.__version__ as is ("10.3.0", "10.0.1.post1"): the engine builds the same key.
+    if not re.fullmatch(_VERSION, version):
         raise ConfigError(f"TensorRT version must look like '10.3.0', got {trt_version!r}")
     return f"sm{major}{minor}-trt{version}"
 
@@ -123,7 +125,7 @@ def parse_plan_key(key: str) -> tuple[tuple[int, int], str]:
     Compute capability majors are single digits up to 9 and then two (10.0 = ``sm100``); the
     minor is always one digit, so the last digit of the ``sm`` number is the minor.
     """
-    match = re.fullmatch(r"sm(\d+)(\d)-trt(\d+(?:\.\d+)*)", key)
+    match = re.fullmatch(rf"sm(\d+)(\d)-trt({_VERSION})", key)
     if not match:
         raise ConfigError(f"{key!r} is not a plan key (expected e.g. 'sm89-trt10.3.0')")
     return (int(match.group(1)), int(match.group(2))), match.group(3)

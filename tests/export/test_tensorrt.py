@@ -24,6 +24,7 @@ needs_tensorrt = pytest.mark.skipif(not tensorrt_available(), reason="tensorrt i
     ((9, 0), "11.4.1", "sm90-trt11.4.1"),
     ((10, 0), "10.14.1", "sm100-trt10.14.1"),
     ((12, 1), "11.0", "sm121-trt11.0"),
+    ((8, 6), "10.0.1.post1", "sm86-trt10.0.1.post1"),
 ])
 def test_plan_key_round_trip(cc, version, key):
     assert plan_key(cc, version) == key
