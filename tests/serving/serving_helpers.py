@@ -58,3 +58,16 @@ def metric(text: str, name: str, **labels) -> float:
         if all(found.get(k) == str(v) for k, v in labels.items()):
             total += float(match.group(3))
     return total
+
+
+def wait_for_metric(port: int, name: str, predicate, *, timeout: float = 3.0, **labels) -> float:
+    """Poll ``name`` until ``predicate(value)`` holds (an aborted call's status reaches the
+    client a moment before the server's interceptor counts it); returns the last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = metric(scrape(port), name, **labels)
+        if predicate(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)

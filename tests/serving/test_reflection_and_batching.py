@@ -13,7 +13,7 @@ import pytest
 
 from serving.client import CoinClient
 from serving.server import BackgroundServer
-from serving_helpers import coin_png, metric, scrape
+from serving_helpers import coin_png, metric, scrape, wait_for_metric
 
 # Runs in a fresh interpreter where importing our generated stubs is impossible.
 REFLECTION_CLIENT = r"""
@@ -95,12 +95,15 @@ def test_sixteen_concurrent_clients_are_batched_within_the_deadline(tiny_bundle)
         for t in threads:
             t.join()
         assert not errors, errors[:3]
+        # The batcher records a batch just after resolving its futures: wait for the last one.
+        expected = 16 * (calls_per_client + 1)
+        wait_for_metric(running.metrics_port, "denarius_batch_size_sum", lambda v: v >= expected)
         text = scrape(running.metrics_port)
     assert len(latencies) == 16 * calls_per_client
     batches = metric(text, "denarius_batch_size_count")
     singles = metric(text, "denarius_batch_size_bucket", le="1.0")
     coins = metric(text, "denarius_batch_size_sum")
-    assert coins == 16 * (calls_per_client + 1)
+    assert coins == expected
     assert batches - singles >= 1, "no batch larger than 1 under 16 concurrent clients"
     assert coins / batches > 1.3, f"mean batch size {coins / batches:.2f}"
     p99 = sorted(latencies)[int(0.99 * len(latencies)) - 1]

@@ -13,7 +13,7 @@ import pytest
 from serving.client import CoinClient
 from serving.denarius.v1 import coins_pb2, coins_pb2_grpc
 from serving.server import BackgroundServer
-from serving_helpers import coin_png, metric, scrape
+from serving_helpers import coin_png, metric, scrape, wait_for_metric
 
 from conftest import free_port, server_config
 
@@ -112,7 +112,8 @@ def test_unexpected_failure_is_internal_with_a_logged_request_id(tiny_bundle, tm
             assert logged and logged[0].exc_info is not None
             assert client.health() == "SERVING"
             assert client.identify(reverse=photo_bytes["reverse"]).candidates
-        assert metric(scrape(running.metrics_port), "denarius_requests_total", method="Landmarks", code="INTERNAL") == 1
+        assert wait_for_metric(running.metrics_port, "denarius_requests_total", lambda v: v >= 1,
+                               method="Landmarks", code="INTERNAL") == 1
 
 
 def test_slow_stream_reader_stops_the_server_reading(tiny_bundle):

@@ -12,7 +12,7 @@ from engine.errors import ConfigError
 from serving.client import CoinClient
 from serving.denarius.v1 import coins_pb2
 from serving.server import BackgroundServer, load_tokens
-from serving_helpers import metric, scrape
+from serving_helpers import wait_for_metric
 
 TOKENS = ("first-token-0123456789", "second-token-abcdef")
 
@@ -80,8 +80,8 @@ def test_rejections_are_counted(secure_server, certificate):
     with _client(secure_server, certificate, token="nope") as client:
         with pytest.raises(grpc.RpcError):
             client.model_info()
-    assert metric(scrape(secure_server.metrics_port), "denarius_requests_total",
-                  method="GetModelInfo", code="UNAUTHENTICATED") >= 1
+    assert wait_for_metric(secure_server.metrics_port, "denarius_requests_total", lambda v: v >= 1,
+                           method="GetModelInfo", code="UNAUTHENTICATED") >= 1
 
 
 def test_plaintext_client_cannot_talk_to_tls_server(secure_server):
