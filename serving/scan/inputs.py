@@ -7,6 +7,7 @@ order plus what could not be paired):
   image files are missing become items with a ``problem`` (an error line in the output),
   not a failed scan;
 - a folder, searched recursively, holding either ``<id>_obv.<ext>`` + ``<id>_rev.<ext>``
+  (or ``<id>_obverse.<ext>`` + ``<id>_reverse.<ext>``, the synthetic generator's names)
   side by side, or ``<id>/obverse.<ext>`` + ``<id>/reverse.<ext>``. The coin id is the
   path of the pair relative to the folder (``sub/dir/<id>``), POSIX separators. A coin with
   only one side, two candidate files for one side, or an image whose name matches neither
@@ -29,7 +30,7 @@ __all__ = ["IMAGE_SUFFIXES", "CoinItem", "ScanInput", "discover", "read_scan_man
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
 SIDES = ("obverse", "reverse")
-_SUFFIX_SIDE = re.compile(r"^(?P<id>.+)_(?P<side>obv|rev)$", re.IGNORECASE)
+_SUFFIX_SIDE = re.compile(r"^(?P<id>.+)_(?P<side>obv|rev|obverse|reverse)$", re.IGNORECASE)
 _SIDE_NAMES = {"obv": "obverse", "rev": "reverse", "obverse": "obverse", "reverse": "reverse"}
 
 

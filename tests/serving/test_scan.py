@@ -181,6 +181,8 @@ def test_corrupt_image_fails_only_its_coin_and_unpaired_images_are_reported(coin
     (folder / "c0002_rev.jpg").write_bytes(jpeg[: len(jpeg) // 3])  # truncated
     (folder / "lonely_obv.jpg").write_bytes((source / "c0005_obv.jpg").read_bytes())
     (folder / "notes.png").write_bytes(cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes())
+    for side in ("obverse", "reverse"):  # the synthetic generator's names
+        (folder / f"long_{side}.jpg").write_bytes((source / f"c0003_{side[:3]}.jpg").read_bytes())
     nested = folder / "drawer" / "c9"
     nested.mkdir(parents=True)
     for side in ("obverse", "reverse"):
@@ -189,7 +191,7 @@ def test_corrupt_image_fails_only_its_coin_and_unpaired_images_are_reported(coin
     out = tmp_path / "results.jsonl"
     summary = scan(folder, tiny_bundle, out, batch_size=2)
     lines = by_id(read_lines(out))
-    assert sorted(lines) == ["c0000", "c0001", "c0002", "c0003", "drawer/c9", "lonely", "notes"]
+    assert sorted(lines) == ["c0000", "c0001", "c0002", "c0003", "drawer/c9", "lonely", "long", "notes"]
     assert lines["c0001"]["error"]["kind"] == "input" and "obverse" in lines["c0001"]["error"]["message"]
     assert lines["c0002"]["error"]["kind"] == "input" and "reverse" in lines["c0002"]["error"]["message"]
     assert lines["lonely"]["error"]["kind"] == "unpaired" and "no reverse" in lines["lonely"]["error"]["message"]
@@ -198,7 +200,8 @@ def test_corrupt_image_fails_only_its_coin_and_unpaired_images_are_reported(coin
         assert lines[failed]["candidates"] == [] and lines[failed]["ric"] is None
     assert_same_records({k: lines[k] for k in ("c0000", "c0003")}, {k: reference[k] for k in ("c0000", "c0003")}, paths=False)
     assert lines["drawer/c9"]["ric"] == reference["c0004"]["ric"]  # <id>/obverse.* + <id>/reverse.* layout
-    assert summary.ok == 3 and summary.errors == 4
+    assert lines["long"]["candidates"] == reference["c0003"]["candidates"]
+    assert summary.ok == 4 and summary.errors == 4
     assert summary.errors_by_kind == {"input": 2, "unpaired": 2}
     assert len(summary.unpaired) == 2 and any("lonely" in line for line in summary.unpaired)
     assert "unpaired images  2" in summary.format()
