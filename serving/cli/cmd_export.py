@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trt.add_argument("--timing-cache", type=Path, default=None, metavar="FILE", help="persistent TensorRT timing cache (default: RUN_DIR/tensorrt.cache)")
     trt.add_argument("--strongly-typed", action="store_true", help="TensorRT 10: strongly typed network (precision from the fp16/QDQ file); always on in 11")
     parser.add_argument("--parity-images", type=int, default=16, metavar="N", help="photographs in the ORT-vs-PyTorch parity batch (default 16)")
+    parser.add_argument("--parity-photo", type=Path, action="append", default=[], metavar="PATH", help="photograph to include in the parity batch first (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             strongly_typed=True if args.strongly_typed else None,
         ),
         model_version=args.model_version,
+        parity_sources=tuple(args.parity_photo),
         parity_images=args.parity_images,
         overwrite=args.overwrite,
     )

@@ -51,9 +51,10 @@ def bundle(tiny_run, tmp_path_factory) -> Path:
     """The tiny run exported through the CLI with INT8 (calibrated on its manifest) and FP16."""
     out = tmp_path_factory.mktemp("export_bundle") / "bundle"
     manifest = json.loads((tiny_run / "run.json").read_text())["manifest"]
+    photos = [arg for p in sorted(FIXTURES.glob("*.jpg")) for arg in ("--parity-photo", str(p))]
     code = _cli("export", [
         str(tiny_run), "--out", str(out), "--int8", "--calibration", manifest,
-        "--calibration-size", "40", "--fp16", "--model-version", "tiny-1",
+        "--calibration-size", "40", "--fp16", "--model-version", "tiny-1", *photos,
     ])
     assert code == 0
     return out
