@@ -208,23 +208,34 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         if self._landmark_busy >= self._landmark_slots:
             raise Overloaded(
                 f"all {self._landmark_slots} landmark slots are busy; retry later or use another replica")
+        loop = asyncio.get_running_loop()
+        started: list[float] = []
+
+        def work():
+            started.append(time.perf_counter())
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded("the deadline passed while the request waited for a landmark worker")
+            return call()
+
+        def release(_future) -> None:
+            try:
+                loop.call_soon_threadsafe(self._release_landmark_slot)
+            except RuntimeError:  # the loop is gone: the server has stopped
+                pass
+
+        # The slot is held until the work really ends, not merely until this call is
+        # cancelled: a search already running cannot be interrupted, and counting it as
+        # free would let cancel-and-resend queue unbounded work.
         self._landmark_busy += 1
-        try:
-            loop = asyncio.get_running_loop()
-            started: list[float] = []
-
-            def work():
-                started.append(time.perf_counter())
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise DeadlineExceeded("the deadline passed while the request waited for a landmark worker")
-                return call()
-
-            result = await loop.run_in_executor(self._landmark_pool, work)
-        finally:
-            self._landmark_busy -= 1
+        future = self._landmark_pool.submit(work)
+        future.add_done_callback(release)
+        result = await asyncio.wrap_future(future)  # cancelling this cancels a still-queued search
         return rt.landmarks_response(
             result, request_id=rid, received=received,
             started=started[0] if started else received)
+
+    def _release_landmark_slot(self) -> None:
+        self._landmark_busy -= 1
 
     # -- GetModelInfo ----------------------------------------------------------------------
     @_guarded
