@@ -98,11 +98,11 @@ class SynthConfig:
 
 
 PRESETS: dict[str, SynthConfig] = {
+    "tiny": SynthConfig(n_emperors=4, n_types=8, n_coins=64, min_coins_per_type=6, max_size=320),
+    "small": SynthConfig(n_emperors=8, n_types=20, n_coins=240, min_coins_per_type=8),
+    "bench": SynthConfig(n_emperors=24, n_types=80, n_coins=1600, min_coins_per_type=8),
     # The paper's collection: 96 emperors, 314 RIC labels, 4,526 coins.
     "paper": SynthConfig(n_emperors=96, n_types=314, n_coins=4526, min_coins_per_type=6),
-    "bench": SynthConfig(n_emperors=24, n_types=80, n_coins=1600, min_coins_per_type=8),
-    "small": SynthConfig(n_emperors=8, n_types=20, n_coins=240, min_coins_per_type=8),
-    "tiny": SynthConfig(n_emperors=4, n_types=8, n_coins=64, min_coins_per_type=6, max_size=320),
 }
 
 

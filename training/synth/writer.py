@@ -190,6 +190,8 @@ def generate(
                 _STATE.clear()
         else:
             methods = multiprocessing.get_all_start_methods()
+            # fork: workers inherit the catalogue and never re-run the caller's __main__ (a
+            # script without a main guard would recurse under spawn/forkserver)
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             chunk = max(1, min(16, len(tasks) // (workers * 8)))
             with context.Pool(workers, initializer=_init_worker, initargs=(catalogue, config, seed, str(out_dir))) as pool:
