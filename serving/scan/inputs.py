@@ -18,7 +18,6 @@ order plus what could not be paired):
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -67,13 +66,6 @@ class ScanInput:
     kind: str
     items: tuple[CoinItem, ...]
     unpaired: tuple[str, ...] = ()
-
-    def fingerprint(self) -> str:
-        """sha256 over the coin ids and image paths, to recognise the same job on resume."""
-        digest = hashlib.sha256()
-        for item in self.items:
-            digest.update(f"{item.coin_id}\0{item.obverse}\0{item.reverse}\n".encode())
-        return digest.hexdigest()
 
 
 def discover(path: str | Path) -> ScanInput:

@@ -321,11 +321,14 @@ def _open_runner(config: ScanConfig):
 
 
 def job_header(config: ScanConfig, scan_input: ScanInput, runner) -> dict:
-    """What must match for an output to be resumed (batch size, workers, runner may change)."""
+    """What must match for an output to be resumed.
+
+    The input path, the model and the options that change a line. Batch size, workers and
+    the runner (local, Ray) may change between runs: they give the same lines. The input's
+    content may grow: coins already in the output are skipped, new ones are scanned.
+    """
     return {
         "input": str(scan_input.source),
-        "input_coins": len(scan_input.items),
-        "input_fingerprint": scan_input.fingerprint(),
         "model_version": runner.model_version,
         "precision": runner.precision,
         "top_k": config.top_k,

@@ -256,6 +256,24 @@ def test_other_job_is_refused_unless_restart(coins, tiny_bundle, tmp_path):
             Journal(out, header={}).open()
 
 
+def test_rerun_after_adding_images_scans_only_the_new_coins(coins, tiny_bundle, reference, tmp_path):
+    folder, _ = coins
+    growing = tmp_path / "growing"
+    growing.mkdir()
+
+    def add(coin_id):
+        for side in ("obv", "rev"):
+            (growing / f"{coin_id}_{side}.jpg").write_bytes((folder / f"{coin_id}_{side}.jpg").read_bytes())
+
+    add("c0050"), add("c0051")
+    out = tmp_path / "results.jsonl"
+    assert scan(growing, tiny_bundle, out).scanned == 2
+    add("c0052")
+    summary = scan(growing, tiny_bundle, out, batch_size=1, workers=1)  # batch size and workers may change
+    assert (summary.already_done, summary.scanned) == (2, 1)
+    assert_same_records(by_id(read_lines(out)), {k: reference[k] for k in ("c0050", "c0051", "c0052")}, paths=False)
+
+
 def test_cli_scan_prints_a_summary(coins, tiny_bundle, tmp_path, capsys):
     from serving.cli import main
 
