@@ -4,8 +4,8 @@ The output file is the journal: one JSON object per line, one line per finished 
 protocol that makes a scan killable at any instant (SIGKILL, power cut after an fsync)::
 
     open        take an exclusive lock (a second scan into the same file is refused);
-                compare the job header ``<out>.scan.json`` with this job's (input, bundle
-                version, top-k, landmarks): a mismatch is refused unless --restart;
+                compare the job header ``<out>.scan.json`` with this job's (input, model
+                version, precision, top-k, landmarks): a mismatch is refused unless --restart;
                 cut the file back to its last complete, parseable line (a torn tail from a
                 kill mid-write), and read the coin ids already finished
     append      each batch is ONE os.write() of complete lines (looped only if the kernel
