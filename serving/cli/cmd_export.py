@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     quant.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax", help="activation range estimator (default minmax)")
     parser.add_argument("--fp16", action="store_true", help="add fp16 files (fp16 compute, fp32 image/logits)")
     trt = parser.add_argument_group("TensorRT (only where `import tensorrt` works; skipped with a message otherwise)")
-    trt.add_argument("--tensorrt", action="store_true", help="build TensorRT plans for this machine's GPU")
+    trt.add_argument("--tensorrt", "--trt", action="store_true", help="build TensorRT plans for this machine's GPU")
     trt.add_argument("--trt-precision", choices=("fp32", "fp16", "int8"), default=None, help="plan precision (default: int8 with --int8, else fp16)")
     trt.add_argument("--trt-batch", type=int, nargs=3, default=(1, 8, 32), metavar=("MIN", "OPT", "MAX"), help="batch optimisation profile (default 1 8 32)")
     trt.add_argument("--trt-workspace-mib", type=int, default=2048, metavar="MIB", help="builder workspace limit (default 2048)")
