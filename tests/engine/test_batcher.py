@@ -112,10 +112,10 @@ def test_full_queue_rejects_with_overloaded(bundle, coins):
 
 def test_expired_requests_are_dropped_before_inference(bundle, coins):
     pre = [preprocess(coins[i].obverse, bundle.preprocess) for i in range(3)]
-    with Engine(bundle, backend="ort-cpu", precision="fp32", max_batch=8, max_wait_ms=300) as engine:
+    with Engine(bundle, backend="ort-cpu", precision="fp32", max_batch=8, max_wait_ms=1000) as engine:
         already = engine.submit(CoinPair(obverse=pre[0]), deadline=time.monotonic() - 1)
-        # Ready within milliseconds, then held for the batch to fill for 300 ms: expires waiting.
-        waiting = engine.submit(CoinPair(obverse=pre[1]), timeout=0.1)
+        # Ready within milliseconds, then held 1 s for the batch to fill: expires waiting.
+        waiting = engine.submit(CoinPair(obverse=pre[1]), timeout=0.4)
         patient = engine.submit(CoinPair(obverse=pre[2]), timeout=30)
         with pytest.raises(DeadlineExceeded):
             already.result(timeout=30)
