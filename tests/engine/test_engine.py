@@ -16,7 +16,7 @@ import pytest
 from engine.bundle import load_bundle
 from engine.engine import CoinPair, Engine, Identification
 from engine.errors import InputError
-from engine.preprocess import canonical_image, preprocess
+from engine.preprocess import preprocess
 
 SCORE_TOL = 1e-5
 
