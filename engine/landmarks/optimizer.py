@@ -15,8 +15,11 @@ moves by eta_t = step / sqrt(1 + t) per iteration (t = 0, 1, ...) whatever the s
 the network's gradient, and the few regions with a large loss gradient move more (the
 clip to [0, 1] bounds them). Dividing by the largest entry instead was measured to stall:
 a handful of large loss-gradient entries shrink every other step to ~eta/4. With
-step = 0.1 the bulk of the mask can travel from 1 to 0 in ~30 iterations; the decaying
-step damps the zig-zag along the constraint boundary. The L1 term is ||x||_1 as written
+step = 0.2 the bulk of the mask can travel from 1 to 0 in ~10 iterations; the decaying
+step damps the zig-zag along the constraint boundary. Measured on a trained toy model
+(64 px, 12 coins, epsilon 0.5): step 0.1 -> 58 iterations on average (max 80), step 0.2 ->
+35 (max 51) with the same or better final objective, pointing and energy; step 0.3 -> 33
+with a worse objective. The L1 term is ||x||_1 as written
 (not divided by K), so with lambda = 1 it outweighs the loss and the constraint decides
 how much survives, as in the paper.
 
@@ -74,7 +77,7 @@ class OptimizerConfig:
 
     lam: float = 1.0
     max_iterations: int = 100
-    step: float = 0.1
+    step: float = 0.2
     patience: int = 10
     tolerance: float = 1e-3
     margin: float = 1e-5
