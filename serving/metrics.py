@@ -80,7 +80,13 @@ class ServerMetrics:
         """Serve ``/metrics`` on ``host:port`` (0 = a free port) in a daemon thread; returns the port."""
         from prometheus_client import start_http_server
 
-        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+        from engine.errors import ConfigError
+
+        try:
+            self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {error.strerror or error} "
+                              "(choose another --metrics-port, or -1 to disable)") from None
         bound = self._http.server_port
         log.info("metrics on http://%s:%d/metrics", host, bound)
         return bound

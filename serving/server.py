@@ -204,10 +204,10 @@ class CoinServer:
         await server.start()
         log.info("listening on %s:%d (%s), loading %s", config.host, self.port,
                  "TLS" if config.tls_cert else "plaintext", config.bundle)
-        if config.metrics_port is not None:
-            self.metrics_port = self.metrics.start_http(
-                host=config.metrics_host or config.host, port=config.metrics_port)
         try:
+            if config.metrics_port is not None:
+                self.metrics_port = self.metrics.start_http(
+                    host=config.metrics_host or config.host, port=config.metrics_port)
             await asyncio.get_running_loop().run_in_executor(None, self._servicer.load)
         except BaseException:
             await self.drain(grace_s=0, delay_s=0)
