@@ -391,14 +391,15 @@ def build_catalogue(config, seed: int) -> Catalogue:
     for e, count in enumerate(counts):
         own: list[ReverseDesign] = []
         while len(own) < count:
-            others = [d for d in all_designs if d[0] != e and d[3]]
+            others = [i for i, d in enumerate(all_designs) if d[0] != e and d[3]]
             if others and len(shared_pairs) < cap and rng.random() < config.shared_reverse_fraction:
-                src_e, src_k, src, _ = others[int(rng.integers(len(others)))]
+                src_pos = others[int(rng.integers(len(others)))]
+                src_e, src_k, src, _ = all_designs[src_pos]
                 legends = FIGURES[src.figure][3]
                 # Mostly the very same design; sometimes another legend of the same figure.
                 legend = src.legend if rng.random() < 0.6 else str(rng.choice(legends))
                 copy = replace(src, legend=legend)
-                shared_pairs.append((e, len(own), len(all_designs)))
+                shared_pairs.append((e, len(own), src_pos))
                 own.append(copy)
                 all_designs.append((e, len(own) - 1, copy, False))
                 continue

@@ -282,6 +282,17 @@ def _readme(catalogue: Catalogue, config: SynthConfig, preset: str, seed: int, c
         lines.append("- none")
     lines += [
         "",
+        "## Reverse designs shared between emperors",
+        "",
+        "The same figure with the same attributes struck for two emperors (legend or exergue may",
+        "differ); only the obverse tells these RIC types apart:",
+        "",
+    ]
+    lines += [f"- `{a}` / `{b}`" for a, b in catalogue.shared[:12]] or ["- none"]
+    if len(catalogue.shared) > 12:
+        lines.append(f"- ... and {len(catalogue.shared) - 12} more")
+    lines += [
+        "",
         "## Files",
         "",
         "- `manifest.csv`: coin_id, obverse, reverse, emperor, ric, obverse_description, reverse_description",
