@@ -23,6 +23,18 @@ def _size(path: Path) -> str:
     return ""
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{"cnn": {"mean": {"ric": 0.8}}} -> {"cnn.mean.ric": 0.8} (metrics of `denarius evaluate` nest)."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def _percent(value) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
@@ -83,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         if args.classes:
             print("    classes: " + ", ".join(info.classes))
     if bundle.metrics:
-        print("  metrics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in bundle.metrics.items()))
+        flat = _flatten(bundle.metrics)
+        print("  metrics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat.items()))
     else:
         print("  metrics: none recorded (run cross-validation to add them)")
     return 0
