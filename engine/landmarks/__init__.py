@@ -5,7 +5,7 @@ Entry point: :func:`compute_landmarks` with a :class:`GradientModel` (or any
 :class:`LandmarkModel`) and uint8 centre crops.
 """
 
-from engine.landmarks.api import METHODS, SWEEP_EPSILONS, LandmarkConfig, compute_landmarks, make_regions
+from engine.landmarks.api import METHODS, SWEEP_EPSILONS, LandmarkConfig, compute_landmarks, landmarks_for_source, make_regions
 from engine.landmarks.model import GradientModel, LandmarkModel
 from engine.landmarks.optimizer import OptimizerConfig
 from engine.landmarks.regions import LabelRegions, Regions, WindowRegions, pixel_regions, superpixel_regions, window_regions
@@ -17,6 +17,7 @@ __all__ = [
     "LandmarkConfig",
     "OptimizerConfig",
     "compute_landmarks",
+    "landmarks_for_source",
     "make_regions",
     "GradientModel",
     "LandmarkModel",

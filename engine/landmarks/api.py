@@ -21,7 +21,7 @@ from engine.landmarks.optimizer import NumpyOps, OptimizerConfig, check_epsilon,
 from engine.landmarks.regions import Regions, pixel_regions, superpixel_regions, window_regions
 from engine.landmarks.result import LandmarkMap, rescale, top_regions
 
-__all__ = ["METHODS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks"]
+__all__ = ["METHODS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) 
                     target=target,
                     label=model.classes[target],
                     mask=result.masks[r],
-                    heatmap=rescale(weights[r]),
+                    heatmap=_mask_heatmap(weights[r]),
                     image=np.asarray(crops[i], np.uint8),
                     p_full=float(result.p_full[r]),
                     p_masked=float(result.p_masked[r]),
@@ -196,6 +196,15 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) 
             )
         out.append(maps)
     return out
+
+
+def _mask_heatmap(weights: np.ndarray) -> np.ndarray:
+    """Optimised mask weights (already in [0, 1]) rescaled to [0, 1]; a constant mask (all
+    kept, or all removed) keeps its own value instead of collapsing to zeros."""
+    heatmap = rescale(weights)
+    if not heatmap.any():
+        heatmap = np.clip(np.nan_to_num(weights), 0.0, 1.0).astype(np.float32)
+    return heatmap
 
 
 def _baseline(model, crops, regions, config, targets, progress) -> list[list[LandmarkMap]]:
@@ -226,3 +235,43 @@ def _baseline(model, crops, regions, config, targets, progress) -> list[list[Lan
             ]
         )
     return out
+
+
+def landmarks_for_source(
+    model: LandmarkModel,
+    source,
+    *,
+    side: str | None = None,
+    config: LandmarkConfig = LandmarkConfig(),
+    target=None,
+    epsilons: Sequence[float] | None = None,
+    ops=NumpyOps,
+) -> list[LandmarkMap]:
+    """Landmarks of one photo: decode, canonical image, centre crop, then :func:`compute_landmarks`.
+
+    Args:
+        source: encoded bytes, a path, or a decoded (H, W, 3) uint8 RGB array.
+        side: "obverse"/"reverse", only used to name the side in error messages.
+    Returns:
+        the maps (one, or one per epsilon), each with ``source_transform`` and
+        ``source_size`` set so :meth:`LandmarkMap.source_heatmap` gives the heatmap at the
+        photo's size.
+    Raises:
+        InputError: the photo cannot be decoded (the message names the side).
+    """
+    from engine.imageio import decode_image
+    from engine.landmarks.geometry import crop_transform
+    from engine.preprocess import canonical_image, crop_image
+
+    spec = model.spec
+    try:
+        rgb = decode_image(source, max_pixels=spec.max_pixels, min_side=spec.min_side)
+    except InputError as error:
+        raise InputError(error.reason, side=side) from None
+    crop = crop_image(canonical_image(rgb, spec, side=side), spec)
+    matrix = crop_transform(rgb, spec)
+    maps = compute_landmarks(model, crop, config=config, targets=target, epsilons=epsilons, ops=ops)
+    for m in maps:
+        m.source_transform = matrix
+        m.source_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+    return maps

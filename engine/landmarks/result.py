@@ -82,7 +82,8 @@ class LandmarkMap:
         mask: (K,) float32 per-region values (optimised mask in [0, 1], probability drops,
             or mean saliency).
         heatmap: (H, W) float32 in [0, 1] at the network input (crop) size: the per-pixel
-            map C * sum_k mask_k I_k rescaled to [0, 1] (zeros when constant).
+            map C * sum_k mask_k I_k rescaled to [0, 1] (a constant map: zeros for the
+            baselines, its own value in [0, 1] for an optimised mask).
         image: (H, W, 3) uint8 RGB, the crop the map refers to (for overlays).
         p_full: p(c | full image). p_masked: p(c | masked image) for "optimized", else None.
         epsilon: the constraint's epsilon ("optimized" only).
@@ -91,6 +92,9 @@ class LandmarkMap:
         top_regions: best regions as {"box": [x0, y0, x1, y1], "score"} in crop pixels.
         forward_equivalents: cost (forward 1, forward + backward 3). seconds: wall time
             (of the batch it was computed in, divided by the batch's rows).
+        source_transform, source_size: when computed from a photo by
+            :func:`engine.landmarks.landmarks_for_source`, the (2, 3) affine map photo ->
+            crop pixels and the photo's (height, width); see :meth:`source_heatmap`.
     """
 
     method: str
@@ -108,6 +112,8 @@ class LandmarkMap:
     top_regions: list = field(default_factory=list)
     forward_equivalents: float = 0.0
     seconds: float = 0.0
+    source_transform: np.ndarray | None = None
+    source_size: tuple[int, int] | None = None
 
     @property
     def window(self) -> int | None:
@@ -150,6 +156,12 @@ class LandmarkMap:
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), cv2.cvtColor(self.overlay(alpha=alpha, scale=scale), cv2.COLOR_RGB2BGR))
         return path
+
+    def source_heatmap(self) -> np.ndarray:
+        """The heatmap at the source photo's size, (height, width) float32 in [0, 1]."""
+        if self.source_transform is None or self.source_size is None:
+            raise ValueError("this map was computed from a crop, not a photo; use heatmap_in_source(matrix, size)")
+        return self.heatmap_in_source(self.source_transform, self.source_size)
 
     def heatmap_in_source(self, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """The heatmap warped back to the source photo.

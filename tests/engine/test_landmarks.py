@@ -294,3 +294,16 @@ def test_crop_transform_reproduces_preprocess():
     assert np.abs(warped.astype(int) - expected.astype(int))[kept].max() <= 1
     centre = apply_transform(matrix, [[disc.cx, disc.cy]])[0]
     assert centre == pytest.approx([spec.resize / 2 - (spec.resize - spec.crop) // 2] * 2, abs=1e-6)
+
+
+def test_landmarks_for_source_maps_back_to_the_photo(model):
+    from engine.landmarks import landmarks_for_source
+
+    photo = np.full((150, 190, 3), 235, np.uint8)
+    cv2.circle(photo, (110, 70), 55, (120, 90, 60), -1)
+    (m,) = landmarks_for_source(model, photo, side="reverse", config=LandmarkConfig(method="saliency"))
+    heat = m.source_heatmap()
+    assert heat.shape == (150, 190) and np.isfinite(heat).all()
+    assert heat[:, :40].max() == 0.0  # left of the coin's square is outside the crop
+    with pytest.raises(InputError, match="reverse"):
+        landmarks_for_source(model, b"not an image", side="reverse")
