@@ -228,8 +228,6 @@ class CoinServer:
             log.info("draining: NOT_SERVING, still accepting calls for %.1f s", delay)
             await asyncio.sleep(delay)
         log.info("draining: no new calls; finishing in-flight calls (grace %.1f s)", grace)
-        if self._servicer is not None:
-            self._servicer.draining = True
         await server.stop(grace)
         if self._servicer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._servicer.close)

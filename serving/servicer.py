@@ -78,7 +78,6 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         self.config = config
         self.metrics = metrics
         self.runtime: runtime.Runtime | None = None
-        self.draining = False
         self._landmark_pool = ThreadPoolExecutor(config.landmark_workers, thread_name_prefix="landmarks")
         self._landmark_slots = config.landmark_workers + config.landmark_queue
         self._landmark_busy = 0
