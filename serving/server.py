@@ -77,6 +77,8 @@ class ServerConfig:
     max_batch: int = 16
     max_wait_ms: float = 5.0
     max_queue: int = 256
+    preprocess_workers: int = 2
+    threads: int | None = None
     max_message_bytes: int = 16 * 1024 * 1024
     max_pixels: int | None = None
     max_concurrent_rpcs: int = 512
@@ -102,13 +104,15 @@ class ServerConfig:
                 if not Path(value).is_file():
                     raise ConfigError(f"{name.replace('_', '-')} file not found: {value}")
         for name in ("max_batch", "max_queue", "max_message_bytes", "max_concurrent_rpcs",
-                     "stream_window", "landmark_workers", "default_top_k"):
+                     "stream_window", "landmark_workers", "default_top_k", "preprocess_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if min(self.landmark_queue, self.max_wait_ms, self.grace_s, self.drain_delay_s) < 0:
             raise ConfigError("landmark_queue, max_wait_ms, grace_s and drain_delay_s must be >= 0")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if any(not t or any(c.isspace() for c in t) for t in self.tokens):

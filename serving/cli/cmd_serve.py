@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill (default 5)")
     run.add_argument("--max-queue", type=int, default=256,
                      help="queued requests beyond which calls get RESOURCE_EXHAUSTED (default 256)")
+    run.add_argument("--preprocess-workers", type=int, default=2,
+                     help="threads decoding and preprocessing images (default 2)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="onnxruntime intra-op threads (default: physical cores)")
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-message-mb", type=float, default=16.0, help="largest message in MiB (default 16)")
     limits.add_argument("--max-pixels", type=int, default=None,
@@ -61,6 +65,7 @@ def config_from_args(args: argparse.Namespace):
         metrics_host=args.metrics_host, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         backend=args.backend, precision=None if args.precision == "auto" else args.precision, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        preprocess_workers=args.preprocess_workers, threads=args.threads,
         max_message_bytes=int(args.max_message_mb * 1024 * 1024), max_pixels=args.max_pixels,
         max_concurrent_rpcs=args.max_concurrent_rpcs, stream_window=args.stream_window,
         landmark_workers=args.landmark_workers, landmark_queue=args.landmark_queue,
