@@ -264,8 +264,9 @@ class Engine:
                 wait(chunk["futures"])
                 self._finish(chunk, results, top_k)
             finally:
-                for buffer in chunk["buffers"]:
-                    self._buffers.release(buffer)
+                if all(f.done() for f in chunk["futures"]):  # never recycle a buffer still being written
+                    for buffer in chunk["buffers"]:
+                        self._buffers.release(buffer)
                 running[k] = None
         if errors == "raise":
             for index, result in enumerate(results):
