@@ -120,33 +120,40 @@ def test_one_line_per_coin_with_the_engines_answers(coins, tiny_bundle, referenc
         assert line["obverse"] == str(folder / f"{result.coin_id}_obv.jpg")
 
 
-def test_sigkill_mid_run_then_resume_gives_every_coin_exactly_once(coins, tiny_bundle, reference, tmp_path):
-    folder, ids = coins
-    out = tmp_path / "results.jsonl"
-    command = [sys.executable, "-m", "serving", "scan", str(folder), "--bundle", str(tiny_bundle), "--out", str(out),
-               "--batch-size", "4", "--workers", "2", "--no-progress", "--backend", "ort-cpu", "--precision", "fp32"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def _line_count(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def _run_until_lines_then_sigkill(command, env, out: Path, lines: int) -> int:
+    """Start the scan, SIGKILL it once ``out`` holds ``lines`` lines; returns the lines then."""
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    lines = 0
     try:
-        while time.monotonic() < deadline and process.poll() is None:
-            lines = out.read_bytes().count(b"\n") if out.exists() else 0
-            if lines >= 12:  # at least three batches flushed
-                break
+        while time.monotonic() < deadline and process.poll() is None and _line_count(out) < lines:
             time.sleep(0.005)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL, f"scan ended before it was killed: {process.stderr.read().decode()[-2000:]}"
-    written = out.read_bytes().count(b"\n")
-    assert 12 <= written < len(ids), "killed too late to test a resume"
+    return _line_count(out)
+
+
+def test_sigkill_mid_run_then_resume_gives_every_coin_exactly_once(coins, tiny_bundle, reference, tmp_path):
+    folder, ids = coins
+    out = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "serving", "scan", str(folder), "--bundle", str(tiny_bundle), "--out", str(out),
+               "--batch-size", "4", "--workers", "2", "--no-progress", "--backend", "ort-cpu", "--precision", "fp32"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = _run_until_lines_then_sigkill(command, env, out, 12)  # at least three batches flushed
+    assert 12 <= first < len(ids), "killed too late to test a resume"
+    second = _run_until_lines_then_sigkill(command, env, out, first + 12)  # killed again while resuming
+    assert first + 12 <= second < len(ids), "killed too late to test a second resume"
 
     rerun = subprocess.run(command + ["--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     summary = json.loads(rerun.stdout)
-    assert summary["already_done"] == written and summary["scanned"] == len(ids) - written
+    assert summary["already_done"] == second and summary["scanned"] == len(ids) - second
     assert_same_records(by_id(read_lines(out)), reference)
 
 
