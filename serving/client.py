@@ -184,30 +184,36 @@ class CoinClient:
         window: int | None = None,
         stride: int | None = None,
         superpixels: int | None = None,
-        target: str = "",
+        pixels: bool = False,
+        target: str | None = None,
         top_regions: int = 0,
         overlay: bool = False,
         max_iterations: int = 0,
         request_id: str = "",
         timeout: float | None = None,
     ) -> coins_pb2.LandmarksResponse:
-        """Landmarks of one coin side. ``window``/``stride`` or ``superpixels`` pick the regions."""
+        """Landmarks of one coin side.
+
+        Regions: ``pixels``, else ``superpixels`` (about that many), else windows of
+        ``window``/``stride`` pixels (None = server defaults); the first given wins.
+        ``target`` None or "" = the predicted class.
+        """
         if side not in SIDES:
             raise ConfigError(f"side must be one of {sorted(SIDES)}, got {side!r}")
         if method not in METHODS:
             raise ConfigError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-        if superpixels is not None and (window is not None or stride is not None):
-            raise ConfigError("give either window/stride or superpixels, not both")
         request = coins_pb2.LandmarksRequest(
             request_id=request_id, image=read_image(image, side=side), side=SIDES[side],
-            method=METHODS[method], target=target, top_regions=top_regions,
+            method=METHODS[method], target=target or "", top_regions=top_regions,
             include_overlay=overlay, max_iterations=max_iterations,
         )
         if epsilon is not None:
             request.epsilon = epsilon
         if sparsity is not None:
             request.sparsity = sparsity
-        if superpixels is not None:
+        if pixels:
+            request.pixels.SetInParent()
+        elif superpixels is not None:
             request.superpixels.count = superpixels
         elif window is not None or stride is not None:
             request.windows.size = window or 0

@@ -222,6 +222,10 @@ class Runtime:
             if count > MAX_SUPERPIXELS:
                 raise ConfigError(f"superpixels count must be <= {MAX_SUPERPIXELS}, got {count}")
             settings["superpixels"] = count
+        elif request.WhichOneof("regions") == "pixels":
+            if settings["method"] == "occlusion":
+                raise ConfigError("single-pixel regions need method OPTIMIZED or SALIENCY, not OCCLUSION")
+            settings["pixels"] = True
         elif request.WhichOneof("regions") == "windows":
             crop = self.engine.spec.crop
             settings["window"] = request.windows.size or 11

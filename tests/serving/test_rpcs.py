@@ -151,3 +151,11 @@ def test_metrics_count_requests_by_method_and_code(server, client, photo_bytes):
     assert metric(text, "denarius_requests_total", method="Identify", code="OK") == before + 1
     assert metric(text, "denarius_request_latency_seconds_count", method="Identify") >= before + 2
     assert "denarius_queue_depth" in text and "denarius_batch_size_bucket" in text
+
+
+def test_landmarks_single_pixel_regions(client, photo_bytes):
+    response = client.landmarks(photo_bytes["reverse"], side="reverse", method="saliency", pixels=True)
+    assert response.region_kind == "pixels" and list(response.heatmap.shape) == [64, 64]
+    with pytest.raises(grpc.RpcError) as caught:
+        client.landmarks(photo_bytes["reverse"], side="reverse", method="occlusion", pixels=True)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "OCCLUSION" in caught.value.details()

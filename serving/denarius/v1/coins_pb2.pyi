@@ -90,8 +90,12 @@ class Superpixels(_message.Message):
     count: int
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
+class Pixels(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class LandmarksRequest(_message.Message):
-    __slots__ = ("request_id", "image", "side", "method", "epsilon", "sparsity", "windows", "superpixels", "target", "top_regions", "include_overlay", "max_iterations")
+    __slots__ = ("request_id", "image", "side", "method", "epsilon", "sparsity", "windows", "superpixels", "pixels", "target", "top_regions", "include_overlay", "max_iterations")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +104,7 @@ class LandmarksRequest(_message.Message):
     SPARSITY_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     SUPERPIXELS_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     TOP_REGIONS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_OVERLAY_FIELD_NUMBER: _ClassVar[int]
@@ -112,11 +117,12 @@ class LandmarksRequest(_message.Message):
     sparsity: float
     windows: Windows
     superpixels: Superpixels
+    pixels: Pixels
     target: str
     top_regions: int
     include_overlay: bool
     max_iterations: int
-    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., side: _Optional[_Union[Side, str]] = ..., method: _Optional[_Union[Method, str]] = ..., epsilon: _Optional[float] = ..., sparsity: _Optional[float] = ..., windows: _Optional[_Union[Windows, _Mapping]] = ..., superpixels: _Optional[_Union[Superpixels, _Mapping]] = ..., target: _Optional[str] = ..., top_regions: _Optional[int] = ..., include_overlay: _Optional[bool] = ..., max_iterations: _Optional[int] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., side: _Optional[_Union[Side, str]] = ..., method: _Optional[_Union[Method, str]] = ..., epsilon: _Optional[float] = ..., sparsity: _Optional[float] = ..., windows: _Optional[_Union[Windows, _Mapping]] = ..., superpixels: _Optional[_Union[Superpixels, _Mapping]] = ..., pixels: _Optional[_Union[Pixels, _Mapping]] = ..., target: _Optional[str] = ..., top_regions: _Optional[int] = ..., include_overlay: _Optional[bool] = ..., max_iterations: _Optional[int] = ...) -> None: ...
 
 class Region(_message.Message):
     __slots__ = ("x", "y", "width", "height", "score")
