@@ -350,7 +350,7 @@ def _figure(rows, config: EvalConfig) -> np.ndarray:
         for key in columns:
             overlay_rgb, p_full = maps.get(key, (np.zeros_like(crop), 0.0))
             row.append(overlay_rgb)
-            caption.append(f"{key[0]} {key[1]}x{key[1]}")
+            caption.append(f"p(c)={p_full:.3f}")
         tiles.append(row)
         captions.append(caption)
     titles = ["input + ground truth"] + [f"{m} {w}x{w}" for m, w in columns]
