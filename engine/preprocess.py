@@ -30,6 +30,7 @@ __all__ = [
     "PreprocessSpec",
     "CoinDisc",
     "coin_mask",
+    "canonical_transform",
     "canonical_image",
     "crop_image",
     "normalize",
@@ -176,11 +177,34 @@ def coin_mask(rgb: np.ndarray) -> CoinDisc | None:
     return CoinDisc(mask=mask.astype(bool), scale=scale, cx=cx / scale, cy=cy / scale, radius=radius / scale)
 
 
+def canonical_transform(rgb: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> tuple[np.ndarray, CoinDisc | None]:
+    """The affine map from a decoded photo to its canonical image, and the coin found.
+
+    With background removal the square is centred on the coin disc (diameter plus
+    ``coin_margin``); without it (or when no coin is found) the whole image is padded to a
+    square, aspect kept.
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB decoded photo.
+    Returns:
+        ``(matrix, disc)``: (2, 3) float64 affine matrix, photo (x, y) -> canonical (x, y)
+        pixel coordinates; the :class:`CoinDisc` or None.
+    """
+    height, width = rgb.shape[:2]
+    disc = coin_mask(rgb) if spec.remove_background else None
+    if disc is not None:
+        cx, cy, half = disc.cx, disc.cy, disc.radius * (1.0 + spec.coin_margin)
+    else:
+        cx, cy, half = width / 2.0, height / 2.0, max(width, height) / 2.0
+    scale = spec.resize / (2.0 * half)
+    matrix = np.array([[scale, 0.0, spec.resize / 2.0 - scale * cx], [0.0, scale, spec.resize / 2.0 - scale * cy]])
+    return matrix, disc
+
+
 def canonical_image(source: Source, spec: PreprocessSpec = PreprocessSpec(), *, side: str | None = None) -> np.ndarray:
     """Decode, blank the background and resize to the square canonical image.
 
-    With background removal the square is centred on the coin disc (diameter plus
-    ``coin_margin``); without it, the image is padded to a square (aspect kept) and resized.
+    See :func:`canonical_transform` for where the square lies.
 
     Args:
         source: encoded bytes, a path, or a decoded (H, W, 3) uint8 RGB array.
@@ -194,22 +218,15 @@ def canonical_image(source: Source, spec: PreprocessSpec = PreprocessSpec(), *, 
         rgb = decode_image(source, max_pixels=spec.max_pixels, min_side=spec.min_side)
     except InputError as error:
         raise InputError(error.reason, side=side) from None
-    height, width = rgb.shape[:2]
-    disc = coin_mask(rgb) if spec.remove_background else None
-    if disc is not None:
-        cx, cy, half = disc.cx, disc.cy, disc.radius * (1.0 + spec.coin_margin)
-    else:
-        cx, cy, half = width / 2.0, height / 2.0, max(width, height) / 2.0
+    matrix, disc = canonical_transform(rgb, spec)
     # One affine warp does the square crop (padding with black) and the resize together.
-    scale = spec.resize / (2.0 * half)
-    matrix = np.array([[scale, 0.0, spec.resize / 2.0 - scale * cx], [0.0, scale, spec.resize / 2.0 - scale * cy]])
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    interpolation = cv2.INTER_AREA if matrix[0, 0] < 1.0 else cv2.INTER_LINEAR
     size = (spec.resize, spec.resize)
     canonical = cv2.warpAffine(rgb, matrix, size, flags=interpolation, borderValue=(0, 0, 0))
     if disc is not None:
         # Blank the background in canonical space: warp the working-resolution mask there.
-        mask_matrix = matrix * np.array([[1.0 / disc.scale], [1.0 / disc.scale]])
-        mask_matrix[:, 2] = matrix[:, 2]
+        mask_matrix = matrix.copy()
+        mask_matrix[:, :2] /= disc.scale
         mask = cv2.warpAffine(disc.mask.astype(np.uint8) * 255, mask_matrix, size, flags=cv2.INTER_LINEAR)
         canonical[mask < 128] = 0
     return canonical

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
-
-log = logging.getLogger(__name__)
-REAL_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "real"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("denarius-quickstart"), help="work folder (default ./denarius-quickstart); re-runs reuse it")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic set (default 1)")
+    parser.add_argument("--out", type=Path, default=Path("denarius-quickstart"),
+                        help="work folder (default ./denarius-quickstart); a re-run reuses what is built")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic set and of training (default 1)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 25)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.cli import main as cli
+    from serving.quickstart import QuickstartConfig, run_quickstart
 
-    out: Path = args.out
-    data = out / "data"
-    if not (data / "manifest.csv").is_file():
-        if cli(["synth", "--out", str(data), "--preset", "tiny", "--seed", str(args.seed), "--force"]) != 0:
-            return 1
-    inputs = [str(data / "manifest.csv")] + ([str(REAL_FIXTURES)] if REAL_FIXTURES.is_dir() else [])
-    return cli(["preprocess", *inputs, "--out", str(out / "preprocessed"), "--limit", "48"])
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    run_quickstart(QuickstartConfig(out=args.out, seed=args.seed, **overrides))
+    return 0
