@@ -173,8 +173,13 @@ def decode_image(
     *,
     max_pixels: int = 40_000_000,
     min_side: int = 16,
+    keep_side: int | None = None,
 ) -> np.ndarray:
     """Decode an image into (H, W, 3) uint8 RGB, honouring EXIF orientation.
+
+    ``keep_side``: a large JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+    scaling, much cheaper than a full decode and a resize) as long as its shorter side
+    stays at least ``keep_side`` pixels. None decodes at full size.
 
     Accepts encoded bytes, a file path, or an already decoded (H, W, 3) uint8 RGB array
     (returned as is after the size checks). Greyscale, RGBA (composited on white) and
@@ -199,6 +204,11 @@ def decode_image(
             raise InputError("truncated JPEG: the end-of-image marker is missing")
         # IMREAD_COLOR applies the EXIF orientation; JPEG has no alpha to lose.
         flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+        if keep_side:
+            for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
+                if min(header.width, header.height) // factor >= keep_side:
+                    flags = reduced
+                    break
     else:
         flags = cv2.IMREAD_UNCHANGED
     buffer = np.frombuffer(data, dtype=np.uint8)

@@ -260,3 +260,13 @@ def test_skimage_coins_plate_preprocesses():
     plate = skimage_data.coins()  # (303, 384) greyscale, many coins on one plate
     out = preprocess(encode(plate), PreprocessSpec())
     assert out.shape == (3, 224, 224) and np.isfinite(out).all()
+
+
+def test_large_jpeg_decodes_reduced_but_keeps_enough_pixels():
+    big = cv2.resize(synthetic_coin(200), (1600, 1200))
+    data = encode(big, ".jpg")
+    assert decode_image(data).shape[:2] == (1200, 1600)
+    assert decode_image(data, keep_side=512).shape[:2] == (600, 800)  # 1/2: 1200/4 = 300 < 512
+    assert decode_image(data, keep_side=100).shape[:2] == (150, 200)  # 1/8
+    canonical = canonical_image(data, PreprocessSpec())
+    assert canonical.shape == (256, 256, 3) and canonical[128, 128].max() > 0
