@@ -26,13 +26,21 @@ def _polar():
     return r, a
 
 
+@functools.lru_cache(maxsize=4096)
+def _char_width(ch: str, font: int, scale: float, thickness: int) -> int:
+    return cv2.getTextSize(ch, font, scale, thickness)[0][0]
+
+
+@functools.lru_cache(maxsize=16)
+def _cap_height(font: int, thickness: int) -> int:
+    return cv2.getTextSize("M", font, 1.0, thickness)[0][1]
+
+
 def _strip(text: str, *, height: int, font: int, thickness: int, spacing: float) -> np.ndarray:
     """Text rendered on one line: (height, width) float32 in [0, 1], letters filling the height."""
-    scale = 1.0
-    (w1, h1), _ = cv2.getTextSize("M", font, scale, thickness)
-    scale = (height * 0.92) / h1
+    scale = (height * 0.92) / _cap_height(font, thickness)
     pad = int(height * spacing)
-    widths = [cv2.getTextSize(ch, font, scale, thickness)[0][0] if ch != " " else int(height * 0.45) for ch in text]
+    widths = [_char_width(ch, font, scale, thickness) if ch != " " else int(height * 0.45) for ch in text]
     width = sum(widths) + pad * (len(text) + 1)
     canvas = np.zeros((height + 4, width), np.uint8)
     x = pad

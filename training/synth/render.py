@@ -326,7 +326,8 @@ def _regions(elements: list[Element], *, m1: np.ndarray, m2: np.ndarray, flan_px
         if len(contour) < 3:
             continue
         pts = contour @ m2[:, :2].T + m2[:, 2]
-        pts = clip_polygon(pts, np.array([[0, 0], [W - 1, 0], [W - 1, Hh - 1], [0, Hh - 1]], np.float64))
+        if pts.min() < 0 or pts[:, 0].max() > W - 1 or pts[:, 1].max() > Hh - 1:
+            pts = clip_polygon(pts, np.array([[0, 0], [W - 1, 0], [W - 1, Hh - 1], [0, Hh - 1]], np.float64))
         if len(pts) < 3 or abs(cv2.contourArea(pts.astype(np.float32))) < 4.0:
             continue
         pts = np.clip(np.round(pts, 1), 0, [W - 1, Hh - 1])
