@@ -104,6 +104,9 @@ class Batcher:
         engine: the ``engine.Engine`` that preprocesses and scores.
         max_batch: most coins per batch.
         max_wait_ms: how long the oldest ready request may wait for the batch to fill.
+        eager: dispatch a partial batch at once when no admitted request is still being
+            preprocessed (nothing could join it but new arrivals): no idle wait at low load,
+            full batches at high load. False always waits up to ``max_wait_ms`` (Triton's rule).
         queue_size: most requests admitted and not yet batched; beyond it ``Overloaded``.
         on_batch: optional ``callback(batch_size, queue_depth, seconds)`` after each batch
             (runs on the inference thread: keep it cheap).
@@ -116,10 +119,12 @@ class Batcher:
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
         queue_size: int = 256,
+        eager: bool = True,
         on_batch: Callable[[int, int, float], None] | None = None,
     ):
         self._engine = engine
         self.max_batch, self.max_wait, self.queue_size = int(max_batch), float(max_wait_ms) / 1000.0, int(queue_size)
+        self.eager = bool(eager)
         self.on_batch = on_batch
         self._cond = threading.Condition()
         self._ready: collections.deque[_Request] = collections.deque()
@@ -275,8 +280,9 @@ class Batcher:
                 self._cond.wait()
             flush_at = self._ready[0].ready_at + self.max_wait
             while len(self._ready) < self.max_batch:
-                # Draining: nothing more can arrive once every admitted request is ready.
-                if self._closing and len(self._ready) >= self._pending:
+                # Every admitted request is ready: nothing can join but new arrivals. Eager
+                # dispatch goes now; draining always does (nothing more will arrive).
+                if (self.eager or self._closing) and len(self._ready) >= self._pending:
                     break
                 remaining = flush_at - time.monotonic()
                 if remaining <= 0:

@@ -161,6 +161,8 @@ class Engine:
             variant agrees with fp32 on >= 98% of top-1s, else fp32), or "fp32"/"fp16"/"int8".
         max_batch: coins per inference batch (``identify`` chunks; the batcher's cap).
         max_wait_ms: how long the batcher holds a partial batch for more requests.
+        eager_dispatch: the batcher sends a partial batch at once when no other request is
+            being preprocessed (see ``engine.batcher.Batcher``); False always waits.
         queue_size: requests the batcher admits before rejecting with ``Overloaded``.
         preprocess_workers: decode/preprocess threads (OpenCV releases the GIL).
         threads: ort-cpu intra-op threads (default: physical cores).
@@ -180,6 +182,7 @@ class Engine:
         precision: str | None = None,
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
+        eager_dispatch: bool = True,
         queue_size: int = 256,
         preprocess_workers: int = 2,
         threads: int | None = None,
@@ -198,6 +201,7 @@ class Engine:
         if sizes != {self.spec.crop}:
             raise BundleError(f"{self.bundle.path}: model input sizes {sorted(sizes)} differ from the preprocessing crop {self.spec.crop}")
         self.max_batch, self.max_wait_ms, self.queue_size = int(max_batch), float(max_wait_ms), int(queue_size)
+        self.eager_dispatch = bool(eager_dispatch)
         self.backend = open_backend(self.bundle, backend, precision, max_batch=max(64, self.max_batch), threads=threads)
         self._pool = ThreadPoolExecutor(preprocess_workers, thread_name_prefix="denarius-preprocess")
         self._buffers = _BufferPool((self.max_batch, 3, self.spec.crop, self.spec.crop))
@@ -295,7 +299,9 @@ class Engine:
             if self._batcher is None:
                 from engine.batcher import Batcher
 
-                self._batcher = Batcher(self, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, queue_size=self.queue_size)
+                self._batcher = Batcher(
+                    self, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, queue_size=self.queue_size, eager=self.eager_dispatch
+                )
             return self._batcher
 
     def submit(self, pair, *, top_k: int = 5, deadline: float | None = None, timeout: float | None = None) -> Future:

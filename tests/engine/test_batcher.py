@@ -112,7 +112,7 @@ def test_full_queue_rejects_with_overloaded(bundle, coins):
 
 def test_expired_requests_are_dropped_before_inference(bundle, coins):
     pre = [preprocess(coins[i].obverse, bundle.preprocess) for i in range(3)]
-    with Engine(bundle, backend="ort-cpu", precision="fp32", max_batch=8, max_wait_ms=1000) as engine:
+    with Engine(bundle, backend="ort-cpu", precision="fp32", max_batch=8, max_wait_ms=1000, eager_dispatch=False) as engine:
         already = engine.submit(CoinPair(obverse=pre[0]), deadline=time.monotonic() - 1)
         # Ready within milliseconds, then held 1 s for the batch to fill: expires waiting.
         waiting = engine.submit(CoinPair(obverse=pre[1]), timeout=0.4)
@@ -128,7 +128,7 @@ def test_expired_requests_are_dropped_before_inference(bundle, coins):
 
 def test_cancelled_future_is_not_computed(bundle, coins):
     pre = preprocess(coins[0].obverse, bundle.preprocess)
-    with Engine(bundle, backend="ort-cpu", precision="fp32", max_wait_ms=200) as engine:
+    with Engine(bundle, backend="ort-cpu", precision="fp32", max_wait_ms=200, eager_dispatch=False) as engine:
         doomed = engine.submit(CoinPair(obverse=pre))
         kept = engine.submit(CoinPair(obverse=pre))
         assert doomed.cancel()
@@ -145,7 +145,7 @@ def test_close_drains_or_cancels_explicitly(bundle, coins, expected):
     with pytest.raises(Exception, match="closed"):
         engine.submit(coins[0])
 
-    engine = Engine(bundle, backend="ort-cpu", precision="fp32", max_wait_ms=2000, preprocess_workers=1)
+    engine = Engine(bundle, backend="ort-cpu", precision="fp32", max_wait_ms=2000, preprocess_workers=1, eager_dispatch=False)
     batcher = engine.batcher
     futures = [engine.submit(coins[i]) for i in range(6)]
     started = time.monotonic()
@@ -178,3 +178,15 @@ def test_standalone_batcher_and_top_k(bundle, coins, expected):
         assert len(r.candidates) == 2 and [x.label for x in r.candidates] == [x.label for x in expected[c.coin_id].candidates[:2]]
     with pytest.raises(BatcherClosed):
         batcher.submit(coins[0])
+
+
+def test_eager_dispatch_does_not_sit_out_the_window_when_nothing_else_is_in_flight(bundle, coins):
+    pre = preprocess(coins[0].obverse, bundle.preprocess)
+    with Engine(bundle, backend="ort-cpu", precision="fp32", max_wait_ms=5000) as engine:
+        engine.submit(CoinPair(obverse=pre)).result(timeout=30)  # warm-up
+        started = time.monotonic()
+        assert engine.submit(CoinPair(obverse=pre)).result(timeout=30).ok
+        assert time.monotonic() - started < 2.5  # a lazy batcher would hold it for 5 s
+        futures = [engine.submit(c) for c in coins[:8]]  # concurrent arrivals still batch up
+        assert all(f.result(timeout=60).ok for f in futures)
+        assert max(engine.batcher.stats().batch_sizes) > 1
