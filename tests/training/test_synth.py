@@ -88,6 +88,7 @@ def test_every_image_decodes_with_the_size_landmarks_claim(tiny):
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
         assert image is not None and image.shape == (line["height"], line["width"], 3)
         assert config.min_size <= line["width"] <= config.max_size
+        assert config.min_size <= line["height"] <= config.max_size
         assert image.std() > 10  # a picture, not a blank
 
 

@@ -24,6 +24,25 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from training.data import word_difference
+from training.synth.vocabulary import (
+    ATTRIBUTES,
+    BEARDS,
+    BUSTS,
+    CROWNS,
+    EXERGUES,
+    FIELD,
+    FIELD_POSITIONS,
+    FIGURES,
+    GROUND_POSITIONS,
+    HAIRS,
+    HAND,
+    HUMAN_KINDS,
+    NAME_ENDINGS,
+    NAME_STEMS,
+    ROMAN,
+    SKY,
+    STAFF,
+)
 
 __all__ = [
     "Portrait",
@@ -36,86 +55,6 @@ __all__ = [
     "ATTRIBUTES",
     "FIELD_POSITIONS",
 ]
-
-# --------------------------------------------------------------------------- vocabulary
-
-# figure -> (kind, head style, poses, legends). kind: goddess (long robe), male (short tunic),
-# eagle, pegasus, altar.
-FIGURES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
-    "Minerva": ("goddess", "helmet", ("standing",), ("VIRTVS AVG", "MINERVA AVG", "VIRTVS AVGVSTI")),
-    "Pax": ("goddess", "bare", ("standing", "seated"), ("PAX AVG", "PAX AETERNA", "PAX PVBLICA")),
-    "Fortuna": ("goddess", "bare", ("standing", "seated"), ("FORTVNA REDVX", "FORTVNA AVG")),
-    "Concordia": ("goddess", "bare", ("standing", "seated"), ("CONCORDIA MILITVM", "CONCORDIA AVG")),
-    "Salus": ("goddess", "bare", ("standing", "seated"), ("SALVS AVG", "SALVS PVBLICA")),
-    "Aequitas": ("goddess", "bare", ("standing",), ("AEQVITAS AVG", "AEQVITAS AVGG")),
-    "Spes": ("goddess", "bare", ("walking",), ("SPES PVBLICA", "SPES AVG")),
-    "Victory": ("goddess", "wings", ("walking", "standing"), ("VICTORIA AVG", "VICTORIA GERM")),
-    "Roma": ("goddess", "helmet", ("seated", "standing"), ("ROMAE AETERNAE", "ROMA AETERNA")),
-    "Mars": ("male", "helmet", ("standing", "walking"), ("MARTI PACIF", "VIRTVS MILITVM")),
-    "Sol": ("male", "rays", ("standing", "walking"), ("ORIENS AVG", "SOLI INVICTO")),
-    "Jupiter": ("male", "bare", ("standing", "seated"), ("IOVI CONSERVAT", "IOVI STATORI")),
-    "Emperor": ("male", "wreath", ("standing",), ("VIRTVS AVG", "PROVIDENT AVG")),
-    "Genius": ("male", "modius", ("standing",), ("GENIO POP ROM", "GENIVS EXERCITI")),
-    "Eagle": ("eagle", "", ("standing",), ("CONSECRATIO", "AETERNITAS AVG")),
-    "Pegasus": ("pegasus", "", ("prancing",), ("SOLI CONS AVG", "VIRTVS AVG")),
-    "Altar": ("altar", "", ("lighted",), ("CONSECRATIO", "VOTIS DECENNALIBVS")),
-}
-HUMAN_KINDS = ("goddess", "male")
-
-# attribute -> (phrase used in descriptions, slot). Phrases are two words with distinct
-# adjectives so that swapping one attribute changes two words of the description.
-ATTRIBUTES: dict[str, tuple[str, str]] = {
-    # extended hand
-    "branch": ("olive branch", "hand"),
-    "patera": ("sacrificial patera", "hand"),
-    "globe": ("small globe", "hand"),
-    "wreath": ("laurel wreath", "hand"),
-    "apple": ("golden apple", "hand"),
-    "scales": ("bronze scales", "hand"),
-    # held upright in the other arm
-    "spear": ("vertical spear", "staff"),
-    "sceptre": ("long sceptre", "staff"),
-    "cornucopia": ("full cornucopiae", "staff"),
-    "standard": ("military standard", "staff"),
-    "rudder": ("ship rudder", "staff"),
-    # in the field
-    "star": ("eight-rayed star", "field"),
-    "owl": ("perched owl", "field"),
-    "shield": ("round shield", "field"),
-    "crescent": ("crescent moon", "field"),
-    "column": ("low column", "field"),
-}
-HAND = tuple(a for a, (_, s) in ATTRIBUTES.items() if s == "hand")
-STAFF = tuple(a for a, (_, s) in ATTRIBUTES.items() if s == "staff")
-FIELD = tuple(a for a, (_, s) in ATTRIBUTES.items() if s == "field")
-SKY = ("star", "crescent")  # never "on ground"
-
-# position -> (phrase, (x, y) in die units, y down). Phrases differ in >= 2 words.
-FIELD_POSITIONS: dict[str, tuple[str, tuple[float, float]]] = {
-    "left_field": ("in left field", (-0.52, -0.18)),
-    "right_ground": ("at right, on ground", (0.50, 0.40)),
-    "feet_left": ("at feet left", (-0.48, 0.40)),
-    "right_field": ("in right field, above", (0.50, -0.28)),
-}
-GROUND_POSITIONS = ("right_ground", "feet_left")
-
-EXERGUES = ("XXI", "XXIA", "XXIB", "XXIT", "PXXI", "SXXI", "TXXI", "KA", "KB", "SMA", "RSP", "PTR", "SIS", "ALE", "VIXXI")
-
-CROWNS = ("laureate", "radiate", "diademed", "bare")
-BUSTS = ("draped", "cuirassed", "draped and cuirassed", "head")
-BEARDS = ("none", "short", "full")
-HAIRS = ("curls", "combed", "short")
-
-_FIRST = (
-    "Aurel", "Valer", "Maxim", "Claud", "Gall", "Prob", "Tacit", "Flor", "Car", "Numer", "Diocl",
-    "Constant", "Licin", "Sever", "Anton", "Traj", "Hadr", "Vesp", "Domit", "Nerv", "Gord", "Phil",
-    "Dec", "Postum", "Victor", "Tetric", "Quintill", "Marcell", "Jul", "Luc", "Aemil", "Balb",
-    "Pupien", "Volus", "Trebon", "Macr", "Pertin", "Did", "Caraus", "Allect", "Magnent", "Vetran",
-    "Prisc", "Sabin", "Lael", "Regal", "Aurelian", "Florent", "Septim", "Marin", "Jovin",
-)
-_LAST = ("ianus", "ius", "inus", "us", "anus", "illus", "entius", "icus", "atus")
-_ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X")
-
 
 @dataclass(frozen=True)
 class Portrait:
@@ -263,7 +202,7 @@ def reverse_description(design: ReverseDesign) -> str:
 
 
 def _emperor_names(n: int, rng: np.random.Generator) -> list[str]:
-    combos = [a + b for a in _FIRST for b in _LAST]
+    combos = [a + b for a in NAME_STEMS for b in NAME_ENDINGS]
     order = rng.permutation(len(combos))
     names: list[str] = []
     seen: set[str] = set()
@@ -276,7 +215,7 @@ def _emperor_names(n: int, rng: np.random.Generator) -> list[str]:
             break
     k = 2
     while len(names) < n:  # more emperors than syllable pairs: regnal numbers
-        names.extend(f"{base} {_ROMAN[min(k, 9)]}" if k < 10 else f"{base} {k}" for base in list(names[: n - len(names)]))
+        names.extend(f"{base} {ROMAN[min(k, 9)]}" if k < 10 else f"{base} {k}" for base in list(names[: n - len(names)]))
         k += 1
     return names[:n]
 
@@ -377,7 +316,7 @@ def build_catalogue(config, seed: int) -> Catalogue:
     names = _emperor_names(config.n_emperors, rng)
     emperors = []
     for i, name in enumerate(names):
-        volume = _ROMAN[min(9, i * 10 // config.n_emperors)]
+        volume = ROMAN[min(9, i * 10 // config.n_emperors)]
         legend_name = _legend_name(name.split(" ")[0])
         titles = ("IMP C", "IMP CAES", "IMP C M AVR", "IMP", "D N")[int(rng.integers(5))]
         suffix = ("AVG", "P F AVG", "P AVG", "PIVS FEL AVG")[int(rng.integers(4))]

@@ -11,17 +11,9 @@ import numpy as np
 
 from training.synth.catalogue import Emperor
 from training.synth.legend import arc_legend
-from training.synth.relief import Die
+from training.synth.relief import Die, smooth
 
 __all__ = ["draw_obverse"]
-
-
-def _smooth(pts: np.ndarray, iterations: int = 2) -> np.ndarray:
-    """Chaikin corner cutting of a closed polygon (K, 2) -> (K * 2**iterations, 2)."""
-    for _ in range(iterations):
-        nxt = np.roll(pts, -1, axis=0)
-        pts = np.concatenate([0.75 * pts + 0.25 * nxt, 0.25 * pts + 0.75 * nxt], 1).reshape(-1, 2)
-    return pts
 
 
 def _clip_to_die(pts: np.ndarray, radius: float = 0.93) -> np.ndarray:
@@ -48,7 +40,7 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
             [-0.95, 1.0], [-0.80, top + 0.22], [-0.55, top + 0.02], [-0.20, top - 0.04],
             [0.18, top], [0.45, top + 0.12], [0.62, top + 0.40], [0.75, 1.0],
         ])
-        die.poly(_clip_to_die(_smooth(shoulders, 2)), 0.60)
+        die.poly(_clip_to_die(smooth(shoulders, 2)), 0.60)
         if "cuirassed" in bust:
             # breastplate edge, shoulder strap and the flaps (pteryges) of the cuirass
             die.lines([[0.0, top + 0.02], [0.30, top + 0.18], [0.46, 0.95]], 0.45, 0.02, record=False)
@@ -61,7 +53,7 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
         if "draped" in bust:
             # a cloak over the far shoulder, its folds, and a brooch (fibula)
             cloak = np.array([[-0.95, 1.0], [-0.82, top + 0.20], [-0.56, top + 0.0], [-0.22, top + 0.05], [-0.15, top + 0.35], [-0.35, 1.0]])
-            die.poly(_clip_to_die(_smooth(cloak, 2)), 0.70, record=False)
+            die.poly(_clip_to_die(smooth(cloak, 2)), 0.70, record=False)
             for k in range(6):
                 x = -0.78 + 0.1 * k
                 die.lines(_clip_to_die(np.array([[x, top + 0.12], [x + 0.07, top + 0.32], [x + 0.04, 0.98]])), 0.5, 0.014, record=False)
@@ -77,7 +69,7 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
         [0.40 * H, 0.60 * H], [0.48 * H, 0.95 * H], [0.52 * H, neck_bottom],
         [-p.neck * 1.4, neck_bottom + 0.03], [-p.neck * 1.4 - 0.03, 0.55 * H], [-0.60 * H, 0.20 * H],
     ])
-    die.poly(_smooth(neck, 1), 0.82)
+    die.poly(smooth(neck, 1), 0.82)
     if not has_bust:  # truncation line of the neck
         die.lines([[0.52 * H, neck_bottom], [-p.neck * 1.4, neck_bottom + 0.03]], 0.6, 0.02, record=False)
     # skull, then the face profile (forward = +x, in head radii)
@@ -89,7 +81,7 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
         [0.74, 0.33], [0.82 + p.lips / H, 0.41], [0.74 + 1.2 * p.chin / H, 0.62], [0.50, 0.78 * p.jaw],
         [0.05, 0.68 * p.jaw], [-0.25, 0.45], [-0.20, -0.40],
     ]) * H
-    die.poly(_smooth(face, 2), 1.0)
+    die.poly(smooth(face, 2), 1.0)
     die.ellipse([0.35 * H, 0.20 * H], [0.22 * H, 0.20 * H], 1.06, record=False)  # cheek
     # eye, brow, ear, mouth, nostril (engraved)
     die.ellipse([0.48 * H, -0.13 * H], [0.09 * H, 0.045 * H], 0.86, record=False)
@@ -107,7 +99,7 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
         np.stack([np.cos(t) * H * sl * 0.84 - 0.26 * H, np.sin(t) * H * 0.95 - 0.08 * H], 1),
         np.stack([np.cos(t[::-1]) * H * sl * 0.42 - 0.40 * H, np.sin(t[::-1]) * H * 0.40 - 0.18 * H], 1),
     ])
-    die.poly(_smooth(cap, 1), 1.07, record=False)
+    die.poly(smooth(cap, 1), 1.07, record=False)
     if p.hair == "curls":
         for ring, step in ((0.80, 1), (0.64, 1), (0.50, 2)):
             pts = np.stack([np.cos(t) * ring * H * sl - 0.26 * H, np.sin(t) * ring * H - 0.10 * H], 1)
@@ -130,7 +122,7 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
         t = np.linspace(-0.1, 1.0, 14)
         jaw = np.stack([-0.05 + 0.72 * t, 0.30 + 0.40 * np.sin(t * 1.4)], 1) * H
         if p.beard == "full":
-            die.poly(_smooth(np.concatenate([jaw, [[0.72 * H, 0.68 * H], [0.40 * H, 0.88 * H], [-0.05 * H, 0.62 * H]]]), 1), 1.05)
+            die.poly(smooth(np.concatenate([jaw, [[0.72 * H, 0.68 * H], [0.40 * H, 0.88 * H], [-0.05 * H, 0.62 * H]]]), 1), 1.05)
             die.dots(jaw + [0.0, 0.08 * H], p.curl * 0.6, 1.14)
         die.dots(jaw, p.curl * 0.42, 1.12)
         die.end()

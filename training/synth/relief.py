@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-__all__ = ["Die", "Element", "CANVAS", "DIE_RADIUS"]
+__all__ = ["Die", "Element", "CANVAS", "DIE_RADIUS", "smooth"]
 
 CANVAS = 384  # height-map side in pixels
 DIE_RADIUS = 148.0  # die radius in height-map pixels
@@ -36,15 +36,13 @@ class Die:
     relief level, which is how a die cutter builds overlapping figures.
     """
 
-    def __init__(self, *, mirror: bool = False):
+    def __init__(self):
         self.h = np.zeros((CANVAS, CANVAS), np.float32)
         self.elements: list[Element] = []
         self._current: Element | None = None
         # unit -> pixel affine (2x3); a stack lets figures be drawn in local frames
         c = CANVAS / 2.0
         self._stack = [np.array([[DIE_RADIUS, 0, c], [0, DIE_RADIUS, c]], np.float64)]
-        if mirror:
-            self._stack[0][0, 0] = -DIE_RADIUS
 
     # ------------------------------------------------------------------ frames and elements
     def push(self, *, dx: float = 0.0, dy: float = 0.0, scale: float = 1.0, angle: float = 0.0, flip: bool = False):
@@ -134,3 +132,11 @@ class Die:
         """Cut back to ``level`` (crescent inner bite)."""
         p = self.px([center])[0]
         cv2.circle(self.h, (int(round(p[0])), int(round(p[1]))), max(1, int(round(radius * self.unit))), float(level), -1)
+
+
+def smooth(pts: np.ndarray, iterations: int = 2) -> np.ndarray:
+    """Chaikin corner cutting of a closed polygon (K, 2) -> (K * 2**iterations, 2)."""
+    for _ in range(iterations):
+        nxt = np.roll(pts, -1, axis=0)
+        pts = np.concatenate([0.75 * pts + 0.25 * nxt, 0.25 * pts + 0.75 * nxt], 1).reshape(-1, 2)
+    return pts

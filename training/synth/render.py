@@ -28,7 +28,7 @@ METALS = {  # BGR albedo, specular tint, patina colours (BGR)
     "silver": ((0.66, 0.67, 0.68), (1.0, 1.0, 1.0), ((0.22, 0.24, 0.26), (0.22, 0.34, 0.45), (0.35, 0.33, 0.30))),
     "billon": ((0.42, 0.50, 0.56), (0.9, 0.92, 0.95), ((0.12, 0.20, 0.30), (0.22, 0.28, 0.26), (0.10, 0.16, 0.26))),
     "bronze": ((0.22, 0.38, 0.58), (0.70, 0.85, 1.0), ((0.20, 0.32, 0.22), (0.10, 0.18, 0.30), (0.32, 0.45, 0.30))),
-    "gold": ((0.18, 0.56, 0.82), (0.50, 0.85, 1.0), ((0.15, 0.42, 0.62), (0.16, 0.36, 0.55), (0.20, 0.48, 0.70))),
+    "gold": ((0.28, 0.56, 0.76), (0.60, 0.85, 1.0), ((0.18, 0.40, 0.56), (0.16, 0.34, 0.50), (0.22, 0.46, 0.64))),
 }
 CLOTHS = ((0.35, 0.15, 0.10), (0.12, 0.30, 0.12), (0.12, 0.10, 0.35), (0.55, 0.68, 0.75), (0.08, 0.08, 0.08), (0.45, 0.45, 0.45))
 
@@ -77,7 +77,7 @@ def sample_look(rng: np.random.Generator, *, min_size: int, max_size: int, noise
         bg_color=bg,
         light_azimuth=float(-135 + rng.normal(0, 30) * noise),
         light_elevation=float(np.clip(rng.normal(45, 10 * noise), 20, 75)),
-        size=(side, int(round(side * aspect))),
+        size=(side, int(np.clip(round(side * aspect), min_size, max_size))),
         coin_fill=float(rng.uniform(0.80, 0.95)),
         tint=_white_balance(float(rng.normal(0, 0.04 * noise))),
     )

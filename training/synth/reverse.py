@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.synth.catalogue import FIELD_POSITIONS, FIGURES, RicType
+from training.synth.catalogue import RicType
 from training.synth.legend import arc_legend, exergue_text
-from training.synth.portrait import _smooth
-from training.synth.relief import Die
+from training.synth.relief import Die, smooth
+from training.synth.vocabulary import FIELD_POSITIONS, FIGURES
 
 __all__ = ["draw_reverse"]
 
@@ -36,11 +36,11 @@ def _staff(die: Die, name: str, x: float, hand_y: float, disc: bool):
         die.poly([[x - 0.04, -0.62], [x, -0.70], [x + 0.04, -0.62]], FRONT)
     elif name == "rudder":
         die.lines([[x, hand_y - 0.05], [x + 0.03, 0.32]], FRONT, 0.022)
-        die.poly(_smooth(np.array([[x - 0.02, 0.22], [x + 0.09, 0.26], [x + 0.11, 0.50], [x + 0.0, 0.52], [x - 0.04, 0.32]]), 1), FRONT)
+        die.poly(smooth(np.array([[x - 0.02, 0.22], [x + 0.09, 0.26], [x + 0.11, 0.50], [x + 0.0, 0.52], [x - 0.04, 0.32]]), 1), FRONT)
     elif name == "cornucopia":
         horn = np.array([[x - 0.02, hand_y + 0.06], [x + 0.03, hand_y + 0.02], [x + 0.02, hand_y - 0.14],
                          [x - 0.04, hand_y - 0.30], [x - 0.14, hand_y - 0.34], [x - 0.10, hand_y - 0.24], [x - 0.06, hand_y - 0.12]])
-        die.poly(_smooth(horn, 2), FRONT)
+        die.poly(smooth(horn, 2), FRONT)
         die.dots([[x - 0.13, hand_y - 0.36], [x - 0.08, hand_y - 0.38], [x - 0.03, hand_y - 0.33]], 0.03, FRONT + 0.08)
         for k in range(3):
             yy = hand_y - 0.05 - 0.08 * k
@@ -113,8 +113,8 @@ def _field_attr(die: Die, name: str, x: float, y: float, disc: bool):
 def _headgear(die: Die, style: str):
     """Drawn in the figure frame, head centre (0.02, -0.43)."""
     if style == "helmet":
-        die.poly(_smooth(np.array([[-0.06, -0.44], [-0.05, -0.52], [0.03, -0.54], [0.08, -0.46], [0.02, -0.47]]), 1), LIMB + 0.1)
-        die.poly(_smooth(np.array([[-0.10, -0.50], [-0.02, -0.62], [0.07, -0.58], [0.0, -0.53]]), 1), LIMB + 0.05)
+        die.poly(smooth(np.array([[-0.06, -0.44], [-0.05, -0.52], [0.03, -0.54], [0.08, -0.46], [0.02, -0.47]]), 1), LIMB + 0.1)
+        die.poly(smooth(np.array([[-0.10, -0.50], [-0.02, -0.62], [0.07, -0.58], [0.0, -0.53]]), 1), LIMB + 0.05)
     elif style == "rays":
         for a in np.linspace(-150, -30, 6):
             d = np.array([np.cos(np.deg2rad(a)), np.sin(np.deg2rad(a))])
@@ -141,7 +141,7 @@ def _humanoid(die: Die, kind: str, headgear: str, pose: str, figure_disc: bool):
         for side in (-1, 1):
             wing = np.array([[-0.04, -0.30], [-0.20, -0.55], [-0.30, -0.62], [-0.26, -0.45], [-0.30, -0.40], [-0.22, -0.30], [-0.24, -0.22], [-0.08, -0.20]])
             wing[:, 0] += 0.04 * side
-            die.poly(_smooth(wing, 1), BODY - 0.1 + 0.03 * side)
+            die.poly(smooth(wing, 1), BODY - 0.1 + 0.03 * side)
             for k in range(3):
                 die.lines([[-0.06, -0.28 + 0.02 * k], [-0.22 + 0.02 * k, -0.48 + 0.08 * k]], BODY - 0.2, 0.008, record=False)
     # head and neck
@@ -150,30 +150,30 @@ def _humanoid(die: Die, kind: str, headgear: str, pose: str, figure_disc: bool):
     die.lines([[0.0, -0.38], [0.0, -0.32]], LIMB, 0.04)
     _headgear(die, headgear)
     # torso
-    die.poly(_smooth(np.array([[-0.10, -0.33], [0.10, -0.33], [0.09, -0.15], [0.07, -0.02], [-0.08, -0.02], [-0.10, -0.15]]), 1), BODY)
+    die.poly(smooth(np.array([[-0.10, -0.33], [0.10, -0.33], [0.09, -0.15], [0.07, -0.02], [-0.08, -0.02], [-0.10, -0.15]]), 1), BODY)
     if pose == "seated":
-        die.poly(_smooth(np.array([[-0.10, -0.04], [0.08, -0.04], [0.20, 0.04], [0.22, 0.14], [-0.12, 0.14]]), 1), BODY)
-        die.poly(_smooth(np.array([[0.12, 0.10], [0.22, 0.10], [0.24, 0.46], [0.12, 0.46]]), 1), BODY)
+        die.poly(smooth(np.array([[-0.10, -0.04], [0.08, -0.04], [0.20, 0.04], [0.22, 0.14], [-0.12, 0.14]]), 1), BODY)
+        die.poly(smooth(np.array([[0.12, 0.10], [0.22, 0.10], [0.24, 0.46], [0.12, 0.46]]), 1), BODY)
         die.ellipse([0.22, 0.48], [0.05, 0.02], BODY)
         for k in range(3):
             die.lines([[-0.04 + 0.07 * k, 0.0], [0.14 + 0.02 * k, 0.14 + 0.1 * k]], BODY - 0.15, 0.01, record=False)
     elif kind == "goddess":
         lean = 0.06 if pose == "walking" else 0.0
         robe = np.array([[-0.10, -0.05], [0.09, -0.05], [0.17 + lean, 0.48], [-0.17 - 2 * lean, 0.48 - lean]])
-        die.poly(_smooth(robe, 1), BODY)
+        die.poly(smooth(robe, 1), BODY)
         for k in range(4):
             x = -0.07 + 0.045 * k
             die.lines([[x, 0.0], [x * 1.6 + lean * (k - 1.5) * 0.3, 0.46]], BODY - 0.16, 0.011, record=False)
         die.ellipse([0.14 + lean, 0.495], [0.05, 0.018], BODY)
     else:
         stride = 0.12 if pose == "walking" else 0.05
-        die.poly(_smooth(np.array([[-0.11, -0.05], [0.10, -0.05], [0.13, 0.18], [-0.14, 0.18]]), 1), BODY)
+        die.poly(smooth(np.array([[-0.11, -0.05], [0.10, -0.05], [0.13, 0.18], [-0.14, 0.18]]), 1), BODY)
         die.lines([[0.02, 0.16], [stride + 0.04, 0.49]], LIMB, 0.05)
         die.lines([[-0.04, 0.16], [-stride - 0.04, 0.49]], LIMB - 0.05, 0.05)
         die.ellipse([stride + 0.07, 0.5], [0.045, 0.016], LIMB)
         die.ellipse([-stride - 0.01, 0.5], [0.045, 0.016], LIMB)
         # cloak hanging behind
-        die.poly(_smooth(np.array([[-0.10, -0.32], [-0.16, -0.05], [-0.20, 0.25], [-0.12, 0.20], [-0.09, -0.1]]), 1), BODY - 0.05)
+        die.poly(smooth(np.array([[-0.10, -0.32], [-0.16, -0.05], [-0.20, 0.25], [-0.12, 0.20], [-0.09, -0.1]]), 1), BODY - 0.05)
         die.lines([[-0.06, -0.02], [0.08, -0.02]], BODY - 0.15, 0.012, record=False)  # belt
     # arms: forward arm to the hand, back arm to the staff
     hand = (0.30, -0.16) if pose != "seated" else (0.30, -0.12)
@@ -185,11 +185,11 @@ def _humanoid(die: Die, kind: str, headgear: str, pose: str, figure_disc: bool):
 
 
 def _eagle(die: Die):
-    die.poly(_smooth(np.array([[-0.06, -0.20], [0.06, -0.20], [0.10, 0.10], [0.0, 0.25], [-0.10, 0.10]]), 1), BODY)
+    die.poly(smooth(np.array([[-0.06, -0.20], [0.06, -0.20], [0.10, 0.10], [0.0, 0.25], [-0.10, 0.10]]), 1), BODY)
     for side in (-1, 1):
         wing = np.array([[0.0, -0.15], [0.22, -0.42], [0.40, -0.38], [0.34, -0.22], [0.40, -0.14], [0.30, -0.04], [0.32, 0.06], [0.06, 0.05]])
         wing[:, 0] *= side
-        die.poly(_smooth(wing, 1), BODY - 0.08)
+        die.poly(smooth(wing, 1), BODY - 0.08)
         for k in range(4):
             die.lines([[0.06 * side, -0.1 + 0.04 * k], [(0.30 - 0.02 * k) * side, -0.32 + 0.1 * k]], BODY - 0.2, 0.01, record=False)
     die.circle([0.05, -0.26], 0.06, LIMB)
@@ -202,10 +202,10 @@ def _eagle(die: Die):
 
 def _pegasus(die: Die):
     die.ellipse([0.0, 0.10], [0.26, 0.11], BODY, n=24)
-    die.poly(_smooth(np.array([[0.16, 0.02], [0.26, -0.22], [0.36, -0.26], [0.42, -0.18], [0.32, -0.14], [0.25, 0.10]]), 1), BODY + 0.05)
+    die.poly(smooth(np.array([[0.16, 0.02], [0.26, -0.22], [0.36, -0.26], [0.42, -0.18], [0.32, -0.14], [0.25, 0.10]]), 1), BODY + 0.05)
     for (x0, y0), (x1, y1) in (((0.18, 0.15), (0.34, 0.0)), ((0.12, 0.16), (0.22, 0.30)), ((-0.16, 0.16), (-0.22, 0.45)), ((-0.22, 0.14), (-0.12, 0.45))):
         die.lines([[x0, y0], [x1, y1]], LIMB, 0.035)
-    die.poly(_smooth(np.array([[-0.06, 0.0], [-0.20, -0.30], [-0.05, -0.45], [0.0, -0.30], [0.08, -0.35], [0.06, 0.0]]), 1), LIMB + 0.05)
+    die.poly(smooth(np.array([[-0.06, 0.0], [-0.20, -0.30], [-0.05, -0.45], [0.0, -0.30], [0.08, -0.35], [0.06, 0.0]]), 1), LIMB + 0.05)
     die.lines([[-0.25, 0.06], [-0.36, 0.20], [-0.34, 0.34]], BODY, 0.03)
     return None
 
@@ -216,7 +216,7 @@ def _altar(die: Die):
     die.poly([[-0.22, -0.12], [0.22, -0.12], [0.22, -0.05], [-0.22, -0.05]], BODY + 0.05)
     die.lines([[-0.16, 0.05], [0.0, 0.15], [0.16, 0.05]], LIMB, 0.025)  # garland
     for x, hgt in ((-0.1, 0.18), (0.0, 0.28), (0.1, 0.2)):
-        die.poly(_smooth(np.array([[x - 0.05, -0.12], [x + 0.05, -0.12], [x + 0.01, -0.12 - hgt], [x - 0.02, -0.12 - hgt * 0.6]]), 1), LIMB)
+        die.poly(smooth(np.array([[x - 0.05, -0.12], [x + 0.05, -0.12], [x + 0.01, -0.12 - hgt], [x - 0.02, -0.12 - hgt * 0.6]]), 1), LIMB)
     return None
 
 
