@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from engine.errors import InputError
 from engine.preprocess import PreprocessSpec, canonical_image, crop_image, normalize
 
-__all__ = ["SIDES", "TASK_SIDE", "canonical_images", "CoinSideDataset", "task_targets"]
+__all__ = ["SIDES", "TASK_SIDE", "canonical_images", "CoinSideDataset", "task_targets", "photometric_jitter"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,23 @@ def task_targets(dataset, task: str) -> np.ndarray:
     raise InputError(f"task must be one of {list(TASK_SIDE)}, got {task!r}")
 
 
+def photometric_jitter(crop: np.ndarray, rng: np.random.Generator, *, strength: float = 1.0) -> np.ndarray:
+    """Random brightness, colour cast and saturation of a (H, W, 3) uint8 crop -> same shape/dtype.
+
+    Coins of one class come in silver, bronze, gold or green patina, under any light; the
+    jitter teaches the network to ignore that. Every operation is a gain or a blend with the
+    grey image, so the blanked background (0) stays 0.
+    """
+    image = crop.astype(np.float32)
+    brightness = rng.uniform(1.0 - 0.4 * strength, 1.0 + 0.4 * strength)
+    cast = rng.uniform(1.0 - 0.15 * strength, 1.0 + 0.15 * strength, size=3).astype(np.float32)
+    saturation = 0.0 if rng.random() < 0.2 * strength else rng.uniform(1.0 - 0.6 * strength, 1.0 + 0.3 * strength)
+    grey = image @ np.array([0.299, 0.587, 0.114], np.float32)
+    image = grey[..., None] + saturation * (image - grey[..., None])
+    image = image * (brightness * cast)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
 class CoinSideDataset(torch.utils.data.Dataset):
     """Network inputs of one coin side with their class indices.
 
@@ -87,6 +104,8 @@ class CoinSideDataset(torch.utils.data.Dataset):
         indices: the rows of ``canonical``/``targets`` this dataset exposes (default all);
             the arrays are not copied, so folds share one cache.
         rng: random crops when given, centre crops when None.
+        jitter: photometric jitter strength applied with the random crops (0: none); see
+            :func:`photometric_jitter`. Never applied to centre crops.
     """
 
     def __init__(
@@ -97,6 +116,7 @@ class CoinSideDataset(torch.utils.data.Dataset):
         *,
         indices: Sequence[int] | np.ndarray | None = None,
         rng: np.random.Generator | None = None,
+        jitter: float = 0.0,
     ):
         if canonical.ndim != 4 or canonical.shape[1:] != (spec.resize, spec.resize, 3) or canonical.dtype != np.uint8:
             raise InputError(
@@ -110,6 +130,7 @@ class CoinSideDataset(torch.utils.data.Dataset):
         self.spec = spec
         self.indices = np.arange(len(canonical)) if indices is None else np.asarray(indices, np.int64)
         self.rng = rng
+        self.jitter = float(jitter)
 
     def set_rng(self, rng: np.random.Generator | None) -> None:
         """Random crops from ``rng`` from now on (None: centre crops)."""
@@ -121,6 +142,8 @@ class CoinSideDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         row = self.indices[i]
         crop = crop_image(self.canonical[row], self.spec, rng=self.rng)  # (crop, crop, 3) uint8
+        if self.rng is not None and self.jitter > 0:
+            crop = photometric_jitter(crop, self.rng, strength=self.jitter)
         image = normalize(crop, self.spec)  # (3, crop, crop) float32
         return torch.from_numpy(image), torch.tensor(self.targets[row])
 

@@ -251,6 +251,14 @@ def cross_validate(
             cache[key] = canonical_images(dataset, side, spec, progress=progress)
         return cache[key]
 
+    # The SVM first: it is quick and its numbers are in the log before the long CNN folds.
+    if "svm" in methods:
+        from training.baseline_svm import SVMConfig
+
+        config = svm_config or SVMConfig()
+        spec = PreprocessSpec(resize=config.image_size, crop=config.image_size)
+        images = {task: canonical(side, spec) for task, side in TASK_SIDE.items()}  # shared with the CNN at equal size
+        report["svm"] = _cross_validate_svm(dataset, splits, targets, images, config, progress)
     if "cnn" in methods:
         from training.train import TrainConfig
 
@@ -261,13 +269,6 @@ def cross_validate(
         report["cnn"] = _cross_validate_cnn(
             dataset, splits, targets, {t: canonical(s, spec) for t, s in TASK_SIDE.items()}, config, progress
         )
-    if "svm" in methods:
-        from training.baseline_svm import SVMConfig
-
-        config = svm_config or SVMConfig()
-        spec = PreprocessSpec(resize=config.image_size, crop=config.image_size)
-        images = {task: canonical(side, spec) for task, side in TASK_SIDE.items()}  # shared with the CNN at equal size
-        report["svm"] = _cross_validate_svm(dataset, splits, targets, images, config, progress)
     report["wall_seconds"] = time.perf_counter() - started
     return report
 

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs")
     add_training_arguments(parser)
     g = parser.add_argument_group("SIFT + SVM baseline")
-    g.add_argument("--svm-image-size", type=int, default=None, help="canonical image side for SIFT (default 128)")
+    g.add_argument("--svm-image-size", type=int, default=None, help="canonical image side for SIFT (default: the CNN's canonical size, 256/224 x --input-size)")
     g.add_argument("--svm-step", type=int, default=None, help="dense SIFT grid spacing in px (default 6)")
     g.add_argument("--svm-codebook", type=int, default=None, help="visual words (default 256)")
     g.add_argument("--svm-c", type=float, default=None, help="LinearSVC C (default 1.0)")
@@ -36,10 +36,11 @@ def run(args: argparse.Namespace) -> int:
 
     methods = ("cnn", "svm") if args.method == "both" else (args.method,)
     train_config = train_config_from_args(args)
-    svm_fields = {"image_size": args.svm_image_size, "step": args.svm_step, "codebook_size": args.svm_codebook, "C": args.svm_c}
+    image_size = args.svm_image_size or train_config.preprocess_spec().resize  # same pixels as the CNN
+    svm_fields = {"image_size": image_size, "step": args.svm_step, "codebook_size": args.svm_codebook, "C": args.svm_c}
     svm_config = SVMConfig(seed=args.seed, **{k: v for k, v in svm_fields.items() if v is not None})
     dataset = load_dataset(args.manifest, merge_threshold=args.merge_threshold)
-    setup_torch(train_config.threads or 2)
+    setup_torch(train_config.threads or 1)
     report = cross_validate(
         dataset, folds=args.folds, seed=args.seed, methods=methods, train_config=train_config,
         svm_config=svm_config, manifest=str(Path(args.manifest).resolve()), progress=not args.quiet,

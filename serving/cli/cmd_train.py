@@ -27,8 +27,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=None, help="images per step (default 32)")
     g.add_argument("--weight-decay", type=float, default=None, help="default 5e-4")
     g.add_argument("--dropout", type=float, default=None, help="classifier dropout (default 0.5)")
+    g.add_argument("--jitter", type=float, default=None, help="photometric jitter of training crops, 0 = off (default 1)")
+    g.add_argument("--no-balance", dest="balance", action="store_false", default=None,
+                   help="plain cross-entropy instead of inverse-class-frequency weights")
     g.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling, crops, dropout and folds")
-    g.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    g.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: best on a shared, busy CPU)")
     parser.add_argument("--merge-threshold", type=int, default=2, help="merge RIC types whose reverse descriptions differ in fewer words (0: off)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -39,7 +42,7 @@ def train_config_from_args(args: argparse.Namespace):
     mapping = {
         "epochs": args.epochs, "input_size": args.input_size, "width": args.width, "weights": args.weights,
         "lr": args.lr, "new_layer_lr_mult": args.new_layer_lr_mult, "optimizer": args.optimizer,
-        "batch_size": args.batch_size, "weight_decay": args.weight_decay, "dropout": args.dropout,
+        "batch_size": args.batch_size, "weight_decay": args.weight_decay, "dropout": args.dropout, "jitter": args.jitter, "balance": args.balance,
         "seed": args.seed, "threads": args.threads,
     }
     return TrainConfig(**{k: v for k, v in mapping.items() if v is not None})
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--metrics {path}: cannot read a report.json ({exc})") from exc
         metrics = {m: {"mean": report[m]["mean"], "std": report[m]["std"]} for m in ("cnn", "svm") if m in report}
-    setup_torch(config.threads or 2)
+    setup_torch(config.threads or 1)
     run_info = train_run(
         args.manifest, args.out, config=config, merge_threshold=args.merge_threshold, resume=args.resume,
         metrics=metrics, progress=not args.quiet,
