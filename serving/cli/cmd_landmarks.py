@@ -112,8 +112,9 @@ def run_local(args: argparse.Namespace, config) -> int:
 def run_remote(args: argparse.Namespace, config) -> int:
     from serving.cli import remote_landmarks
 
-    options = dict(method=config.method, window=config.window, stride=config.stride,
-                   superpixels=config.superpixels, target=args.target)
+    options = dict(method=config.method, window=config.window, stride=config.stride, superpixels=config.superpixels,
+                   pixels=config.pixels, target=args.target, sparsity=config.optimizer.lam,
+                   max_iterations=config.optimizer.max_iterations, top_regions=config.top)
     if args.sweep:
         import cv2
         import numpy as np
