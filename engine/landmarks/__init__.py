@@ -1,8 +1,21 @@
 """Characteristic landmarks (Kim & Pavlovic, section 3.3): the constrained mask optimiser,
 its baselines (occlusion, gradient saliency), regions, masking operations and scores.
 
-Entry point: :func:`compute_landmarks` with a :class:`GradientModel` (or any
-:class:`LandmarkModel`) and uint8 centre crops.
+Entry points: :func:`compute_landmarks` (a :class:`GradientModel` or any
+:class:`LandmarkModel` and uint8 centre crops) and :func:`landmarks_for_source` (a photo).
+
+Modules::
+
+    regions.py      windows (w, stride s), SLIC superpixels, pixels; coverage normaliser C
+    composition.py  f_I(x) = (sum_k x_k I_k) * C and its adjoint (NumPy reference, CPU path)
+    cuda.py         pycuda launchers of engine/kernels/landmarks.cu (same operations)
+    model.py        GradientModel: onnxruntime classifier + gradient graph, cost counter
+    optimizer.py    batched projected subgradient descent with backprojection
+    baselines.py    occlusion sensitivity, gradient saliency
+    api.py          LandmarkConfig, compute_landmarks, landmarks_for_source
+    result.py       LandmarkMap and overlays;  figures.py  captioned grids
+    geometry.py     photo -> crop affine map;  guidebook.py  mean map of one class
+    eval.py         pointing game, energy, deletion AUC, cost on a synthetic set
 """
 
 from engine.landmarks.api import METHODS, SWEEP_EPSILONS, LandmarkConfig, compute_landmarks, landmarks_for_source, make_regions
