@@ -75,9 +75,10 @@ def test_health_transitions_and_sigterm_drain_loses_no_call(tiny_bundle, tmp_pat
             requests = (coins_pb2.IdentifyRequest(request_id=f"s{i}", reverse=coin_png(i % 5)) for i in range(100))
             return list(client.identify_stream(requests, timeout=60))
 
-        # Occlusion over 31 x 31 windows: ~1000 forward passes each, queued on one worker.
+        # Occlusion over 61 x 61 windows: ~3,700 forward passes each, six queued on one worker,
+        # so work is still in flight well past the drain delay even on an idle machine.
         calls = {f"landmarks-{i}": lambda: client.landmarks(photo_bytes["reverse"], side="reverse",
-                                                            method="occlusion", window=4, stride=2) for i in range(2)}
+                                                            method="occlusion", window=4, stride=1) for i in range(6)}
         calls["stream"] = stream
         calls.update({f"identify-{i}": (lambda i=i: client.identify(coin_png(i), coin_png(i + 1)))
                       for i in range(16)})
@@ -106,7 +107,7 @@ def test_health_transitions_and_sigterm_drain_loses_no_call(tiny_bundle, tmp_pat
         assert set(results) == set(calls)
         assert sorted(r.request_id for r in results["stream"]) == sorted(f"s{i}" for i in range(100))
         assert all(not r.HasField("error") for r in results["stream"])
-        assert all(results[f"landmarks-{i}"].target for i in range(2))
+        assert all(results[f"landmarks-{i}"].target for i in range(6))
         # Some call was still running when the server stopped accepting (SIGTERM + 1 s delay).
         assert max(finished_at.values()) > sigterm_at + 1.0, "no call was in flight during the drain"
         assert process.wait(timeout=30) == 0, log_path.read_text()
