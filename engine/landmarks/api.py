@@ -189,6 +189,7 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) 
                     regions=regions.describe(),
                     iterations=int(result.iterations[r]),
                     converged=bool(result.converged[r]),
+                    vacuous=bool(result.vacuous[r]),
                     top_regions=top_regions(result.masks[r], boxes, count=config.top),
                     forward_equivalents=float(result.forward_equivalents[r]),
                     seconds=seconds,

@@ -13,6 +13,8 @@ Per method and window size:
 - energy: the fraction of the heatmap's mass inside the discriminative polygons;
 - deletion AUC: p(c) as the most salient pixels are blanked first (0, 1/n, ..., 1 of the
   pixels), averaged with the trapezoid rule; lower is better; needs no ground truth;
+- vacuous rate (optimised): images whose black image already satisfies the constraint,
+  so the optimum is the empty mask (a weak model, or epsilon >= p(c));
 - seconds per image (wall time of the method's batched call / images) and forward-pass
   equivalents per image (forward 1, forward + backward 3; deletion passes not included).
 
@@ -248,6 +250,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                         bucket["forward"].append(cost)
                         bucket["images"].append(len(batch))
                         for i, m in enumerate(maps):
+                            bucket["vacuous"].append(bool(m.vacuous))
                             if discriminative[i]:
                                 bucket["pointing"].append(pointing_hit(m.heatmap, discriminative[i], tolerance_px=tolerance_px))
                                 bucket["energy"].append(energy(m.heatmap, inside[i]))
@@ -273,6 +276,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
             "forward_equivalents": sum(bucket["forward"]) / images,
             "images": images,
             "images_with_ground_truth": len(bucket["pointing"]),
+            "vacuous_rate": mean(bucket["vacuous"]),
         }
 
     scores = {
@@ -326,15 +330,17 @@ def _markdown(scores: dict) -> str:
         f"Landmark scores on {scores['synth_dir']} ({scores['images']} images, sides {', '.join(scores['sides'])}), "
         f"bundle {scores['bundle_version']}, stride {scores['stride']}, epsilon {scores['epsilon']}, {scores['backend']}, {scores['hardware']}.",
         "",
-        "| window | method | pointing game | energy | deletion AUC (lower is better) | s / image | forward equivalents / image |",
-        "|---|---|---|---|---|---|---|",
+        "| window | method | pointing game | energy | deletion AUC (lower is better) | s / image | forward equivalents / image | vacuous |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for window, methods in scores["by_window"].items():
         for method, s in methods.items():
             lines.append(
                 f"| {window} | {method} | {_fmt(s['pointing_game'])} | {_fmt(s['energy'])} | {_fmt(s['deletion_auc'])} | "
-                f"{_fmt(s['seconds_per_image'], 3)} | {s['forward_equivalents']:.0f} |"
+                f"{_fmt(s['seconds_per_image'], 3)} | {s['forward_equivalents']:.0f} | {_fmt(s['vacuous_rate'], 2) if method == 'optimized' else '-'} |"
             )
+    lines += ["", "vacuous: share of images whose black (fully masked) image already satisfies the constraint, "
+              "so the empty mask is optimal and the optimised map is blank; a weak model or epsilon >= p(c)."]
     return "\n".join(lines) + "\n"
 
 

@@ -103,6 +103,10 @@ class OptimizationResult:
         epsilons: (B,) float64.
         p_full: (B,) float64 p(c | f_I(1)).
         p_masked: (B,) float64 p(c | f_I(mask)) from the verifying forward pass.
+        p_blank: (B,) float64 p(c | f_I(0)), the fully masked (black) image.
+        vacuous: (B,) bool, the black image already satisfies the constraint, so the
+            optimum is the empty mask whatever the image shows (epsilon too large for
+            this p(c), or a model that gives this class to a black image).
         iterations: (B,) int64 iterations run.
         converged: (B,) bool, stopped by the patience rule before max_iterations.
         objective: (B,) float64 -log p + lambda ||x||_1 of the returned mask.
@@ -115,6 +119,8 @@ class OptimizationResult:
     epsilons: np.ndarray
     p_full: np.ndarray
     p_masked: np.ndarray
+    p_blank: np.ndarray
+    vacuous: np.ndarray
     iterations: np.ndarray
     converged: np.ndarray
     objective: np.ndarray
@@ -189,8 +195,11 @@ def optimize_masks(
     cost = np.zeros(batch)
 
     ones = np.ones((batch, k), np.float32)
-    probs_full = softmax(model.logits(normalize(ops.compose(regions, images, ones), spec)))  # (B, C)
-    cost += 1
+    # f_I(1) of every row plus one black image f_I(0), shared by all rows, in one call.
+    probe = np.concatenate([ops.compose(regions, images, ones), np.zeros((1, *images.shape[1:]), np.float32)])
+    probs = softmax(model.logits(normalize(probe, spec)))
+    probs_full, probs_blank = probs[:-1], probs[-1]  # (B, C), (C,)
+    cost += 1 + 1.0 / batch
     if targets is None:
         targets = probs_full.argmax(axis=1)
     targets = np.broadcast_to(np.asarray(targets, np.int64), (batch,)).copy()
@@ -199,6 +208,7 @@ def optimize_masks(
     rows = np.arange(batch)
     p_full = probs_full[rows, targets]
     threshold = p_full - eps
+    p_blank = probs_blank[targets]
 
     x = ones.copy()
     best = ones.copy()
@@ -264,6 +274,8 @@ def optimize_masks(
         epsilons=eps,
         p_full=p_full,
         p_masked=p_masked,
+        p_blank=p_blank,
+        vacuous=p_blank > threshold,
         iterations=iterations,
         converged=converged,
         objective=loss_best + lam * best.sum(axis=1, dtype=np.float64),

@@ -92,6 +92,8 @@ class LandmarkMap:
         top_regions: best regions as {"box": [x0, y0, x1, y1], "score"} in crop pixels.
         forward_equivalents: cost (forward 1, forward + backward 3). seconds: wall time
             (of the batch it was computed in, divided by the batch's rows).
+        vacuous: optimised only - the black image already satisfies the constraint, so the
+            empty mask is optimal and the map carries no information (lower epsilon).
         source_transform, source_size: when computed from a photo by
             :func:`engine.landmarks.landmarks_for_source`, the (2, 3) affine map photo ->
             crop pixels and the photo's (height, width); see :meth:`source_heatmap`.
@@ -112,6 +114,7 @@ class LandmarkMap:
     top_regions: list = field(default_factory=list)
     forward_equivalents: float = 0.0
     seconds: float = 0.0
+    vacuous: bool = False
     source_transform: np.ndarray | None = None
     source_size: tuple[int, int] | None = None
 
@@ -138,6 +141,7 @@ class LandmarkMap:
             "top_regions": list(self.top_regions),
             "forward_equivalents": float(self.forward_equivalents),
             "seconds": float(self.seconds),
+            "vacuous": bool(self.vacuous),
             "size": list(self.heatmap.shape),
         }
         if include_mask:

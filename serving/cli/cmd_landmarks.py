@@ -103,6 +103,8 @@ def run_local(args: argparse.Namespace, config) -> int:
     for m in maps:
         masked = "" if m.p_masked is None else f", p(c | landmarks) = {m.p_masked:.4f} (epsilon {m.epsilon:g}, {m.iterations} iterations)"
         print(f"{m.method}: target {m.label}: p(c) = {m.p_full:.4f}{masked}; {m.forward_equivalents:.0f} forward-pass equivalents, {m.seconds:.2f} s")
+        if m.vacuous:
+            print(f"  note: epsilon {m.epsilon:g} is vacuous here - the black image alone keeps p(c) above p - epsilon, so the mask is empty; use a smaller epsilon")
     for rank, region in enumerate(maps[-1 if not args.sweep else len(maps) // 2].top_regions, start=1):
         print(f"  {rank}. box {region['box']} score {region['score']:.4g}")
     print(f"wrote {png} and {json_path}")

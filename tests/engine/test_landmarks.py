@@ -307,3 +307,15 @@ def test_landmarks_for_source_maps_back_to_the_photo(model):
     assert heat[:, :40].max() == 0.0  # left of the coin's square is outside the crop
     with pytest.raises(InputError, match="reverse"):
         landmarks_for_source(model, b"not an image", side="reverse")
+
+
+def test_vacuous_constraint_is_flagged(model):
+    crop = _coin(9)
+    p_black = model.probabilities(normalize(np.zeros((1, 64, 64, 3), np.uint8), model.spec))[0]
+    target = int(p_black.argmax())
+    (loose,) = compute_landmarks(model, crop, targets=target, config=LandmarkConfig(epsilon=1.0))
+    assert loose.vacuous and not loose.mask.any()  # the empty mask is optimal
+    p_full = model.probabilities(normalize(crop[None], model.spec))[0, target]
+    if p_black[target] < p_full - 1e-4:
+        (tight,) = compute_landmarks(model, crop, targets=target, config=LandmarkConfig(epsilon=(p_full - p_black[target]) / 2))
+        assert not tight.vacuous
