@@ -18,8 +18,9 @@ Per method and window size:
 - seconds per image (wall time of the method's batched call / images) and forward-pass
   equivalents per image (forward 1, forward + backward 3; deletion passes not included).
 
-The class explained is the coin's true class when the model knows it (emperor for the
-obverse, RIC for the reverse), else the predicted class.
+The class explained is the coin's true class (emperor for the obverse, RIC for the
+reverse, mapped through the bundle's ``extra.merged`` table of merged RIC labels) when the
+model knows it, else the predicted class.
 """
 
 from __future__ import annotations
@@ -212,6 +213,9 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     out_dir.mkdir(parents=True, exist_ok=True)
     items = load_ground_truth(Path(synth_dir))
     headline = config.windows[0]
+    # RIC labels merged at training time (near-duplicate descriptions) -> their class label
+    merged = (getattr(bundle, "extra", None) or {}).get("merged") or {}
+    merged_into = {original: label for label, originals in merged.items() for original in originals}
     sums: dict = defaultdict(lambda: defaultdict(list))  # (method, window) -> metric -> values
     figure_rows: list = []
     by_label: dict = defaultdict(list)  # (side, label) -> headline optimised maps
@@ -233,7 +237,8 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                     polygons = _polygons_in_crop(it.regions, crop_transform(rgb, spec))
                     discriminative.append(polygons)
                     inside.append(polygon_mask(polygons, (spec.crop, spec.crop)))
-                    targets.append(it.label if it.label in model.classes else None)
+                    label = merged_into.get(it.label, it.label)
+                    targets.append(label if label in model.classes else None)
                 crops = np.stack(crops)
                 images_done += len(batch)
                 row_tiles: dict = defaultdict(dict)
