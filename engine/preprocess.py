@@ -171,9 +171,22 @@ def coin_mask(rgb: np.ndarray) -> CoinDisc | None:
         return None
     contours, _ = cv2.findContours((labels == best).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     hull = cv2.convexHull(np.concatenate(contours))
-    (cx, cy), radius = cv2.minEnclosingCircle(hull)
     mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [hull], 1)
+    # A cast shadow (or a second object touching the coin) makes the blob much larger than
+    # the largest disc inside it. Coins are round: keep the hull only near that disc.
+    inside = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    r_in = float(inside.max())
+    if mask.sum() > 1.2 * np.pi * r_in**2:
+        iy, ix = np.unravel_index(int(np.argmax(inside)), inside.shape)
+        disc = np.zeros_like(mask)
+        cv2.circle(disc, (int(ix), int(iy)), int(np.ceil(r_in * 1.08)), 1, thickness=-1)
+        # The hull of the foreground pixels near that disc: no background sliver where the
+        # disc overshoots the rim on the side away from the shadow.
+        hull = cv2.convexHull(cv2.findNonZero((labels == best).astype(np.uint8) & disc))
+        mask = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(mask, [hull], 1)
+    (cx, cy), radius = cv2.minEnclosingCircle(hull)
     return CoinDisc(mask=mask.astype(bool), scale=scale, cx=cx / scale, cy=cy / scale, radius=radius / scale)
 
 
