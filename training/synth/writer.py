@@ -14,12 +14,14 @@ interrupted run never leaves a manifest that points at missing or half-written f
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -127,6 +129,25 @@ def _write_atomic(path: Path, data: bytes):
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _main_hidden():
+    """Make ``__main__`` look like an interactive session while spawned workers start, so
+    they do not re-import the caller's script (which may lack a ``__main__`` guard or be
+    read from stdin)."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {key: main.__dict__[key] for key in ("__file__", "__spec__") if key in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def _default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -189,12 +210,14 @@ def generate(
                 cv2.setNumThreads(previous)
                 _STATE.clear()
         else:
-            methods = multiprocessing.get_all_start_methods()
-            # fork: workers inherit the catalogue and never re-run the caller's __main__ (a
-            # script without a main guard would recurse under spawn/forkserver)
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            # spawn, not fork: a caller that already runs threads (torch, OpenCV, a server)
+            # can deadlock a forked child. The workers need nothing from the caller's
+            # __main__, so it is hidden while they start (no re-import, no recursion).
+            context = multiprocessing.get_context("spawn")
             chunk = max(1, min(16, len(tasks) // (workers * 8)))
-            with context.Pool(workers, initializer=_init_worker, initargs=(catalogue, config, seed, str(out_dir))) as pool:
+            with _main_hidden():
+                pool = context.Pool(workers, initializer=_init_worker, initargs=(catalogue, config, seed, str(out_dir)))
+            with pool:
                 for index, lines in pool.imap_unordered(_render_task, tasks, chunksize=chunk):
                     landmark_lines[index] = lines
                     bar.update(1)
