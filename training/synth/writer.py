@@ -325,7 +325,8 @@ def _readme(catalogue: Catalogue, config: SynthConfig, preset: str, seed: int, c
         "  throne, every attribute, legend, exergue. `discriminative` marks, on the reverse, the",
         "  elements that differ from the type's nearest sibling types; on the obverse, the head,",
         "  beard and crown (the emperor's identity).",
-        "- `contact_sheet.png`: one coin per RIC type (up to 24) with its descriptions.",
+        "- `contact_sheet.png`: one coin per RIC type (up to 24 types spread over the catalogue) with",
+        "  its descriptions.",
         "",
     ]
     return "\n".join(lines)
@@ -350,7 +351,10 @@ def _contact_sheet(out_dir: Path, catalogue: Catalogue, coin_types: list[int], *
     first: dict[int, int] = {}
     for index, type_index in enumerate(coin_types):
         first.setdefault(type_index, index)
-    chosen = sorted(first)[:max_types]
+    # spread over the catalogue (types are ordered by emperor) so many emperors appear
+    ordered = sorted(first)
+    picks = np.unique(np.linspace(0, len(ordered) - 1, min(max_types, len(ordered))).round().astype(int))
+    chosen = [ordered[int(i)] for i in picks]
     thumb, pad, scale = 200, 8, 0.42
     cell_w = 2 * thumb + 3 * pad
     cells = []
