@@ -82,7 +82,8 @@ class TrainConfig:
         warmup_epochs: linear LR warm-up length, then cosine decay to 0 at ``epochs``.
         input_size: network input side in px (crop); the canonical image is 256/224 larger.
         width: AlexNet channel multiplier (1.0 = the paper's AlexNet).
-        dropout: classifier dropout.
+        dropout: classifier dropout (AlexNet: 0.5). 0 by default: from scratch on ~1,000
+            coins per fold on a CPU, learning at all is the bottleneck, not over-fitting.
         jitter: photometric jitter strength of training crops (0 = the paper's crops only);
             see ``training.datasets.photometric_jitter``.
         balance: weight the cross-entropy of every class by the inverse of its frequency in
@@ -99,16 +100,16 @@ class TrainConfig:
 
     epochs: int = 40
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-4
     new_layer_lr_mult: float | None = None
     optimizer: str = "adamw"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     input_size: int = 96
-    width: float = 0.5
-    dropout: float = 0.5
-    jitter: float = 1.0
+    width: float = 0.25
+    dropout: float = 0.0
+    jitter: float = 0.5
     balance: bool = True
     weights: str | None = None
     seed: int = 0

@@ -16,9 +16,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("CNN training")
     g.add_argument("--epochs", type=int, default=None, help="passes over the training coins (default 40)")
     g.add_argument("--input-size", type=int, default=None, help="network input side in px (default 96; the paper: 224)")
-    g.add_argument("--width", type=float, default=None, help="AlexNet channel multiplier (default 0.5; the paper: 1.0)")
+    g.add_argument("--width", type=float, default=None, help="AlexNet channel multiplier (default 0.25; the paper: 1.0)")
     g.add_argument("--weights", default=None, help="'imagenet' or a torchvision AlexNet .pth (default: from scratch)")
-    g.add_argument("--lr", type=float, default=None, help="learning rate of the pre-trained layers (default 1e-3)")
+    g.add_argument("--lr", type=float, default=None, help="learning rate of the pre-trained layers (default 2e-4)")
     g.add_argument(
         "--new-layer-lr-mult", type=float, default=None,
         help="LR multiplier of the new last layer (default 10 with --weights, 1 from scratch)",
@@ -26,8 +26,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizer", choices=("adamw", "sgd"), default=None, help="default adamw")
     g.add_argument("--batch-size", type=int, default=None, help="images per step (default 32)")
     g.add_argument("--weight-decay", type=float, default=None, help="default 5e-4")
-    g.add_argument("--dropout", type=float, default=None, help="classifier dropout (default 0.5)")
-    g.add_argument("--jitter", type=float, default=None, help="photometric jitter of training crops, 0 = off (default 1)")
+    g.add_argument("--dropout", type=float, default=None, help="classifier dropout (default 0; AlexNet: 0.5)")
+    g.add_argument("--jitter", type=float, default=None, help="photometric jitter of training crops, 0 = off (default 0.5)")
     g.add_argument("--no-balance", dest="balance", action="store_false", default=None,
                    help="plain cross-entropy instead of inverse-class-frequency weights")
     g.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling, crops, dropout and folds")
