@@ -261,9 +261,10 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader) -> dict:
 def init_from_scratch(model: nn.Module) -> None:
     """He initialisation for training without pre-trained weights.
 
-    torch's default (Kaiming-uniform with a=sqrt(5), i.e. variance 1/(3 fan_in)) shrinks the
-    activations by about 6x per ReLU layer, so through AlexNet's 7 layers the logits start
-    near zero and from-scratch training stalls on the majority class. He-normal weights
+    torch's default (Kaiming-uniform with a=sqrt(5), i.e. weight variance 1/(3 fan_in)) shrinks
+    the mean square of the activations about 6x per conv/linear + ReLU layer, so through
+    AlexNet's 7 layers the logits start near zero and from-scratch training stalled on the
+    majority class (measured on the tiny synthetic set). He-normal weights
     (fan_in, ReLU gain) keep the activation scale; the new head starts small.
     """
     for name, module in model.named_modules():
