@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["contact_sheet", "write_png"]
+__all__ = ["contact_sheet", "letterbox", "wrap_text", "write_png"]
 
 
-def _fit(image: np.ndarray, tile: int) -> np.ndarray:
-    """Letterbox (H, W, 3) uint8 RGB into a (tile, tile, 3) square."""
+def letterbox(image: np.ndarray, tile: int) -> np.ndarray:
+    """Fit (H, W, 3) uint8 into a white (tile, tile, 3) square, aspect kept, centred."""
     h, w = image.shape[:2]
     scale = tile / max(h, w)
     resized = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -22,7 +22,8 @@ def _fit(image: np.ndarray, tile: int) -> np.ndarray:
     return out
 
 
-def _wrap(text: str, width_px: int, scale: float) -> list[str]:
+def wrap_text(text: str, width_px: int, scale: float) -> list[str]:
+    """Split ``text`` into lines at most ``width_px`` wide in cv2.FONT_HERSHEY_SIMPLEX at ``scale``."""
     lines, current = [], ""
     for word in text.split():
         candidate = f"{current} {word}".strip()
@@ -60,9 +61,9 @@ def contact_sheet(
     for index, images in enumerate(rows):
         top, left = (index // columns) * cell_h, (index % columns) * cell_w
         for j, image in enumerate(images):
-            sheet[top + 4 : top + 4 + tile, left + 4 + j * tile : left + 4 + (j + 1) * tile] = _fit(image, tile)
+            sheet[top + 4 : top + 4 + tile, left + 4 + j * tile : left + 4 + (j + 1) * tile] = letterbox(image, tile)
         text = captions[index] if index < len(captions) else ""
-        for k, line in enumerate(_wrap(text, cell_w - 8, scale)[:caption_lines]):
+        for k, line in enumerate(wrap_text(text, cell_w - 8, scale)[:caption_lines]):
             origin = (left + 4, top + tile + 16 + k * line_px)
             cv2.putText(sheet, line, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1, cv2.LINE_AA)
     return sheet

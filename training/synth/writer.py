@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.contact_sheet import letterbox, wrap_text
 from engine.errors import ConfigError
 from training.synth.catalogue import Catalogue, build_catalogue
 from training.synth.coin import render_coin
@@ -332,20 +333,6 @@ def _readme(catalogue: Catalogue, config: SynthConfig, preset: str, seed: int, c
     return "\n".join(lines)
 
 
-def _wrap(text: str, width: int, scale: float) -> list[str]:
-    words, lines, line = text.split(" "), [], ""
-    for word in words:
-        trial = f"{line} {word}".strip()
-        if line and cv2.getTextSize(trial, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width:
-            lines.append(line)
-            line = word
-        else:
-            line = trial
-    if line:
-        lines.append(line)
-    return lines
-
-
 def _contact_sheet(out_dir: Path, catalogue: Catalogue, coin_types: list[int], *, max_types: int = 24) -> bytes:
     """PNG bytes: a grid of obverse/reverse pairs (first coin of each type) with descriptions."""
     first: dict[int, int] = {}
@@ -363,16 +350,10 @@ def _contact_sheet(out_dir: Path, catalogue: Catalogue, coin_types: list[int], *
         images = []
         for side in SIDES:
             image = cv2.imread(str(out_dir / _image_name(first[type_index], side)), cv2.IMREAD_COLOR)
-            h, w = image.shape[:2]
-            s = thumb / max(h, w)
-            image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-            tile = np.full((thumb, thumb, 3), 255, np.uint8)
-            y0, x0 = (thumb - image.shape[0]) // 2, (thumb - image.shape[1]) // 2
-            tile[y0 : y0 + image.shape[0], x0 : x0 + image.shape[1]] = image
-            images.append(tile)
+            images.append(letterbox(image, thumb))
         text = [(f"{ric.label}  ({catalogue.emperors[ric.emperor].name})", (0, 0, 0))]
-        text += [(line, (60, 60, 60)) for line in _wrap("Obv: " + ric.obverse_description, cell_w - 2 * pad, scale)]
-        text += [(line, (120, 40, 0)) for line in _wrap("Rev: " + ric.reverse_description, cell_w - 2 * pad, scale)]
+        text += [(line, (60, 60, 60)) for line in wrap_text("Obv: " + ric.obverse_description, cell_w - 2 * pad, scale)]
+        text += [(line, (120, 40, 0)) for line in wrap_text("Rev: " + ric.reverse_description, cell_w - 2 * pad, scale)]
         cells.append((images, text))
     line_h = 16
     text_h = max(len(t) for _, t in cells) * line_h + pad
