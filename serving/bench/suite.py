@@ -246,7 +246,7 @@ def bench_landmarks(bundle: Bundle, config: BenchConfig, pairs) -> dict:
     from engine.preprocess import canonical_image, crop_image
 
     spec = bundle.preprocess
-    images = 1 if config.quick else 3
+    images = 1 if config.quick else 2
     crops = np.stack([crop_image(canonical_image(r, spec, side="reverse"), spec) for _, r in pairs[:images]])
     model = GradientModel.from_bundle(bundle, "ric")
     result = {"images": images, "input_size": spec.crop, "window": 11, "stride": 3, "methods": {}}
