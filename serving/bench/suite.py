@@ -191,6 +191,7 @@ def bench_torch_eager(bundle: Bundle, config: BenchConfig, pairs) -> dict:
     return _timed(lambda: pipeline.identify(sample), seconds=config.seconds, items_per_call=len(sample), min_calls=1) | {
         "coins": len(sample),
         "precision": "fp32",
+        "threads": pipeline.threads,
         "how": "one coin at a time, engine.preprocess, torch eager AlexNets (weights from the bundle's fp32 ONNX)",
     }
 
