@@ -44,9 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -170,14 +168,9 @@ def summarise(fold_results: list[dict]) -> dict:
 
 def hardware_description() -> str:
     """One line: CPU model, core count, GPU (if torch sees one)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from engine.backends import cpu_model_name
+
+    cpu = cpu_model_name()
     gpu = "no GPU"
     try:
         import torch

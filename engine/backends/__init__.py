@@ -4,7 +4,7 @@
 backends import onnxruntime-gpu / tensorrt / pycuda only when opened.
 """
 
-from engine.backends.base import Backend, GraphFile, physical_cores
+from engine.backends.base import Backend, GraphFile, cpu_model_name, physical_cores
 from engine.backends.registry import BACKENDS, available_backends, backend_status, default_precision, open_backend
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "backend_status",
     "default_precision",
     "open_backend",
+    "cpu_model_name",
     "physical_cores",
 ]

@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.errors import ConfigError, DenariusError, InputError
 
-__all__ = ["Backend", "GraphFile", "physical_cores", "PRECISIONS"]
+__all__ = ["Backend", "GraphFile", "cpu_model_name", "physical_cores", "PRECISIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,19 @@ def physical_cores() -> int:
         except OSError:
             cores.add(str(cpu))
     return max(1, len(cores))
+
+
+def cpu_model_name() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (reports say what hardware they ran on)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 class Backend:
