@@ -82,6 +82,17 @@ def tiny_bundle(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory) -> Path:
+    """The synthetic `tiny` preset (4 emperors, 8 RIC types, 64 coins, seed 0), generated once
+    per session; the manifest's path."""
+    from training.synth import generate
+
+    root = tmp_path_factory.getbasetemp() / "denarius_synth_tiny_seed0"
+    generate(root, preset="tiny", seed=0, progress=False)
+    return root / "manifest.csv"
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

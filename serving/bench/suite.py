@@ -26,7 +26,6 @@ import concurrent.futures as futures
 import json
 import logging
 import platform
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -132,7 +131,6 @@ def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
     """Raw onnxruntime, default session options, both models, random-free real inputs."""
     import onnxruntime as ort
 
-    from engine.engine import softmax64  # noqa: F401  (import check: engine is importable)
     from engine.preprocess import preprocess_batch
 
     spec = bundle.preprocess

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 SECTIONS = ("model_only", "engine", "torch_eager", "grpc", "landmarks", "scan")

@@ -4,7 +4,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 
 from serving import proto_gen
 

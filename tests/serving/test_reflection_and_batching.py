@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 
-import pytest
 
 from serving.client import CoinClient
 from serving.server import BackgroundServer

@@ -12,20 +12,6 @@ from training.data import kfold_splits, load_dataset
 from training.datasets import canonical_images, task_targets
 from training.evaluate import mean_class_accuracy
 
-@pytest.fixture(scope="module")
-def tiny_manifest(tmp_path_factory):
-    """The synthetic `tiny` preset (4 emperors, 8 RIC types, 64 coins), generated once per
-    session in the session's base temp folder and shared by the tests/training modules."""
-    import shutil
-
-    root = tmp_path_factory.getbasetemp() / "denarius_synth_tiny_seed0"
-    if not (root / ".complete").is_file():
-        from training.synth import generate
-
-        shutil.rmtree(root, ignore_errors=True)
-        generate(root, preset="tiny", seed=0, progress=False)
-        (root / ".complete").touch()
-    return root / "manifest.csv"
 
 
 SMALL = SVMConfig(image_size=96, step=6, patch_size=12, codebook_size=48, kmeans_samples=20_000)

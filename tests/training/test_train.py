@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -21,20 +20,6 @@ from training.train import TrainConfig, build_optimizer, check_resumable, fit, p
 TINY_EPOCHS = 25
 
 
-@pytest.fixture(scope="module")
-def tiny_manifest(tmp_path_factory):
-    """The synthetic `tiny` preset (4 emperors, 8 RIC types, 64 coins), generated once per
-    session in the session's base temp folder and shared by the tests/training modules."""
-    import shutil
-
-    root = tmp_path_factory.getbasetemp() / "denarius_synth_tiny_seed0"
-    if not (root / ".complete").is_file():
-        from training.synth import generate
-
-        shutil.rmtree(root, ignore_errors=True)
-        generate(root, preset="tiny", seed=0, progress=False)
-        (root / ".complete").touch()
-    return root / "manifest.csv"
 
 
 # Tiny models (1/8 of AlexNet's channels, 64 px), no dropout or colour jitter: they fit the
