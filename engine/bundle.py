@@ -5,7 +5,7 @@
     schema_version, created, denarius_version, version (the model version),
     preprocess   PreprocessSpec.to_dict()
     models       {"emperor"|"ric": {side, classes, input_name, output_name, input_size,
-                  files {fp32|fp16|int8|grad: relative path}, plans {key: relative path},
+                  files {fp32|fp16|int8|int8-cpu|grad: relative path}, plans {key: relative path},
                   agreement {...int8/fp16 vs fp32...}}}
     hierarchy    Hierarchy.to_dict()
     descriptions {ric: {"obverse": str, "reverse": str}}
@@ -45,7 +45,7 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAMES = ("emperor", "ric")
 MODEL_SIDES = {"emperor": "obverse", "ric": "reverse"}
-VARIANTS = ("fp32", "fp16", "int8", "grad")
+VARIANTS = ("fp32", "fp16", "int8", "int8-cpu", "grad")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,9 @@ class ModelInfo:
         side: "obverse" or "reverse".
         classes: output class names, in logit order (C,).
         input_size: side S of the (N, 3, S, S) float32 input.
-        files: {variant: path relative to the bundle}; variants in ``VARIANTS``.
+        files: {variant: path relative to the bundle}; variants in ``VARIANTS``. "int8" is
+            symmetric QDQ (what TensorRT needs); "int8-cpu" has unsigned 8-bit activations,
+            which onnxruntime's x86 kernels run faster; ort-cpu uses it when present.
         plans: {key: path} of TensorRT plans, key = f"sm{major}{minor}-trt{version}".
         agreement: quality of reduced-precision variants vs fp32, e.g.
             {"int8": {"top1_agreement": 0.99, "accuracy_delta": -0.002, "images": 300}}.

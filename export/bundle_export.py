@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -344,6 +344,13 @@ def _export_int8(task, fp32, stage, files, images, spec, config, agreement):
     labels = evaluation.labels[kept]
     report = measure_agreement(fp32, stage / files["int8"], held, labels=labels, variant="int8", calibration_images=used)
     agreement[task]["int8"] = report.to_dict()
+    # The same calibration again with uint8 activations: the file ort-cpu runs (faster u8s8
+    # kernels on x86); the symmetric file above stays for TensorRT.
+    files["int8-cpu"] = f"{task}.int8-cpu.onnx"
+    cpu_config = replace(q, unsigned_activations=True)
+    _, used = quantize_int8(fp32, stage / files["int8-cpu"], calibration_sources=calibration.sources, spec=spec, config=cpu_config)
+    report = measure_agreement(fp32, stage / files["int8-cpu"], held, labels=labels, variant="int8-cpu", calibration_images=used)
+    agreement[task]["int8-cpu"] = report.to_dict()
     return held, labels
 
 

@@ -52,6 +52,8 @@ class QuantizeConfig:
         method: activation range estimator: "minmax", "entropy" or "percentile".
         per_channel: per-output-channel weight scales (TensorRT supports them; keep True).
         symmetric_activations: zero point 0 for activations, as TensorRT INT8 requires.
+        unsigned_activations: uint8 activations with a zero point (the "int8-cpu" file):
+            onnxruntime's x86 u8s8 kernels run them faster; TensorRT cannot use them.
         preprocess_graph: run ``quant_pre_process`` (shape inference + basic optimisation) first.
         seed: shuffles the manifest before it is split into calibration / evaluation coins.
     """
@@ -62,6 +64,7 @@ class QuantizeConfig:
     method: str = "minmax"
     per_channel: bool = True
     symmetric_activations: bool = True
+    unsigned_activations: bool = False
     preprocess_graph: bool = True
     seed: int = 0
 
@@ -283,11 +286,11 @@ def quantize_int8(
                 reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=config.per_channel,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8 if config.unsigned_activations else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
                 extra_options={
-                    "ActivationSymmetric": config.symmetric_activations,
+                    "ActivationSymmetric": config.symmetric_activations and not config.unsigned_activations,
                     "WeightSymmetric": True,
                     # TensorRT's DequantizeLinear takes int8 (not int32) inputs, so biases stay
                     # fp32; onnxruntime quantises them itself when it fuses QLinearConv/QGemm.

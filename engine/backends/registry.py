@@ -6,6 +6,7 @@ classifiers at the backend's default precision:
 
 - ort-cpu: ``int8`` when the bundle has an INT8 variant of both models whose recorded top-1
   agreement with fp32 is >= 0.98 (``ModelInfo.agreement["int8"]["top1_agreement"]``), else fp32;
+  ort-cpu runs the "int8-cpu" file (uint8 activations) for int8 when the bundle has it;
 - ort-cuda: ``fp16`` under the same rule for the fp16 variant, else fp32;
 - tensorrt: whatever precision the plans were built with (read from the plan file name,
   ``*.fp16.plan`` / ``*.int8.plan`` / ``*.fp32.plan``; fp16 when it does not say).
@@ -77,12 +78,21 @@ def _agreement(bundle, model: str, variant: str) -> float | None:
     return None if record is None else float(record)
 
 
+def file_variant(bundle, backend: str, model: str, precision: str) -> str:
+    """The bundle file variant ``backend`` runs for ``precision``: on ort-cpu, int8 means the
+    "int8-cpu" file (uint8 activations, faster on x86) when the bundle has one."""
+    if backend == "ort-cpu" and precision == "int8" and bundle.has(model, "int8-cpu"):
+        return "int8-cpu"
+    return precision
+
+
 def default_precision(bundle, backend: str) -> str:
     """The precision ``backend`` uses for ``bundle`` when none is asked for (module docstring)."""
     if backend == "tensorrt":
         return _plan_precision(bundle, None)
     reduced = {"ort-cpu": "int8", "ort-cuda": "fp16"}[backend]
-    agreements = [_agreement(bundle, m, reduced) if bundle.has(m, reduced) else None for m in CLASSIFIERS]
+    variants = {m: file_variant(bundle, backend, m, reduced) for m in CLASSIFIERS}
+    agreements = [_agreement(bundle, m, variants[m]) if bundle.has(m, variants[m]) else None for m in CLASSIFIERS]
     if all(a is not None and a >= AGREEMENT_THRESHOLD for a in agreements):
         return reduced
     if any(bundle.has(m, reduced) for m in CLASSIFIERS):
@@ -188,7 +198,7 @@ def open_backend(
     files = {}
     for graph in graphs:
         model, _, grad = graph.partition(".")
-        files[graph] = _graph_file(bundle, graph, bundle.file(model, "grad" if grad else precision))
+        files[graph] = _graph_file(bundle, graph, bundle.file(model, "grad" if grad else file_variant(bundle, backend, model, precision)))
     if backend == "ort-cuda":
         from engine.backends.ort_cuda import OrtCudaBackend
 

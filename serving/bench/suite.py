@@ -131,6 +131,7 @@ def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
     """Raw onnxruntime, default session options, both models, random-free real inputs."""
     import onnxruntime as ort
 
+    from engine.backends.registry import file_variant
     from engine.preprocess import preprocess_batch
 
     spec = bundle.preprocess
@@ -145,7 +146,9 @@ def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
         if not all(bundle.has(m, precision) for m in ("emperor", "ric")):
             result["precisions"][precision] = {"skipped": f"the bundle has no {precision} variant"}
             continue
-        sessions = {m: ort.InferenceSession(str(bundle.file(m, precision)), providers=["CPUExecutionProvider"]) for m in ("emperor", "ric")}
+        # The file ort-cpu runs for this precision (int8: the uint8-activation "int8-cpu" file when present).
+        variants = {m: file_variant(bundle, "ort-cpu", m, precision) for m in ("emperor", "ric")}
+        sessions = {m: ort.InferenceSession(str(bundle.file(m, variants[m])), providers=["CPUExecutionProvider"]) for m in ("emperor", "ric")}
         by_batch = {}
         for batch in config.batch_sizes:
             def run(batch=batch):
@@ -153,14 +156,16 @@ def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
                 sessions["ric"].run(None, {"image": reverse[:batch]})
 
             by_batch[str(batch)] = _timed(run, seconds=config.seconds, items_per_call=batch)
-        result["precisions"][precision] = {"coins_per_s_by_batch": by_batch}
+        result["precisions"][precision] = {"coins_per_s_by_batch": by_batch, "files": variants}
         top1[precision] = np.concatenate(
             [np.argmax(sessions["emperor"].run(None, {"image": obverse})[0], 1), np.argmax(sessions["ric"].run(None, {"image": reverse})[0], 1)]
         )
     if len(top1) == 2:
         result["int8_top1_agreement"] = round(float(np.mean(top1["fp32"] == top1["int8"])), 4)
         result["int8_agreement_images"] = int(len(top1["fp32"]))
-        result["int8_agreement_recorded_at_export"] = {m: bundle.models[m].agreement.get("int8", {}) for m in ("emperor", "ric")}
+        result["int8_agreement_recorded_at_export"] = {
+            m: bundle.models[m].agreement.get(file_variant(bundle, "ort-cpu", m, "int8"), {}) for m in ("emperor", "ric")
+        }
     return result
 
 

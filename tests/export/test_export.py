@@ -80,7 +80,7 @@ def test_bundle_manifest_carries_everything_the_engine_needs(bundle, tiny_run):
         assert info["side"] == side
         assert info["classes"] == run["hierarchy"][table]
         assert info["input_name"] == "image" and info["output_name"] == "logits"
-        assert set(info["files"]) == {"fp32", "grad", "int8", "fp16"}
+        assert set(info["files"]) == {"fp32", "grad", "int8", "int8-cpu", "fp16"}
         assert info["agreement"]["int8"]["calibration_images"] == 40
     # every file of the bundle (except the manifest itself) has a sha256, and nothing else
     on_disk = {p.name for p in bundle.iterdir()} - {"manifest.json"}
@@ -226,7 +226,7 @@ def test_bundle_info_json(bundle, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["version"] == "tiny-1"
     assert summary["models"]["ric"]["classes"] == 6
-    assert set(summary["models"]["emperor"]["files"]) == {"fp32", "grad", "int8", "fp16"}
+    assert set(summary["models"]["emperor"]["files"]) == {"fp32", "grad", "int8", "int8-cpu", "fp16"}
 
 
 def test_export_refuses_a_non_empty_out_unless_overwrite(tiny_run, tmp_path):
@@ -315,3 +315,19 @@ def test_commands_are_registered():
 def test_bundle_info_module_does_not_import_torch_at_import_time():
     code = "import sys; sys.modules['torch'] = None; import serving.cli.cmd_bundle_info, serving.cli.cmd_export"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ}, timeout=60).returncode == 0
+
+
+def test_cpu_int8_variant_has_uint8_activations_and_is_what_ort_cpu_runs(bundle):
+    import onnx
+    from onnx import numpy_helper
+
+    from engine.backends.registry import file_variant
+
+    loaded = load_bundle(bundle)
+    for task in ("emperor", "ric"):
+        assert 0.0 <= loaded.models[task].agreement["int8-cpu"]["top1_agreement"] <= 1.0
+        proto = onnx.load(str(loaded.file(task, "int8-cpu")))
+        zero_points = [numpy_helper.to_array(i) for i in proto.graph.initializer if i.name.endswith("zero_point")]
+        assert any(zp.dtype == np.uint8 for zp in zero_points), "the CPU file quantises activations to uint8"
+        assert file_variant(loaded, "ort-cpu", task, "int8") == "int8-cpu"
+        assert file_variant(loaded, "ort-cuda", task, "fp16") == "fp16"
