@@ -141,14 +141,14 @@ def test_slow_stream_reader_stops_the_server_reading(tiny_bundle):
 
 
 def test_landmark_slots_bound_queued_work_even_when_callers_give_up(tiny_bundle, photo_bytes):
-    slow = dict(side="reverse", method="occlusion", window=4, stride=2)  # ~1000 forward passes
+    slow = dict(side="reverse", method="occlusion", window=4, stride=1)  # ~3,700 forward passes: long enough on an idle machine
     with BackgroundServer(server_config(tiny_bundle, landmark_workers=1, landmark_queue=0)) as running:
         target = f"127.0.0.1:{running.port}"
         with CoinClient(target, timeout=60, retries=0) as client:
             client.landmarks(photo_bytes["reverse"], side="reverse", method="saliency")  # open the models
             # A caller that gives up does not free the slot while its search still runs.
             with pytest.raises(grpc.RpcError) as gave_up:
-                client.landmarks(photo_bytes["reverse"], timeout=0.15, **slow)
+                client.landmarks(photo_bytes["reverse"], timeout=0.1, **slow)
             assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             with pytest.raises(grpc.RpcError) as busy:
                 client.landmarks(photo_bytes["reverse"], **slow)
