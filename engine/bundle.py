@@ -33,6 +33,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "MANIFEST_NAME",
     "MODEL_NAMES",
+    "MODEL_SIDES",
+    "SIDES",
     "VARIANTS",
     "ModelInfo",
     "Bundle",
@@ -44,6 +46,8 @@ __all__ = [
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAMES = ("emperor", "ric")
+SIDES = ("obverse", "reverse")
+# Which photo each classifier reads: the emperor from the obverse, the RIC type from the reverse.
 MODEL_SIDES = {"emperor": "obverse", "ric": "reverse"}
 VARIANTS = ("fp32", "fp16", "int8", "int8-cpu", "grad")
 

@@ -39,16 +39,13 @@ import cv2
 import numpy as np
 
 from engine.backends import open_backend
-from engine.bundle import Bundle, load_bundle
+from engine.bundle import SIDES, Bundle, load_bundle
 from engine.errors import BundleError, ConfigError, DenariusError, InputError
 from engine.preprocess import preprocess
 
 __all__ = ["CoinPair", "Candidate", "Identification", "Engine", "softmax64"]
 
 logger = logging.getLogger(__name__)
-
-SIDES = ("obverse", "reverse")
-MODEL_OF_SIDE = {"obverse": "emperor", "reverse": "ric"}
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.bundle import SIDES
 from engine.errors import ConfigError
 from training.model import ModelConfig, build_model
 
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 FORMAT = "denarius-checkpoint"
 VERSION = 1
 TASKS = ("emperor", "ric")
-SIDES = ("obverse", "reverse")
 _KEYS = (
     "format", "version", "task", "side", "model_config", "classes", "preprocess",
     "state_dict", "optimizer_state", "epoch", "history", "extra",

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from engine.bundle import SIDES
 from engine.errors import InputError
 from engine.preprocess import PreprocessSpec, canonical_image, crop_image, normalize
 
@@ -26,7 +27,6 @@ __all__ = ["SIDES", "TASK_SIDE", "canonical_images", "CoinSideDataset", "task_ta
 
 logger = logging.getLogger(__name__)
 
-SIDES = ("obverse", "reverse")
 # The paper's two models: the emperor is read from the portrait, the RIC type from the reverse.
 TASK_SIDE = {"emperor": "obverse", "ric": "reverse"}
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.bundle import SIDES
 from engine.errors import ConfigError, InputError
 from engine.landmarks.api import METHODS, LandmarkConfig, compute_landmarks
 from engine.landmarks.figures import grid, write_png
@@ -48,8 +49,6 @@ from engine.preprocess import canonical_image, crop_image, normalize
 __all__ = ["EvalConfig", "evaluate", "pointing_hit", "energy", "deletion_curve", "load_ground_truth"]
 
 logger = logging.getLogger(__name__)
-
-SIDES = ("obverse", "reverse")
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.bundle import SIDES
 from engine.errors import InputError, ManifestError
 
 __all__ = ["IMAGE_SUFFIXES", "CoinItem", "ScanInput", "discover", "read_scan_manifest", "scan_folder"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
-SIDES = ("obverse", "reverse")
 _SUFFIX_SIDE = re.compile(r"^(?P<id>.+)_(?P<side>obv|rev|obverse|reverse)$", re.IGNORECASE)
 _SIDE_NAMES = {"obv": "obverse", "rev": "reverse", "obverse": "obverse", "reverse": "reverse"}
 

@@ -21,11 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from engine.bundle import SIDES
 from engine.errors import BundleError
 
 __all__ = ["LandmarkBoxes", "region_boxes"]
-
-SIDES = ("obverse", "reverse")
 
 
 def region_boxes(top_regions: list[dict]) -> list[dict]:

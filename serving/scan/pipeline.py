@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.bundle import SIDES
 from engine.errors import ConfigError, InputError
 from serving.scan.inputs import CoinItem, ScanInput, discover
 from serving.scan.journal import Journal
@@ -39,8 +40,6 @@ from serving.scan.records import error_record, identification_record
 __all__ = ["ScanConfig", "ScanSummary", "LocalScanner", "run_scan", "group_items", "candidate_dicts"]
 
 log = logging.getLogger(__name__)
-
-SIDES = ("obverse", "reverse")
 
 
 @dataclass(frozen=True)

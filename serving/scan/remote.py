@@ -18,6 +18,7 @@ import queue
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from engine.bundle import SIDES
 from engine.errors import DenariusError
 from serving.scan.inputs import CoinItem
 from serving.scan.records import error_record, identification_record
@@ -25,8 +26,6 @@ from serving.scan.records import error_record, identification_record
 __all__ = ["RemoteRunner", "response_record"]
 
 log = logging.getLogger(__name__)
-
-SIDES = ("obverse", "reverse")
 
 
 def response_record(item: CoinItem, response) -> dict:

@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.bundle import SIDES
 from engine.contact_sheet import letterbox, wrap_text
 from engine.errors import ConfigError
 from training.synth.catalogue import Catalogue, build_catalogue
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "1"
 OUTPUTS = ("manifest.csv", "landmarks.jsonl", "README.md", "contact_sheet.png")
-SIDES = ("obverse", "reverse")
 
 
 @dataclass(frozen=True)
