@@ -36,6 +36,8 @@ class LandmarkConfig:
     Attributes:
         method: one of :data:`METHODS`.
         epsilon: confidence the optimised mask may lose, in (0, 1] (optimised only).
+        reference: what a removed region becomes, for the optimiser and occlusion alike:
+            "blur" (default) or "black" (the paper); see :mod:`engine.landmarks.composition`.
         window, stride: sliding-window regions (the paper: 11 or 21, stride 3).
         superpixels: if set, SLIC superpixels with about this many segments instead.
         pixels: if True, single pixels instead (K = H * W; optimised and saliency only).
@@ -46,6 +48,7 @@ class LandmarkConfig:
 
     method: str = "optimized"
     epsilon: float = 0.5
+    reference: str = "blur"
     window: int = 11
     stride: int = 3
     superpixels: int | None = None
@@ -58,6 +61,8 @@ class LandmarkConfig:
         if self.method not in METHODS:
             raise ConfigError(f"unknown landmark method {self.method!r}; valid methods: {', '.join(METHODS)}")
         check_epsilon(self.epsilon)
+        if self.reference not in composition.REFERENCES:
+            raise ConfigError(f"unknown reference {self.reference!r}; valid references: {', '.join(composition.REFERENCES)}")
         if self.window < 1 or self.stride < 1:
             raise ConfigError(f"window and stride must be >= 1, got window={self.window}, stride={self.stride}")
         if self.superpixels is not None and self.superpixels < 1:
@@ -163,10 +168,13 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) 
     rows_images = np.repeat(crops, len(eps_list), axis=0)
     rows_eps = np.tile(np.asarray(eps_list, np.float64), len(crops))
     rows_targets = None if targets is None else np.repeat(np.asarray(targets, np.int64), len(eps_list))
+    reference = composition.reference_images(crops, config.reference)
+    rows_reference = None if reference is None else np.repeat(reference, len(eps_list), axis=0)
     result = optimize_masks(
-        model, rows_images, regions, epsilons=rows_eps, targets=rows_targets, config=config.optimizer, ops=ops, progress=progress
+        model, rows_images, regions, epsilons=rows_eps, targets=rows_targets, config=config.optimizer, ops=ops,
+        reference=rows_reference, progress=progress,
     )
-    weights = composition.mask_weights(regions, result.masks)
+    weights = composition.mask_weights(regions, result.persistence)
     boxes = regions.boxes()
     seconds = result.seconds / len(rows_images)
     out = []
@@ -182,6 +190,8 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) 
                     label=model.classes[target],
                     mask=result.masks[r],
                     heatmap=_mask_heatmap(weights[r]),
+                    persistence=result.persistence[r],
+                    reference=config.reference,
                     image=np.asarray(crops[i], np.uint8),
                     p_full=float(result.p_full[r]),
                     p_masked=float(result.p_masked[r]),
@@ -190,7 +200,7 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) 
                     iterations=int(result.iterations[r]),
                     converged=bool(result.converged[r]),
                     vacuous=bool(result.vacuous[r]),
-                    top_regions=top_regions(result.masks[r], boxes, count=config.top),
+                    top_regions=top_regions(result.persistence[r], boxes, count=config.top),
                     forward_equivalents=float(result.forward_equivalents[r]),
                     seconds=seconds,
                 )
@@ -200,8 +210,8 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) 
 
 
 def _mask_heatmap(weights: np.ndarray) -> np.ndarray:
-    """Optimised mask weights (already in [0, 1]) rescaled to [0, 1]; a constant mask (all
-    kept, or all removed) keeps its own value instead of collapsing to zeros."""
+    """Per-pixel persistence (already in [0, 1]) rescaled to [0, 1]; a constant map (an
+    image whose regions all moved alike) keeps its own value instead of collapsing to zeros."""
     heatmap = rescale(weights)
     if not heatmap.any():
         heatmap = np.clip(np.nan_to_num(weights), 0.0, 1.0).astype(np.float32)
@@ -210,7 +220,10 @@ def _mask_heatmap(weights: np.ndarray) -> np.ndarray:
 
 def _baseline(model, crops, regions, config, targets, progress) -> list[list[LandmarkMap]]:
     if config.method == "occlusion":
-        result = baselines.occlusion(model, crops, regions, targets=targets, batch_size=config.batch_size, progress=progress)
+        reference = composition.reference_images(crops, config.reference)
+        result = baselines.occlusion(
+            model, crops, regions, targets=targets, batch_size=config.batch_size, reference=reference, progress=progress
+        )
     else:
         result = baselines.saliency(model, crops, regions, targets=targets)
     boxes = regions.boxes()
@@ -229,6 +242,7 @@ def _baseline(model, crops, regions, config, targets, progress) -> list[list[Lan
                     image=np.asarray(crops[i], np.uint8),
                     p_full=float(result.p_full[i]),
                     regions=regions.describe(),
+                    reference=config.reference if config.method == "occlusion" else None,
                     top_regions=top_regions(result.scores[i], boxes, count=config.top),
                     forward_equivalents=float(result.forward_equivalents[i]),
                     seconds=seconds,

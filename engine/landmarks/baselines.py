@@ -4,9 +4,9 @@
   stride 3, or a superpixel) and record the drop of the class probability
   p(c | I) - p(c | I with r_k blanked); the per-pixel map averages the drops of all
   regions covering a pixel (C * sum_k drop_k I_k, the same composition as the optimiser).
-  The occluder is black (pixel value 0), the colour the background removal gives
-  everything off the coin and what the optimiser's mask blends towards. Occluded images
-  go through the network in batches; the cost is K + 1 forward passes.
+  The occluder is the optimiser's reference, so "removed" means the same for both
+  methods: the region blurred (default), or black (pixel value 0, the paper's masking).
+  Occluded images go through the network in batches; the cost is K + 1 forward passes.
 - :func:`saliency` (Simonyan et al.): one forward + backward pass of the gradient graph
   gives d loss / d I with loss = -log p(c | I) = -(S_c - logsumexp S); saliency is the max
   over channels of its absolute value in [0, 255] pixel space (so the per-channel
@@ -77,6 +77,7 @@ def occlusion(
     *,
     targets=None,
     batch_size: int = 64,
+    reference: np.ndarray | None = None,
     progress: bool = False,
 ) -> BaselineResult:
     """Occlusion sensitivity.
@@ -86,11 +87,15 @@ def occlusion(
         regions: occluder positions (windows w x w with stride 3 in the paper) or superpixels.
         targets: None (predicted class) or (B,) class indices.
         batch_size: occluded images per forward call.
+        reference: (B, H, W, 3) what an occluded region becomes
+            (:func:`engine.landmarks.composition.reference_images`); None: black.
     Returns:
         :class:`BaselineResult` with scores = probability drops (can be negative).
     """
     start = time.perf_counter()
     images = _check_images(images, regions)
+    if reference is not None and np.shape(reference) != images.shape:
+        raise InputError(f"reference of shape {np.shape(reference)} does not match images of shape {images.shape}")
     spec = model.spec
     probs = softmax(model.logits(normalize(images, spec)))
     targets = _targets(targets, probs)
@@ -105,7 +110,11 @@ def occlusion(
     for b, lo in chunks:
         ks = np.arange(lo, min(k, lo + batch_size))
         keep = ~regions.indicator(ks)  # (n, H, W)
-        occluded = images[b][None].astype(np.float32) * keep[..., None]
+        image = images[b].astype(np.float32)
+        if reference is None:
+            occluded = image[None] * keep[..., None]
+        else:
+            occluded = reference[b][None] + (image - reference[b])[None] * keep[..., None]
         p = softmax(model.logits(normalize(occluded, spec)))[:, targets[b]]
         scores[b, ks] = p_full[b] - p
     heatmaps = composition.mask_weights(regions, scores)

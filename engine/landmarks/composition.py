@@ -17,6 +17,18 @@ window; it is separable, so the integrated corner matrices (0/1 "window j covers
 cached per geometry) turn it into two small BLAS products, (ny, H)^T @ x (ny, nx) @ (nx, W).
 The adjoint integrates C * I * g once and reads each window's sum from its four corners.
 Label regions (superpixels, pixels) use label indexing and ``np.bincount``.
+
+What a removed region becomes is the *reference* R (:func:`reference_images`): the paper
+multiplies by the mask, so removed pixels turn black (R = 0). With a reference the
+composition is f_I(x) = R + m * (I - R), i.e. :func:`compose` applied to I - R plus R, and the
+adjoint is :func:`adjoint` applied to I - R; the kernels never see R. The default reference
+is the image blurred with a Gaussian of sigma = 5% of the crop: a removed region keeps its
+colour and shading but loses its detail (the attribute in a hand, the letters of a mark),
+where a black patch on a bronze field is a shape the network never saw in training.
+Measured on the synthetic ``bench`` set (192 reverse images, 96-px model, 11x11 windows),
+black patches made occlusion point at the empty field (pointing game 0.04, below the
+0.14 of a random point) and the optimised masks at 0.31-0.36; the blurred reference gave
+0.65 and 0.54.
 """
 
 from __future__ import annotations
@@ -29,7 +41,32 @@ from engine.errors import InputError
 from engine.landmarks.regions import LabelRegions, Regions, WindowRegions
 from engine.preprocess import PreprocessSpec, normalize
 
-__all__ = ["mask_weights", "compose", "region_sums", "adjoint", "normalize_slope", "pixel_gradient"]
+__all__ = ["REFERENCES", "reference_images", "mask_weights", "compose", "region_sums", "adjoint", "normalize_slope", "pixel_gradient"]
+
+
+REFERENCES = ("blur", "black")
+BLUR_SIGMA = 0.05  # of the crop size
+
+
+def reference_images(images: np.ndarray, kind: str = "blur") -> np.ndarray | None:
+    """What removed regions are replaced with.
+
+    Args:
+        images: (B, H, W, 3) crops in [0, 255] (uint8 or float).
+        kind: "blur" (Gaussian, sigma = 5% of the crop size) or "black" (the paper: zeros).
+    Returns:
+        (B, H, W, 3) float32 references, or None for "black" (the composition then
+        multiplies by the mask alone, which is the same thing without the extra arrays).
+    """
+    if kind not in REFERENCES:
+        raise InputError(f"unknown reference {kind!r}; valid references: {', '.join(REFERENCES)}")
+    if kind == "black":
+        return None
+    import cv2
+
+    images = np.asarray(images, np.float32)
+    sigma = BLUR_SIGMA * images.shape[-2]
+    return np.stack([cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) for image in images])
 
 
 def _as_masks(regions: Regions, x: np.ndarray) -> np.ndarray:

@@ -82,8 +82,9 @@ class LandmarkMap:
         mask: (K,) float32 per-region values (optimised mask in [0, 1], probability drops,
             or mean saliency).
         heatmap: (H, W) float32 in [0, 1] at the network input (crop) size: the per-pixel
-            map C * sum_k mask_k I_k rescaled to [0, 1] (a constant map: zeros for the
-            baselines, its own value in [0, 1] for an optimised mask).
+            map C * sum_k s_k I_k rescaled to [0, 1], where s is the optimiser's
+            persistence (see :mod:`engine.landmarks.optimizer`) or the baseline's region
+            score (a constant map: zeros for the baselines, its own value for "optimized").
         image: (H, W, 3) uint8 RGB, the crop the map refers to (for overlays).
         p_full: p(c | full image). p_masked: p(c | masked image) for "optimized", else None.
         epsilon: the constraint's epsilon ("optimized" only).
@@ -92,8 +93,11 @@ class LandmarkMap:
         top_regions: best regions as {"box": [x0, y0, x1, y1], "score"} in crop pixels.
         forward_equivalents: cost (forward 1, forward + backward 3). seconds: wall time
             (of the batch it was computed in, divided by the batch's rows).
-        vacuous: optimised only - the black image already satisfies the constraint, so the
-            empty mask is optimal and the map carries no information (lower epsilon).
+        vacuous: optimised only - the reference image (every region removed) already
+            satisfies the constraint, so the empty mask is optimal (lower epsilon for a
+            mask; the persistence heatmap still ranks the regions).
+        persistence: optimised only - (K,) float32 mean of the mask over the iterations.
+        reference: what removed regions became ("blur" or "black"; optimised and occlusion).
         source_transform, source_size: when computed from a photo by
             :func:`engine.landmarks.landmarks_for_source`, the (2, 3) affine map photo ->
             crop pixels and the photo's (height, width); see :meth:`source_heatmap`.
@@ -115,6 +119,8 @@ class LandmarkMap:
     forward_equivalents: float = 0.0
     seconds: float = 0.0
     vacuous: bool = False
+    persistence: np.ndarray | None = None
+    reference: str | None = None
     source_transform: np.ndarray | None = None
     source_size: tuple[int, int] | None = None
 
@@ -142,10 +148,13 @@ class LandmarkMap:
             "forward_equivalents": float(self.forward_equivalents),
             "seconds": float(self.seconds),
             "vacuous": bool(self.vacuous),
+            "reference": self.reference,
             "size": list(self.heatmap.shape),
         }
         if include_mask:
             data["mask"] = [round(float(v), 5) for v in self.mask]
+            if self.persistence is not None:
+                data["persistence"] = [round(float(v), 5) for v in self.persistence]
         return data
 
     def overlay(self, *, alpha: float = 0.5, scale: int = 1) -> np.ndarray:

@@ -1,7 +1,7 @@
 """`denarius landmarks`: characteristic landmarks of one coin photo (PNG overlay + JSON).
 
     denarius landmarks --bundle BUNDLE IMAGE --side reverse [--method optimized|occlusion|saliency]
-        [--epsilon 0.5] [--window 11 --stride 3 | --superpixels N | --pixels] [--target LABEL]
+        [--epsilon 0.5] [--reference blur|black] [--window 11 --stride 3 | --superpixels N | --pixels] [--target LABEL]
         [--sweep] --out DIR
 
 writes ``DIR/<image stem>_<method>.png`` (red = more discriminative, blue = less) and
@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method = parser.add_argument_group("method")
     method.add_argument("--method", default="optimized", choices=METHODS, help="landmark method (default optimized)")
     method.add_argument("--epsilon", type=float, default=0.5, help="confidence the mask may lose, in (0, 1] (default 0.5)")
+    method.add_argument("--reference", default="blur", choices=("blur", "black"),
+                        help="what a removed region becomes: blurred (default) or black (the paper's masking)")
     method.add_argument("--target", help="class label to explain (default: the predicted class)")
     method.add_argument("--sweep", action="store_true", help="epsilon 0.1, 0.3, 0.5, 0.7, 1.0 strip (paper Fig. 6)")
     method.add_argument("--lambda", dest="lam", type=float, default=1.0, help="weight of the L1 term (default 1)")
@@ -55,6 +57,7 @@ def _config(args: argparse.Namespace):
     return LandmarkConfig(
         method=args.method,
         epsilon=args.epsilon,
+        reference=args.reference,
         window=args.window,
         stride=args.stride,
         superpixels=args.superpixels,
@@ -104,7 +107,8 @@ def run_local(args: argparse.Namespace, config) -> int:
         masked = "" if m.p_masked is None else f", p(c | landmarks) = {m.p_masked:.4f} (epsilon {m.epsilon:g}, {m.iterations} iterations)"
         print(f"{m.method}: target {m.label}: p(c) = {m.p_full:.4f}{masked}; {m.forward_equivalents:.0f} forward-pass equivalents, {m.seconds:.2f} s")
         if m.vacuous:
-            print(f"  note: epsilon {m.epsilon:g} is vacuous here - the black image alone keeps p(c) above p - epsilon, so the mask is empty; use a smaller epsilon")
+            print(f"  note: epsilon {m.epsilon:g} is vacuous here - the {m.reference} reference alone (every region removed) keeps p(c) "
+                  "above p - epsilon, so the smallest mask is empty; the heatmap still ranks the regions; use a smaller epsilon for a mask")
     for rank, region in enumerate(maps[-1 if not args.sweep else len(maps) // 2].top_regions, start=1):
         print(f"  {rank}. box {region['box']} score {region['score']:.4g}")
     print(f"wrote {png} and {json_path}")

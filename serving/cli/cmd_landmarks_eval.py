@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--windows", nargs="+", type=int, default=[11, 21], help="window sizes (default 11 21; the first is the headline)")
     parser.add_argument("--stride", type=int, default=3, help="window stride (default 3)")
     parser.add_argument("--epsilon", type=float, default=0.5, help="optimiser epsilon (default 0.5)")
+    parser.add_argument("--reference", default="blur", choices=("blur", "black"),
+                        help="what a removed region becomes, for the optimiser, occlusion and the deletion curve (default blur)")
     parser.add_argument("--sides", nargs="+", default=["obverse", "reverse"], choices=("obverse", "reverse"), help="sides to score")
     parser.add_argument("--limit", type=int, help="at most this many images per side")
     parser.add_argument("--batch", type=int, default=8, help="images per landmark call (default 8)")
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.landmarks.eval import EvalConfig, evaluate
 
     config = EvalConfig(
-        methods=tuple(args.methods), windows=tuple(args.windows), stride=args.stride, epsilon=args.epsilon,
+        methods=tuple(args.methods), windows=tuple(args.windows), stride=args.stride, epsilon=args.epsilon, reference=args.reference,
         sides=tuple(args.sides), limit=args.limit, batch=args.batch, guidebooks=args.guidebooks,
     )
     scores = evaluate(load_bundle(args.bundle), args.synth_dir, args.out, config=config)

@@ -313,9 +313,101 @@ def test_vacuous_constraint_is_flagged(model):
     crop = _coin(9)
     p_black = model.probabilities(normalize(np.zeros((1, 64, 64, 3), np.uint8), model.spec))[0]
     target = int(p_black.argmax())
-    (loose,) = compute_landmarks(model, crop, targets=target, config=LandmarkConfig(epsilon=1.0))
+    black = LandmarkConfig(epsilon=1.0, reference="black")
+    (loose,) = compute_landmarks(model, crop, targets=target, config=black)
     assert loose.vacuous and not loose.mask.any()  # the empty mask is optimal
+    assert loose.heatmap.max() > 0 and np.isfinite(loose.heatmap).all()  # persistence still ranks the regions
     p_full = model.probabilities(normalize(crop[None], model.spec))[0, target]
     if p_black[target] < p_full - 1e-4:
-        (tight,) = compute_landmarks(model, crop, targets=target, config=LandmarkConfig(epsilon=(p_full - p_black[target]) / 2))
+        tight_config = LandmarkConfig(epsilon=(p_full - p_black[target]) / 2, reference="black")
+        (tight,) = compute_landmarks(model, crop, targets=target, config=tight_config)
         assert not tight.vacuous
+
+
+def _blurred(crop: np.ndarray) -> np.ndarray:
+    """The blur reference written out independently: sigma 5% of the crop, reflected border."""
+    return cv2.GaussianBlur(crop.astype(np.float32), (0, 0), 0.05 * crop.shape[1], borderType=cv2.BORDER_REFLECT)
+
+
+def test_reference_images(rng):
+    crops = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    assert composition.reference_images(crops, "black") is None
+    blurred = composition.reference_images(crops, "blur")
+    assert blurred.shape == crops.shape and blurred.dtype == np.float32
+    np.testing.assert_allclose(blurred[1], _blurred(crops[1]), atol=1e-4)
+    assert blurred.std() < crops.std()  # the detail is gone
+    with pytest.raises(InputError, match="valid references: blur, black"):
+        composition.reference_images(crops, "grey")
+    with pytest.raises(ConfigError, match="reference"):
+        LandmarkConfig(reference="grey")
+
+
+def test_optimiser_with_blur_reference_satisfies_constraint_and_reports_persistence(model):
+    crop = _coin(10)
+    regions = window_regions(64, 64, size=11, stride=3)
+    classes = len(model.classes)
+    images = np.repeat(crop[None], classes, axis=0)
+    blurred = _blurred(crop)
+    reference = np.repeat(blurred[None], classes, axis=0)
+    eps = 0.003
+    result = optimize_masks(model, images, regions, epsilons=eps, targets=np.arange(classes), reference=reference)
+    # our own composition f = R + m * (I - R) and fresh forward passes
+    masked = blurred[None] + composition.mask_weights(regions, result.masks)[..., None] * (crop.astype(np.float32) - blurred)[None]
+    p_masked = model.probabilities(normalize(masked, model.spec))[np.arange(classes), np.arange(classes)]
+    p_full = model.probabilities(normalize(crop[None], model.spec))[0]
+    p_reference = model.probabilities(normalize(blurred[None], model.spec))[0]
+    assert (p_masked > p_full - eps).all()
+    np.testing.assert_allclose(result.p_masked, p_masked, rtol=1e-5)
+    np.testing.assert_allclose(result.p_reference, p_reference, rtol=1e-5)
+    np.testing.assert_array_equal(result.vacuous, p_reference > p_full - eps)
+    assert not np.allclose(result.masks, 1.0)
+    # persistence: the mean of the iterates, so in [0, 1], 1 only while nothing moved, and
+    # never below the final mask's share of the path
+    assert result.persistence.shape == result.masks.shape
+    assert (result.persistence >= 0).all() and (result.persistence <= 1).all()
+    assert (result.persistence < 1).any()
+    one_step = optimize_masks(model, images[:2], regions, epsilons=eps, targets=[0, 1], reference=reference[:2],
+                              config=OptimizerConfig(max_iterations=1))
+    np.testing.assert_array_equal(one_step.persistence, 1.0)  # only x = 1 was visited
+
+
+def test_optimised_heatmap_is_the_persistence_map(model):
+    (m,) = compute_landmarks(model, _coin(11), config=LandmarkConfig(epsilon=0.01))
+    regions = window_regions(64, 64, size=11, stride=3)
+    expected = composition.mask_weights(regions, m.persistence)[0]
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    np.testing.assert_allclose(m.heatmap, expected, atol=1e-5)
+    assert m.reference == "blur" and m.to_dict()["reference"] == "blur" and len(m.to_dict()["persistence"]) == regions.count
+    assert m.top_regions[0]["score"] == pytest.approx(float(m.persistence.max()))
+
+
+def test_occlusion_with_blur_reference_equals_reference_loop(model):
+    crop = _coin(12)
+    blurred = _blurred(crop)
+    regions = window_regions(64, 64, size=21, stride=7)
+    result = baselines.occlusion(model, crop[None], regions, batch_size=4, reference=blurred[None])
+    target = int(result.targets[0])
+    p_full = model.probabilities(normalize(crop[None], model.spec))[0, target]
+    nx = len(regions.xs)
+    for k in range(regions.count):
+        occluded = crop.astype(np.float32)
+        y, x = regions.ys[k // nx], regions.xs[k % nx]
+        occluded[y : y + 21, x : x + 21] = blurred[y : y + 21, x : x + 21]
+        p = model.probabilities(normalize(occluded[None], model.spec))[0, target]
+        assert result.scores[0, k] == pytest.approx(p_full - p, abs=1e-6)
+
+
+def test_deletion_curve_ends_at_the_reference(model):
+    from engine.landmarks.eval import deletion_curve
+
+    crop = _coin(13)
+    blurred = _blurred(crop)
+    heat = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    target = 2
+    curve = deletion_curve(model, crop, heat, target, steps=4, reference=blurred)
+    ends = model.probabilities(normalize(np.stack([crop.astype(np.float32), blurred]), model.spec))[:, target]
+    assert curve.shape == (5,)
+    assert curve[0] == pytest.approx(ends[0], abs=1e-6) and curve[-1] == pytest.approx(ends[1], abs=1e-6)
+    black = deletion_curve(model, crop, heat, target, steps=4)
+    p_black = model.probabilities(normalize(np.zeros((1, 64, 64, 3), np.float32), model.spec))[0, target]
+    assert black[-1] == pytest.approx(p_black, abs=1e-6)
