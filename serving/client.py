@@ -189,6 +189,7 @@ class CoinClient:
         top_regions: int = 0,
         overlay: bool = False,
         max_iterations: int = 0,
+        reference: str | None = None,
         request_id: str = "",
         timeout: float | None = None,
     ) -> coins_pb2.LandmarksResponse:
@@ -196,7 +197,8 @@ class CoinClient:
 
         Regions: ``pixels``, else ``superpixels`` (about that many), else windows of
         ``window``/``stride`` pixels (None = server defaults); the first given wins.
-        ``target`` None or "" = the predicted class.
+        ``target`` None or "" = the predicted class. ``reference``: what a removed region
+        becomes, "blur" or "black" (None = server default, blur).
         """
         if side not in SIDES:
             raise ConfigError(f"side must be one of {sorted(SIDES)}, got {side!r}")
@@ -207,6 +209,11 @@ class CoinClient:
             method=METHODS[method], target=target or "", top_regions=top_regions,
             include_overlay=overlay, max_iterations=max_iterations,
         )
+        if reference is not None:
+            references = {"blur": coins_pb2.REFERENCE_BLUR, "black": coins_pb2.REFERENCE_BLACK}
+            if reference not in references:
+                raise ConfigError(f"reference must be one of {sorted(references)}, got {reference!r}")
+            request.reference = references[reference]
         if epsilon is not None:
             request.epsilon = epsilon
         if sparsity is not None:

@@ -32,6 +32,7 @@ METHOD_NAMES = {
     coins_pb2.OCCLUSION: "occlusion",
     coins_pb2.SALIENCY: "saliency",
 }
+REFERENCE_NAMES = {coins_pb2.REFERENCE_UNSPECIFIED: "blur", coins_pb2.REFERENCE_BLUR: "blur", coins_pb2.REFERENCE_BLACK: "black"}
 METHOD_ENUMS = {"optimized": coins_pb2.OPTIMIZED, "occlusion": coins_pb2.OCCLUSION, "saliency": coins_pb2.SALIENCY}
 MAX_ITERATIONS = 1000
 MAX_TOP_REGIONS = 100
@@ -197,6 +198,8 @@ class Runtime:
             raise InputError("side is required: OBVERSE or REVERSE")
         if request.method not in METHOD_NAMES:
             raise ConfigError(f"unknown method {request.method}; valid: OPTIMIZED, OCCLUSION, SALIENCY")
+        if request.reference not in REFERENCE_NAMES:
+            raise ConfigError(f"unknown reference {request.reference}; valid: BLUR, BLACK")
         try:
             read_header(request.image)  # empty, text, truncated header: answer before queueing
         except InputError as error:
@@ -214,7 +217,11 @@ class Runtime:
             if request.max_iterations > MAX_ITERATIONS:
                 raise ConfigError(f"max_iterations must be <= {MAX_ITERATIONS}, got {request.max_iterations}")
             optimizer["max_iterations"] = int(request.max_iterations)
-        settings = {"method": METHOD_NAMES[request.method], "optimizer": OptimizerConfig(**optimizer)}
+        settings = {
+            "method": METHOD_NAMES[request.method],
+            "reference": REFERENCE_NAMES[request.reference],
+            "optimizer": OptimizerConfig(**optimizer),
+        }
         if request.HasField("epsilon"):
             settings["epsilon"] = float(request.epsilon)
         if request.WhichOneof("regions") == "superpixels":
@@ -272,6 +279,7 @@ class Runtime:
             epsilon=float(landmark_map.epsilon or 0.0), iterations=int(landmark_map.iterations),
             converged=bool(landmark_map.converged), region_kind=str(landmark_map.regions.get("kind", "")),
             forward_equivalents=float(landmark_map.forward_equivalents),
+            reference=landmark_map.reference or "",
         )
         if landmark_map.p_masked is not None:
             response.masked_probability = float(landmark_map.p_masked)

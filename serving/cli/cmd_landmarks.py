@@ -120,7 +120,7 @@ def run_remote(args: argparse.Namespace, config) -> int:
 
     options = dict(method=config.method, window=config.window, stride=config.stride, superpixels=config.superpixels,
                    pixels=config.pixels, target=args.target, sparsity=config.optimizer.lam,
-                   max_iterations=config.optimizer.max_iterations, top_regions=config.top)
+                   max_iterations=config.optimizer.max_iterations, top_regions=config.top, reference=config.reference)
     if args.sweep:
         import cv2
         import numpy as np

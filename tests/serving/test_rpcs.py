@@ -8,6 +8,8 @@ import grpc
 import numpy as np
 import pytest
 
+from engine.errors import ConfigError
+
 from serving.client import CoinClient
 from serving.denarius.v1 import coins_pb2
 from serving_helpers import coin_png, metric, scrape, wait_for_metric
@@ -69,6 +71,18 @@ def test_landmarks_each_method(client, photo_bytes, method):
         assert response.masked_probability > response.probability - response.epsilon
     else:
         assert response.overlay_png == b""
+
+
+def test_landmarks_reference_choice_reaches_the_engine(client, photo_bytes):
+    default = client.landmarks(photo_bytes["reverse"], side="reverse", method="occlusion", window=21, stride=11)
+    black = client.landmarks(photo_bytes["reverse"], side="reverse", method="occlusion", window=21, stride=11, reference="black")
+    assert default.reference == "blur" and black.reference == "black"
+    # a different occluder gives a different map of the same image
+    assert not np.allclose(default.heatmap.data, black.heatmap.data)
+    saliency = client.landmarks(photo_bytes["reverse"], side="reverse", method="saliency")
+    assert saliency.reference == ""
+    with pytest.raises(ConfigError, match="reference must be one of"):
+        client.landmarks(photo_bytes["reverse"], side="reverse", reference="grey")
 
 
 def test_landmarks_with_target_and_superpixels(client, photo_bytes):

@@ -20,6 +20,12 @@ class Method(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPTIMIZED: _ClassVar[Method]
     OCCLUSION: _ClassVar[Method]
     SALIENCY: _ClassVar[Method]
+
+class Reference(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFERENCE_UNSPECIFIED: _ClassVar[Reference]
+    REFERENCE_BLUR: _ClassVar[Reference]
+    REFERENCE_BLACK: _ClassVar[Reference]
 SIDE_UNSPECIFIED: Side
 OBVERSE: Side
 REVERSE: Side
@@ -27,6 +33,9 @@ METHOD_UNSPECIFIED: Method
 OPTIMIZED: Method
 OCCLUSION: Method
 SALIENCY: Method
+REFERENCE_UNSPECIFIED: Reference
+REFERENCE_BLUR: Reference
+REFERENCE_BLACK: Reference
 
 class IdentifyRequest(_message.Message):
     __slots__ = ("request_id", "obverse", "reverse", "top_k")
@@ -95,7 +104,7 @@ class Pixels(_message.Message):
     def __init__(self) -> None: ...
 
 class LandmarksRequest(_message.Message):
-    __slots__ = ("request_id", "image", "side", "method", "epsilon", "sparsity", "windows", "superpixels", "pixels", "target", "top_regions", "include_overlay", "max_iterations")
+    __slots__ = ("request_id", "image", "side", "method", "epsilon", "sparsity", "windows", "superpixels", "pixels", "target", "top_regions", "include_overlay", "max_iterations", "reference")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +118,7 @@ class LandmarksRequest(_message.Message):
     TOP_REGIONS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_OVERLAY_FIELD_NUMBER: _ClassVar[int]
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     image: bytes
     side: Side
@@ -122,7 +132,8 @@ class LandmarksRequest(_message.Message):
     top_regions: int
     include_overlay: bool
     max_iterations: int
-    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., side: _Optional[_Union[Side, str]] = ..., method: _Optional[_Union[Method, str]] = ..., epsilon: _Optional[float] = ..., sparsity: _Optional[float] = ..., windows: _Optional[_Union[Windows, _Mapping]] = ..., superpixels: _Optional[_Union[Superpixels, _Mapping]] = ..., pixels: _Optional[_Union[Pixels, _Mapping]] = ..., target: _Optional[str] = ..., top_regions: _Optional[int] = ..., include_overlay: _Optional[bool] = ..., max_iterations: _Optional[int] = ...) -> None: ...
+    reference: Reference
+    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., side: _Optional[_Union[Side, str]] = ..., method: _Optional[_Union[Method, str]] = ..., epsilon: _Optional[float] = ..., sparsity: _Optional[float] = ..., windows: _Optional[_Union[Windows, _Mapping]] = ..., superpixels: _Optional[_Union[Superpixels, _Mapping]] = ..., pixels: _Optional[_Union[Pixels, _Mapping]] = ..., target: _Optional[str] = ..., top_regions: _Optional[int] = ..., include_overlay: _Optional[bool] = ..., max_iterations: _Optional[int] = ..., reference: _Optional[_Union[Reference, str]] = ...) -> None: ...
 
 class Region(_message.Message):
     __slots__ = ("x", "y", "width", "height", "score")
@@ -147,7 +158,7 @@ class ClassProbability(_message.Message):
     def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class LandmarksResponse(_message.Message):
-    __slots__ = ("request_id", "heatmap", "regions", "target", "probability", "masked_probability", "probabilities", "overlay_png", "model_version", "timing", "method", "epsilon", "iterations", "converged", "region_kind", "forward_equivalents")
+    __slots__ = ("request_id", "heatmap", "regions", "target", "probability", "masked_probability", "probabilities", "overlay_png", "model_version", "timing", "method", "epsilon", "iterations", "converged", "region_kind", "forward_equivalents", "reference")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +175,7 @@ class LandmarksResponse(_message.Message):
     CONVERGED_FIELD_NUMBER: _ClassVar[int]
     REGION_KIND_FIELD_NUMBER: _ClassVar[int]
     FORWARD_EQUIVALENTS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     heatmap: _tensor_pb2.FloatArray
     regions: _containers.RepeatedCompositeFieldContainer[Region]
@@ -180,7 +192,8 @@ class LandmarksResponse(_message.Message):
     converged: bool
     region_kind: str
     forward_equivalents: float
-    def __init__(self, request_id: _Optional[str] = ..., heatmap: _Optional[_Union[_tensor_pb2.FloatArray, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., target: _Optional[str] = ..., probability: _Optional[float] = ..., masked_probability: _Optional[float] = ..., probabilities: _Optional[_Iterable[_Union[ClassProbability, _Mapping]]] = ..., overlay_png: _Optional[bytes] = ..., model_version: _Optional[str] = ..., timing: _Optional[_Union[_tensor_pb2.Timing, _Mapping]] = ..., method: _Optional[_Union[Method, str]] = ..., epsilon: _Optional[float] = ..., iterations: _Optional[int] = ..., converged: _Optional[bool] = ..., region_kind: _Optional[str] = ..., forward_equivalents: _Optional[float] = ...) -> None: ...
+    reference: str
+    def __init__(self, request_id: _Optional[str] = ..., heatmap: _Optional[_Union[_tensor_pb2.FloatArray, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., target: _Optional[str] = ..., probability: _Optional[float] = ..., masked_probability: _Optional[float] = ..., probabilities: _Optional[_Iterable[_Union[ClassProbability, _Mapping]]] = ..., overlay_png: _Optional[bytes] = ..., model_version: _Optional[str] = ..., timing: _Optional[_Union[_tensor_pb2.Timing, _Mapping]] = ..., method: _Optional[_Union[Method, str]] = ..., epsilon: _Optional[float] = ..., iterations: _Optional[int] = ..., converged: _Optional[bool] = ..., region_kind: _Optional[str] = ..., forward_equivalents: _Optional[float] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
