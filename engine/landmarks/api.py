@@ -175,6 +175,9 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) 
         reference=rows_reference, progress=progress,
     )
     weights = composition.mask_weights(regions, result.persistence)
+    kept = composition.mask_weights(regions, result.masks)[..., None]  # (rows, H, W, 1)
+    removed = np.zeros_like(rows_images, dtype=np.float32) if rows_reference is None else rows_reference
+    masked_images = np.clip(removed + kept * (rows_images.astype(np.float32) - removed) + 0.5, 0, 255).astype(np.uint8)
     boxes = regions.boxes()
     seconds = result.seconds / len(rows_images)
     out = []
@@ -191,6 +194,7 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) 
                     mask=result.masks[r],
                     heatmap=_mask_heatmap(weights[r]),
                     persistence=result.persistence[r],
+                    masked_image=masked_images[r],
                     reference=config.reference,
                     image=np.asarray(crops[i], np.uint8),
                     p_full=float(result.p_full[r]),

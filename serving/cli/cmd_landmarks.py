@@ -5,9 +5,11 @@
         [--sweep] --out DIR
 
 writes ``DIR/<image stem>_<method>.png`` (red = more discriminative, blue = less) and
-``.json`` (target, p(c) full and masked, iterations, top regions, mask). ``--sweep`` writes
-the paper's Figure 6 strip ``DIR/<stem>_sweep.png`` (epsilon 0.1, 0.3, 0.5, 0.7, 1.0 with
-p(c) under each) from one batched optimiser run. ``--server HOST:PORT`` asks a running
+``.json`` (target, p(c) full and masked, iterations, top regions, mask, persistence); for
+the optimised method also ``<stem>_optimized_masked.png``, what the network saw (the kept
+regions, the rest blurred or black). ``--sweep`` writes the paper's Figure 6 strip
+``DIR/<stem>_sweep.png`` (epsilon 0.1, 0.3, 0.5, 0.7, 1.0 with p(c) under each: the
+masked images, and the heatmaps below) from one batched optimiser run. ``--server HOST:PORT`` asks a running
 ``denarius serve`` instead of a local bundle (serving/cli/remote_landmarks.py).
 """
 
@@ -93,13 +95,21 @@ def run_local(args: argparse.Namespace, config) -> int:
     scale = max(1, 256 // crop.shape[0])
     record = {"image": str(args.image), "side": args.side, "model": name, "bundle_version": bundle.version}
     if args.sweep:
-        png = write_png(args.out / f"{stem}_sweep.png", grid([[crop] + [m.overlay(scale=scale) for m in maps]],
-                                                           captions=[[f"input p(c)={maps[0].p_full:.3f}\n{maps[0].label}"] + [_caption(m) for m in maps]]))
+        # row 1: what the network saw at each epsilon (the kept landmarks, the rest replaced
+        # by the reference), row 2: the persistence heatmaps
+        tiles = [[crop] + [m.masked_image for m in maps], [crop] + [m.overlay(scale=scale) for m in maps]]
+        captions = [
+            [f"input p(c)={maps[0].p_full:.3f}\n{maps[0].label}"] + [_caption(m) for m in maps],
+            [f"reference: {maps[0].reference}"] + ["heatmap (persistence)"] * len(maps),
+        ]
+        png = write_png(args.out / f"{stem}_sweep.png", grid(tiles, captions=captions))
         record["maps"] = [m.to_dict() for m in maps]
         json_path = args.out / f"{stem}_sweep.json"
     else:
         (landmark_map,) = maps
         png = landmark_map.save_png(args.out / f"{stem}_{config.method}.png", scale=scale)
+        if landmark_map.masked_image is not None:
+            write_png(args.out / f"{stem}_{config.method}_masked.png", landmark_map.masked_image)
         record.update(landmark_map.to_dict())
         json_path = args.out / f"{stem}_{config.method}.json"
     json_path.write_text(json.dumps(record, indent=2) + "\n")

@@ -77,6 +77,9 @@ def test_landmarks_command_writes_png_and_json(grad_bundle, photo_path, tmp_path
     assert data["p_masked"] > data["p_full"] - 0.05
     png = cv2.imread(str(out / "coin_optimized.png"))
     assert png is not None and png.shape[0] >= 64
+    assert data["reference"] == "blur" and len(data["persistence"]) == len(data["mask"])
+    masked = cv2.imread(str(out / "coin_optimized_masked.png"))  # what the network saw
+    assert masked is not None and masked.shape[:2] == tuple(data["size"])
     assert "forward-pass equivalents" in capsys.readouterr().out
 
 
@@ -86,7 +89,7 @@ def test_landmarks_sweep_strip(grad_bundle, photo_path, tmp_path):
     data = json.loads((out / "coin_sweep.json").read_text())
     assert [m["epsilon"] for m in data["maps"]] == [0.1, 0.3, 0.5, 0.7, 1.0]
     strip = cv2.imread(str(out / "coin_sweep.png"))
-    assert strip.shape[1] > 5 * strip.shape[0] // 2  # six tiles side by side
+    assert 2 * strip.shape[0] < strip.shape[1] < 3 * strip.shape[0]  # two rows of six tiles: masked images, heatmaps
 
 
 @pytest.mark.parametrize("argv,message", [
