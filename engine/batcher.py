@@ -42,15 +42,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.errors import DeadlineExceeded, DenariusError, InputError, Overloaded
+from engine.errors import BatcherClosed, DeadlineExceeded, InputError, Overloaded
 
 __all__ = ["Batcher", "BatcherStats", "BatcherClosed"]
 
 logger = logging.getLogger(__name__)
-
-
-class BatcherClosed(DenariusError):
-    """The batcher was closed before this request ran (or a request came after close)."""
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,11 @@ class Overloaded(DenariusError):
 
 class DeadlineExceeded(DenariusError):
     """A request's deadline passed before its work started; no work was done for it."""
+
+
+class Cancelled(DenariusError):
+    """The caller gave up (cancelled, or its deadline passed) and long work stopped early."""
+
+
+class BatcherClosed(DenariusError):
+    """The batcher was closed before this request ran (or a request came after close)."""

@@ -10,6 +10,8 @@ Exported series (all prefixed ``denarius_``):
 - ``inflight_requests{method}``: RPCs being handled now.
 - ``stream_outstanding``: IdentifyStream requests read and not yet answered (all streams);
   ``stream_outstanding_peak``: the most ever outstanding on one stream (<= the window).
+- ``landmarks_cancelled_total``: landmark searches stopped early because their caller
+  cancelled or ran past its deadline.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ class ServerMetrics:
         self.batch_size = Histogram(
             "denarius_batch_size", "Sizes of the batches formed by the dynamic batcher",
             buckets=BATCH_BUCKETS, registry=self.registry,
+        )
+        self.landmarks_cancelled = Counter(
+            "denarius_landmarks_cancelled",
+            "Landmark searches stopped early because the caller cancelled or ran past its deadline",
+            registry=self.registry,
         )
         self.queue_depth = Gauge(
             "denarius_queue_depth", "Requests waiting in the batcher queue", registry=self.registry,

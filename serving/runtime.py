@@ -184,7 +184,9 @@ class Runtime:
         """Validate a LandmarksRequest (cheaply, no decoding) and return the blocking work.
 
         The returned callable decodes and preprocesses the image, runs the landmark method
-        and returns ``(LandmarkMap, probabilities (C,) float64, classes, overlay PNG bytes)``.
+        and returns ``(LandmarkMap, probabilities (C,) float64, classes, overlay PNG bytes)``;
+        its optional ``should_stop`` callable is polled between forward calls and stops the
+        work with :class:`engine.errors.Cancelled`.
 
         Raises:
             InputError: no side, an image whose header is unusable, an unknown target label.
@@ -245,7 +247,7 @@ class Runtime:
         config = LandmarkConfig(**settings)
         image, spec, overlay = bytes(request.image), self.engine.spec, request.include_overlay
 
-        def call() -> tuple:
+        def call(should_stop=None) -> tuple:
             import cv2
 
             from engine.landmarks import compute_landmarks
@@ -253,7 +255,7 @@ class Runtime:
 
             model = self._landmark_model(model_name)
             crop = crop_image(canonical_image(image, spec, side=side), spec)  # (S, S, 3) uint8
-            [landmark_map] = compute_landmarks(model, crop, config=config, targets=target)
+            [landmark_map] = compute_landmarks(model, crop, config=config, targets=target, should_stop=should_stop)
             probabilities = model.probabilities(normalize(crop[None], spec))[0]
             png = b""
             if overlay:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import logging
 import time
 import uuid
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from engine.errors import BackendUnavailable, DeadlineExceeded, DenariusError, Overloaded
+from engine.errors import BackendUnavailable, Cancelled, DeadlineExceeded, DenariusError, Overloaded
 from serving import runtime
 from serving.denarius.v1 import coins_pb2, coins_pb2_grpc, tensor_pb2
 from serving.status import internal_message, status_for
@@ -210,12 +211,21 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
                 f"all {self._landmark_slots} landmark slots are busy; retry later or use another replica")
         loop = asyncio.get_running_loop()
         started: list[float] = []
+        gave_up = threading.Event()  # set when the RPC ends without us (cancelled, deadline)
+        context.add_done_callback(lambda _context: gave_up.set())
+
+        def should_stop() -> bool:
+            return gave_up.is_set() or (deadline is not None and time.monotonic() >= deadline)
 
         def work():
             started.append(time.perf_counter())
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceeded("the deadline passed while the request waited for a landmark worker")
-            return call()
+            try:
+                return call(should_stop)
+            except Cancelled:
+                self.metrics.landmarks_cancelled.inc()
+                raise
 
         def release(_future) -> None:
             try:
@@ -224,8 +234,9 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
                 pass
 
         # The slot is held until the work really ends, not merely until this call is
-        # cancelled: a search already running cannot be interrupted, and counting it as
-        # free would let cancel-and-resend queue unbounded work.
+        # cancelled: counting it as free would let cancel-and-resend queue unbounded work.
+        # A running search polls should_stop between forward calls, so it ends soon after
+        # its caller cancels or runs out of time.
         self._landmark_busy += 1
         future = self._landmark_pool.submit(work)
         future.add_done_callback(release)

@@ -10,6 +10,7 @@ InputError           INVALID_ARGUMENT      fix the request (the message names th
 ConfigError          INVALID_ARGUMENT      fix the parameter
 Overloaded           RESOURCE_EXHAUSTED    back off and retry, or go to another replica
 DeadlineExceeded     DEADLINE_EXCEEDED     no work was done; retry with a longer deadline
+Cancelled            CANCELLED             the caller gave up; long work stopped early
 BatcherClosed        UNAVAILABLE           this replica is shutting down: retry elsewhere
 BackendUnavailable   UNAVAILABLE           not loaded yet, or another replica has the backend
 UnsupportedOpError   UNIMPLEMENTED         this bundle cannot run that method
@@ -23,10 +24,11 @@ from __future__ import annotations
 
 import grpc
 
-from engine.batcher import BatcherClosed
 from engine.errors import (
     BackendUnavailable,
+    BatcherClosed,
     BundleError,
+    Cancelled,
     ConfigError,
     DeadlineExceeded,
     DenariusError,
@@ -45,6 +47,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (BatcherClosed, grpc.StatusCode.UNAVAILABLE),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (Cancelled, grpc.StatusCode.CANCELLED),
     (BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
     (UnsupportedOpError, grpc.StatusCode.UNIMPLEMENTED),
     (BundleError, grpc.StatusCode.FAILED_PRECONDITION),

@@ -123,6 +123,7 @@ def compute_landmarks(
     targets=None,
     epsilons: Sequence[float] | None = None,
     ops=NumpyOps,
+    should_stop=None,
     progress: bool = False,
 ) -> list[LandmarkMap]:
     """Landmark maps for a batch of crops.
@@ -135,6 +136,9 @@ def compute_landmarks(
         epsilons: optimised method only - several epsilons per image in one batched run
             (e.g. :data:`SWEEP_EPSILONS`); default ``(config.epsilon,)``.
         ops: masking operations (NumPy, or :class:`engine.landmarks.cuda.CudaOps`).
+        should_stop: optional callable polled between forward calls of the optimiser and
+            occlusion; True stops the work with :class:`engine.errors.Cancelled` (a server
+            whose caller cancelled or ran past its deadline frees its worker early).
     Returns:
         One :class:`LandmarkMap` per image (per image and epsilon, epsilon fastest for a
         sweep), in input order.
@@ -156,15 +160,15 @@ def compute_landmarks(
         group_targets = [index_targets[i] for i in group]
         fixed = None if any(t is None for t in group_targets) else group_targets
         if config.method == "optimized":
-            maps = _optimized(model, crops[group], regions, config, fixed, eps_list, ops, progress)
+            maps = _optimized(model, crops[group], regions, config, fixed, eps_list, ops, should_stop, progress)
         else:
-            maps = _baseline(model, crops[group], regions, config, fixed, progress)
+            maps = _baseline(model, crops[group], regions, config, fixed, should_stop, progress)
         for j, i in enumerate(group):
             results[i] = maps[j]
     return [m for i in range(len(crops)) for m in results[i]]
 
 
-def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) -> list[list[LandmarkMap]]:
+def _optimized(model, crops, regions, config, targets, eps_list, ops, should_stop, progress) -> list[list[LandmarkMap]]:
     rows_images = np.repeat(crops, len(eps_list), axis=0)
     rows_eps = np.tile(np.asarray(eps_list, np.float64), len(crops))
     rows_targets = None if targets is None else np.repeat(np.asarray(targets, np.int64), len(eps_list))
@@ -172,7 +176,7 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, progress) 
     rows_reference = None if reference is None else np.repeat(reference, len(eps_list), axis=0)
     result = optimize_masks(
         model, rows_images, regions, epsilons=rows_eps, targets=rows_targets, config=config.optimizer, ops=ops,
-        reference=rows_reference, progress=progress,
+        reference=rows_reference, should_stop=should_stop, progress=progress,
     )
     weights = composition.mask_weights(regions, result.persistence)
     kept = composition.mask_weights(regions, result.masks)[..., None]  # (rows, H, W, 1)
@@ -222,11 +226,12 @@ def _mask_heatmap(weights: np.ndarray) -> np.ndarray:
     return heatmap
 
 
-def _baseline(model, crops, regions, config, targets, progress) -> list[list[LandmarkMap]]:
+def _baseline(model, crops, regions, config, targets, should_stop, progress) -> list[list[LandmarkMap]]:
     if config.method == "occlusion":
         reference = composition.reference_images(crops, config.reference)
         result = baselines.occlusion(
-            model, crops, regions, targets=targets, batch_size=config.batch_size, reference=reference, progress=progress
+            model, crops, regions, targets=targets, batch_size=config.batch_size, reference=reference,
+            should_stop=should_stop, progress=progress,
         )
     else:
         result = baselines.saliency(model, crops, regions, targets=targets)

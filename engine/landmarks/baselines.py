@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import InputError
+from engine.errors import Cancelled, InputError
 from engine.landmarks import composition
 from engine.landmarks.model import LandmarkModel, softmax
 from engine.landmarks.regions import Regions
@@ -78,6 +78,7 @@ def occlusion(
     targets=None,
     batch_size: int = 64,
     reference: np.ndarray | None = None,
+    should_stop=None,
     progress: bool = False,
 ) -> BaselineResult:
     """Occlusion sensitivity.
@@ -89,6 +90,8 @@ def occlusion(
         batch_size: occluded images per forward call.
         reference: (B, H, W, 3) what an occluded region becomes
             (:func:`engine.landmarks.composition.reference_images`); None: black.
+        should_stop: optional callable checked before every forward call; True raises
+            :class:`engine.errors.Cancelled`.
     Returns:
         :class:`BaselineResult` with scores = probability drops (can be negative).
     """
@@ -107,7 +110,9 @@ def occlusion(
         from tqdm import tqdm
 
         chunks = tqdm(chunks, desc="occlusion", unit="batch", leave=False)
-    for b, lo in chunks:
+    for done, (b, lo) in enumerate(chunks):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"occlusion stopped after {done} of {len(images) * -(-k // batch_size)} batches: the caller gave up")
         ks = np.arange(lo, min(k, lo + batch_size))
         keep = ~regions.indicator(ks)  # (n, H, W)
         image = images[b].astype(np.float32)

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import ConfigError, InputError
+from engine.errors import Cancelled, ConfigError, InputError
 from engine.landmarks import composition
 from engine.landmarks.model import LandmarkModel, softmax
 from engine.landmarks.regions import Regions
@@ -181,6 +181,7 @@ def optimize_masks(
     config: OptimizerConfig = OptimizerConfig(),
     ops=NumpyOps,
     reference: np.ndarray | None = None,
+    should_stop=None,
     progress: bool = False,
 ) -> OptimizationResult:
     """Optimise one mask per row.
@@ -195,6 +196,8 @@ def optimize_masks(
         config: optimiser settings. ops: masking operations (NumPy or CUDA).
         reference: (B, H, W, 3) what removed regions become (see
             :func:`engine.landmarks.composition.reference_images`); None: black.
+        should_stop: optional callable checked before every iteration; when it returns
+            True the run raises :class:`engine.errors.Cancelled` (the caller gave up).
     Returns:
         :class:`OptimizationResult`.
     """
@@ -262,6 +265,8 @@ def optimize_masks(
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"landmark search stopped after {t} of at most {config.max_iterations} iterations: the caller gave up")
         xa = x[idx]
         path_sum[idx] += xa
         logits, loss, grad_norm = model.loss_and_grad(normalize(masked(idx, xa), spec), targets[idx])

@@ -411,3 +411,22 @@ def test_deletion_curve_ends_at_the_reference(model):
     black = deletion_curve(model, crop, heat, target, steps=4)
     p_black = model.probabilities(normalize(np.zeros((1, 64, 64, 3), np.float32), model.spec))[0, target]
     assert black[-1] == pytest.approx(p_black, abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["optimized", "occlusion"])
+def test_should_stop_cancels_between_forward_calls(model, method):
+    from engine.errors import Cancelled
+
+    polls = []
+
+    def should_stop() -> bool:
+        polls.append(model.forward_equivalents)
+        return len(polls) > 2
+
+    before = model.forward_equivalents
+    config = LandmarkConfig(method=method, epsilon=0.01, window=11, stride=3, batch_size=16)
+    with pytest.raises(Cancelled, match="the caller gave up"):
+        compute_landmarks(model, _coin(14), config=config, should_stop=should_stop)
+    assert len(polls) == 3
+    full = 3 * 100 + 2 if method == "optimized" else window_regions(64, 64, size=11, stride=3).count + 1
+    assert model.forward_equivalents - before < full / 4  # stopped early, not after the work
