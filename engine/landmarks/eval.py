@@ -226,7 +226,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     # RIC labels merged at training time (near-duplicate descriptions) -> their class label
     merged = (getattr(bundle, "extra", None) or {}).get("merged") or {}
     merged_into = {original: label for label, originals in merged.items() for original in originals}
-    sums: dict = defaultdict(lambda: defaultdict(list))  # (method, window) -> metric -> values
+    sums: dict = defaultdict(lambda: defaultdict(list))  # (side, method, window) -> metric -> values
     figure_rows: list = []
     by_label: dict = defaultdict(list)  # (side, label) -> headline optimised maps
     images_done = 0
@@ -264,7 +264,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                         maps = compute_landmarks(model, crops, config=lc, targets=targets)
                         seconds = time.perf_counter() - start
                         cost = model.forward_equivalents - before
-                        bucket = sums[(method, window)]
+                        bucket = sums[(side, method, window)]
                         bucket["seconds"].append(seconds)
                         bucket["forward"].append(cost)
                         bucket["images"].append(len(batch))
@@ -286,8 +286,14 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     if images_done == 0:
         raise InputError(f"no images for sides {config.sides} in {synth_dir}")
 
-    def summary(bucket) -> dict:
+    def summary(method: str, window: int, sides=config.sides) -> dict:
+        bucket = defaultdict(list)
+        for side in sides:
+            for key, values in sums[(side, method, window)].items():
+                bucket[key] += values
         images = sum(bucket["images"])
+        if not images:
+            return None
         mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
         return {
             "pointing_game": mean(bucket["pointing"]),
@@ -313,8 +319,11 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
         "tolerance_px_at_224": config.tolerance,
         "backend": "onnxruntime CPUExecutionProvider fp32",
         "hardware": f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores",
-        "methods": {m: summary(sums[(m, headline)]) for m in config.methods},
-        "by_window": {str(w): {m: summary(sums[(m, w)]) for m in config.methods} for w in config.windows},
+        "methods": {m: summary(m, headline) for m in config.methods},
+        "by_window": {str(w): {m: summary(m, w) for m in config.methods} for w in config.windows},
+        "by_side": {
+            side: {str(w): {m: summary(m, w, (side,)) for m in config.methods} for w in config.windows} for side in config.sides
+        },
     }
     scores["guidebooks"] = _guidebooks(by_label, out_dir, config.guidebooks)
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
@@ -352,15 +361,19 @@ def _markdown(scores: dict) -> str:
         f"Landmark scores on {scores['synth_dir']} ({scores['images']} images, sides {', '.join(scores['sides'])}), "
         f"bundle {scores['bundle_version']}, stride {scores['stride']}, epsilon {scores['epsilon']}, reference {scores['reference']}, {scores['backend']}, {scores['hardware']}.",
         "",
-        "| window | method | pointing game | energy | deletion AUC (lower is better) | s / image | forward equivalents / image | vacuous |",
-        "|---|---|---|---|---|---|---|---|",
+        "| side | window | method | pointing game | energy | deletion AUC (lower is better) | s / image | forward equivalents / image | vacuous |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for window, methods in scores["by_window"].items():
-        for method, s in methods.items():
-            lines.append(
-                f"| {window} | {method} | {_fmt(s['pointing_game'])} | {_fmt(s['energy'])} | {_fmt(s['deletion_auc'])} | "
-                f"{_fmt(s['seconds_per_image'], 3)} | {s['forward_equivalents']:.0f} | {_fmt(s['vacuous_rate'], 2) if method == 'optimized' else '-'} |"
-            )
+    tables = [("all", scores["by_window"])] + (list(scores["by_side"].items()) if len(scores["by_side"]) > 1 else [])
+    for side, by_window in tables:
+        for window, methods in by_window.items():
+            for method, s in methods.items():
+                if s is None:
+                    continue
+                lines.append(
+                    f"| {side} | {window} | {method} | {_fmt(s['pointing_game'])} | {_fmt(s['energy'])} | {_fmt(s['deletion_auc'])} | "
+                    f"{_fmt(s['seconds_per_image'], 3)} | {s['forward_equivalents']:.0f} | {_fmt(s['vacuous_rate'], 2) if method == 'optimized' else '-'} |"
+                )
     lines += ["", "vacuous: share of images whose reference image (every region removed) already satisfies the constraint, "
               "so the empty mask is optimal; the optimised heatmap (persistence) still ranks the regions."]
     return "\n".join(lines) + "\n"

@@ -116,7 +116,16 @@ def test_landmarks_eval_scores(grad_bundle, synth_dir, tmp_path):
         assert 0 <= s["pointing_game"] <= 1 and 0 <= s["energy"] <= 1 and 0 <= s["deletion_auc"] <= 1
     assert scores["methods"]["saliency"]["forward_equivalents"] == 3  # true class known: one forward + backward
     assert scores["by_window"]["11"]["occlusion"]["forward_equivalents"] == 362  # 19 x 19 windows + 1 at 64 px
-    assert "| 21 | optimized |" in (out / "scores.md").read_text()
+    assert "| all | 21 | optimized |" in (out / "scores.md").read_text()
+    sides = scores["by_side"]
+    assert set(sides) == {"obverse", "reverse"} and "| reverse | 11 | saliency |" in (out / "scores.md").read_text()
+    for window in ("21", "11"):
+        for method in ("optimized", "occlusion", "saliency"):
+            per_side = [sides[side][window][method] for side in ("obverse", "reverse")]
+            assert sum(s["images"] for s in per_side) == scores["by_window"][window][method]["images"]
+            weighted = sum(s["energy"] * s["images_with_ground_truth"] for s in per_side)
+            both = scores["by_window"][window][method]
+            assert weighted / both["images_with_ground_truth"] == pytest.approx(both["energy"])
     assert cv2.imread(str(out / "figure.png")) is not None
     assert scores["guidebooks"] and all(cv2.imread(p) is not None for p in scores["guidebooks"])
 
