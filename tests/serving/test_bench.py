@@ -1,0 +1,28 @@
+"""`denarius bench`: a quick run on the tiny bundle writes the JSON a reader relies on."""
+
+from __future__ import annotations
+
+import json
+
+from serving.cli import main
+
+
+def test_quick_landmark_bench_writes_json_with_ratios(tiny_bundle, tmp_path):
+    out = tmp_path / "bench"
+    code = main(["bench", str(tiny_bundle), "--quick", "--sections", "landmarks", "--out", str(out)])
+    assert code in (0, 1)  # 1: a ratio target missed, which a random-init tiny model may do
+    results = json.loads((out / "bench.json").read_text())
+    methods = results["landmarks"]["methods"]
+    assert set(methods) == {"optimized", "optimized_at_cap", "occlusion", "saliency"}
+    windows = ((64 - 11) // 3 + 1 + 1) ** 2  # 19 x 19 windows of 11 px, stride 3, at 64 px
+    assert methods["occlusion"]["forward_equivalents_per_image"] == windows + 1
+    for name in ("optimized", "optimized_at_cap"):
+        # a forward pass of the image and of its reference, 3 per iteration, one verifying pass
+        (iterations,) = methods[name]["iterations"]
+        assert 1 <= iterations <= 100
+        assert methods[name]["forward_equivalents_per_image"] == 3 * iterations + 3
+    assert 0 < methods["optimized_at_cap"]["epsilon"] <= 1
+    ratios = results["ratios"]
+    assert ratios["landmarks_occlusion_vs_optimized_at_cap_forward_passes"] == round(
+        methods["occlusion"]["forward_equivalents_per_image"] / methods["optimized_at_cap"]["forward_equivalents_per_image"], 3)
+    assert (out / "bench.md").read_text().count("landmarks optimized") == 2
