@@ -13,10 +13,10 @@ def test_quick_landmark_bench_writes_json_with_ratios(tiny_bundle, tmp_path):
     assert code in (0, 1)  # 1: a ratio target missed, which a random-init tiny model may do
     results = json.loads((out / "bench.json").read_text())
     methods = results["landmarks"]["methods"]
-    assert set(methods) == {"optimized", "optimized_at_cap", "occlusion", "saliency"}
+    assert set(methods) == {"optimized", "optimized_binding", "optimized_at_cap", "occlusion", "saliency"}
     windows = ((64 - 11) // 3 + 1 + 1) ** 2  # 19 x 19 windows of 11 px, stride 3, at 64 px
     assert methods["occlusion"]["forward_equivalents_per_image"] == windows + 1
-    for name in ("optimized", "optimized_at_cap"):
+    for name in ("optimized", "optimized_binding", "optimized_at_cap"):
         # a forward pass of the image and of its reference, 3 per iteration, one verifying pass
         (iterations,) = methods[name]["iterations"]
         assert 1 <= iterations <= 100
@@ -25,4 +25,4 @@ def test_quick_landmark_bench_writes_json_with_ratios(tiny_bundle, tmp_path):
     ratios = results["ratios"]
     assert ratios["landmarks_occlusion_vs_optimized_at_cap_forward_passes"] == round(
         methods["occlusion"]["forward_equivalents_per_image"] / methods["optimized_at_cap"]["forward_equivalents_per_image"], 3)
-    assert (out / "bench.md").read_text().count("landmarks optimized") == 2
+    assert (out / "bench.md").read_text().count("landmarks optimized") == 3
