@@ -193,9 +193,7 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, should_sto
         reference=rows_reference, should_stop=should_stop, progress=progress,
     )
     weights = composition.mask_weights(regions, result.persistence)
-    kept = composition.mask_weights(regions, result.masks)[..., None]  # (rows, H, W, 1)
-    removed = np.zeros_like(rows_images, dtype=np.float32) if rows_reference is None else rows_reference
-    masked_images = np.clip(removed + kept * (rows_images.astype(np.float32) - removed) + 0.5, 0, 255).astype(np.uint8)
+    masked_images = np.clip(result.masked_images + 0.5, 0, 255).astype(np.uint8)
     boxes = regions.boxes()
     seconds = result.seconds / len(rows_images)
     out = []

@@ -116,6 +116,8 @@ class OptimizationResult:
         epsilons: (B,) float64.
         p_full: (B,) float64 p(c | f_I(1)).
         p_masked: (B,) float64 p(c | f_I(mask)) from the verifying forward pass.
+        masked_images: (B, H, W, 3) float32 f_I(mask) in pixel space, the images that
+            verifying pass saw (what the network sees of the landmarks).
         persistence: (B, K) float32 in [0, 1], the mean of x over the iterates visited.
         p_reference: (B,) float64 p(c | f_I(0)), everything removed (the reference image).
         vacuous: (B,) bool, the reference image already satisfies the constraint, so the
@@ -133,6 +135,7 @@ class OptimizationResult:
     epsilons: np.ndarray
     p_full: np.ndarray
     p_masked: np.ndarray
+    masked_images: np.ndarray
     persistence: np.ndarray
     p_reference: np.ndarray
     vacuous: np.ndarray
@@ -299,12 +302,14 @@ def optimize_masks(
         active[idx[done]] = False
 
     # One fresh forward pass of the classifier verifies the constraint for every mask.
-    p_masked = softmax(model.logits(normalize(masked(rows, best), spec)))[rows, targets]
+    masked_images = masked(rows, best)
+    p_masked = softmax(model.logits(normalize(masked_images, spec)))[rows, targets]
     cost += 1
     failed = ~(p_masked > threshold)
     if failed.any():
         logger.warning("landmarks: %d mask(s) failed the verifying forward pass; returning the full mask for them", failed.sum())
         best[failed] = 1.0
+        masked_images[failed] = masked(rows[failed], best[failed])
         p_masked[failed] = p_full[failed]
     loss_best = -np.log(np.maximum(p_masked, 1e-300))
     return OptimizationResult(
@@ -313,6 +318,7 @@ def optimize_masks(
         epsilons=eps,
         p_full=p_full,
         p_masked=p_masked,
+        masked_images=masked_images,
         persistence=(path_sum / np.maximum(iterations, 1)[:, None]).astype(np.float32),
         p_reference=p_reference,
         vacuous=p_reference > threshold,

@@ -358,6 +358,7 @@ def test_optimiser_with_blur_reference_satisfies_constraint_and_reports_persiste
     p_reference = model.probabilities(normalize(blurred[None], model.spec))[0]
     assert (p_masked > p_full - eps).all()
     np.testing.assert_allclose(result.p_masked, p_masked, rtol=1e-5)
+    np.testing.assert_allclose(result.masked_images, masked, atol=1e-3)  # the images that verifying pass saw
     np.testing.assert_allclose(result.p_reference, p_reference, rtol=1e-5)
     np.testing.assert_array_equal(result.vacuous, p_reference > p_full - eps)
     assert not np.allclose(result.masks, 1.0)
