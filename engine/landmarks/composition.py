@@ -11,12 +11,15 @@ For a batch of B masks x (B, K) over one set of regions:
   pixel-space gradient g = d loss / d f_I (B, H, W, 3), i.e. the exact transpose of
   :func:`compose`: <compose(x), g> == <x, adjoint(g)>.
 
-Windows use integral images in both directions, never a Python loop over windows:
-composition is the integral of a difference image with +-x_k at the four corners of each
-window; it is separable, so the integrated corner matrices (0/1 "window j covers row p",
-cached per geometry) turn it into two small BLAS products, (ny, H)^T @ x (ny, nx) @ (nx, W).
-The adjoint integrates C * I * g once and reads each window's sum from its four corners.
-Label regions (superpixels, pixels) use label indexing and ``np.bincount``.
+Windows never loop over windows in Python: a window is the product of a row interval and
+a column interval, so both directions are separable. The 0/1 cover matrices ("window j
+covers row p", the integrals of the windows' corner differences, cached per geometry)
+turn composition into two small BLAS products, (ny, H)^T @ x (ny, nx) @ (nx, W), and the
+adjoint's window sums into their transposes, (ny, H) @ h (H, W) @ (W, nx), in float32.
+At 224 px with 11x11 windows, stride 3, two masks, one BLAS thread: 1.6 ms per adjoint,
+where float64 integral images read at the four corners of each window took 4.3 ms (same
+sums to 2e-7 relative). Label regions (superpixels, pixels) use label indexing and
+``np.bincount``.
 
 What a removed region becomes is the *reference* R (:func:`reference_images`): the paper
 multiplies by the mask, so removed pixels turn black (R = 0). With a reference the
@@ -150,13 +153,9 @@ def region_sums(regions: Regions, values: np.ndarray) -> np.ndarray:
         values = values[None]
     batch = values.shape[0]
     if isinstance(regions, WindowRegions):
-        integral = np.zeros((batch, regions.height + 1, regions.width + 1))
-        np.cumsum(np.cumsum(values, axis=1, dtype=np.float64), axis=2, out=integral[:, 1:, 1:])
-        y0 = regions.ys[:, None]
-        x0 = regions.xs[None, :]
-        y1, x1 = y0 + regions.size, x0 + regions.size
-        sums = integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
-        return sums.reshape(batch, -1).astype(np.float32)
+        cover_y, cover_x = _cover_matrices(regions)
+        sums = cover_y @ values.astype(np.float32, copy=False) @ cover_x.T  # (B, ny, nx)
+        return sums.reshape(batch, -1)
     if isinstance(regions, LabelRegions):
         k = regions.count
         index = regions.labels.ravel()[None, :] + (k * np.arange(batch))[:, None]
@@ -178,7 +177,8 @@ def adjoint(regions: Regions, images: np.ndarray, grad: np.ndarray) -> np.ndarra
     if grad.ndim == 3:
         grad = grad[None]
     images = np.asarray(images, np.float32)
-    per_pixel = (images * grad).sum(axis=-1) if images.ndim == 4 else np.einsum("hwc,bhwc->bhw", images, grad)
+    # einsum reads grad in whatever memory order it has (pixel_gradient's is channel-first).
+    per_pixel = np.einsum("bhwc,bhwc->bhw" if images.ndim == 4 else "hwc,bhwc->bhw", images, grad)
     return region_sums(regions, per_pixel * regions.coverage)
 
 
