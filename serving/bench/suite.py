@@ -14,7 +14,8 @@ on a noisy shared host. Sections (keys of ``bench.json``):
                  against a server on loopback, in-process latency, IdentifyStream throughput
     landmarks    cost per image of optimised landmarks vs occlusion (11x11, stride 3) vs
                  gradient saliency: seconds and forward-pass equivalents; the optimiser
-                 both as it runs by default and held to its 100-iteration cap (worst case)
+                 both as it runs by default and held to its 100-iteration cap (worst case),
+                 the latter with 1, 2 and 8 images sharing each forward/backward pass
     scan         `denarius scan` throughput on a generated folder of pairs
     ratios       the headline ratios with their targets
 
@@ -40,6 +41,8 @@ __all__ = ["BenchConfig", "run_bench", "TARGETS"]
 
 log = logging.getLogger(__name__)
 
+AT_CAP_IMAGES = (1, 2, 8)  # images per optimiser run for the landmarks' worst-case timing
+
 # ratio key -> (comparison, target); "min" = measured must be >= target, "max" = <=.
 TARGETS = {
     "engine_vs_torch_eager": ("min", 2.5),
@@ -53,6 +56,7 @@ TARGETS = {
     "landmarks_occlusion_vs_optimized_binding_forward_passes": ("min", 15.0),
     "landmarks_occlusion_vs_optimized_at_cap": ("min", 15.0),
     "landmarks_occlusion_vs_optimized_at_cap_forward_passes": ("min", 15.0),
+    **{f"landmarks_occlusion_vs_optimized_at_cap_{n}_per_run": ("min", 15.0) for n in AT_CAP_IMAGES},
     "scan_vs_engine": ("min", 0.9),
 }
 
@@ -251,14 +255,25 @@ def bench_grpc(bundle: Bundle, config: BenchConfig, pairs) -> dict:
 
 
 def bench_landmarks(bundle: Bundle, config: BenchConfig, pairs) -> dict:
+    """Cost per image of each landmark method on reverse crops, 11x11 windows, stride 3.
+
+    Occlusion and saliency cost the same per image however many images a call holds
+    (occlusion batches 64 occluded copies of one image). The optimiser's images share each
+    forward/backward pass, so its worst case (held to the 100-iteration cap) is also timed
+    with 1, 2 and 8 images per run: a run of one image reads the classifier's weights
+    twice per iteration for one image, a run of eight for eight.
+    """
     from engine.landmarks import GradientModel, LandmarkConfig, OptimizerConfig, composition, compute_landmarks
     from engine.preprocess import canonical_image, crop_image, normalize
 
     spec = bundle.preprocess
     images = 1 if config.quick else 2
-    crops = np.stack([crop_image(canonical_image(r, spec, side="reverse"), spec) for _, r in pairs[:images]])
+    cap_images = (1,) if config.quick else AT_CAP_IMAGES
+    cap_images = tuple(n for n in cap_images if n <= len(pairs))
+    count = max(images, *cap_images)
+    crops = np.stack([crop_image(canonical_image(r, spec, side="reverse"), spec) for _, r in pairs[:count]])
     model = GradientModel.from_bundle(bundle, "ric")
-    result = {"images": images, "input_size": spec.crop, "window": 11, "stride": 3, "methods": {}}
+    result = {"images": images, "input_size": spec.crop, "window": 11, "stride": 3, "methods": {}, "at_cap_by_images_per_run": {}}
     # A weak model is vacuous for any epsilon (the blurred image keeps its tiny p(c)) and
     # its default run stops early, so two more runs explain, for each image, the class the
     # detail supports most (largest p(c | image) - p(c | blurred image)) with epsilon half
@@ -267,30 +282,34 @@ def bench_landmarks(bundle: Bundle, config: BenchConfig, pairs) -> dict:
     reference = composition.reference_images(crops, "blur")
     gap = model.probabilities(normalize(crops, spec)) - model.probabilities(normalize(reference, spec))
     binding_targets = gap.argmax(axis=1)
-    binding_epsilon = float(np.clip(gap.max(axis=1).min() / 2, 1e-4, 1.0))
+    binding_epsilon = float(np.clip(gap[:images].max(axis=1).min() / 2, 1e-4, 1.0))
+    windows = {"window": 11, "stride": 3}
+    at_cap = LandmarkConfig(method="optimized", epsilon=binding_epsilon, optimizer=OptimizerConfig(patience=100), **windows)
     variants = {
-        "optimized": (LandmarkConfig(method="optimized", window=11, stride=3), None),
-        "optimized_binding": (
-            LandmarkConfig(method="optimized", window=11, stride=3, epsilon=binding_epsilon), binding_targets,
-        ),
-        "optimized_at_cap": (
-            LandmarkConfig(method="optimized", window=11, stride=3, epsilon=binding_epsilon, optimizer=OptimizerConfig(patience=100)),
-            binding_targets,
-        ),
-        "occlusion": (LandmarkConfig(method="occlusion", window=11, stride=3), None),
-        "saliency": (LandmarkConfig(method="saliency", window=11, stride=3), None),
+        "optimized": (LandmarkConfig(method="optimized", **windows), None),
+        "optimized_binding": (LandmarkConfig(method="optimized", epsilon=binding_epsilon, **windows), binding_targets[:images]),
+        "optimized_at_cap": (at_cap, binding_targets[:images]),
+        "occlusion": (LandmarkConfig(method="occlusion", **windows), None),
+        "saliency": (LandmarkConfig(method="saliency", **windows), None),
     }
-    for method, (landmark_config, targets) in variants.items():
+
+    def timed(landmark_config, n: int, targets) -> dict:
         before = model.forward_equivalents
         start = time.perf_counter()
-        maps = compute_landmarks(model, crops, config=landmark_config, targets=targets)
+        maps = compute_landmarks(model, crops[:n], config=landmark_config, targets=targets)
         seconds = time.perf_counter() - start
-        result["methods"][method] = {
-            "epsilon": landmark_config.epsilon if method.startswith("optimized") else None,
-            "seconds_per_image": round(seconds / images, 4),
-            "forward_equivalents_per_image": round((model.forward_equivalents - before) / images, 1),
-            "iterations": [m.iterations for m in maps] if method.startswith("optimized") else None,
+        optimized = landmark_config.method == "optimized"
+        return {
+            "epsilon": landmark_config.epsilon if optimized else None,
+            "seconds_per_image": round(seconds / n, 4),
+            "forward_equivalents_per_image": round((model.forward_equivalents - before) / n, 1),
+            "iterations": [m.iterations for m in maps] if optimized else None,
         }
+
+    for method, (landmark_config, targets) in variants.items():
+        result["methods"][method] = timed(landmark_config, images, targets)
+    for n in cap_images:
+        result["at_cap_by_images_per_run"][str(n)] = timed(at_cap, n, binding_targets[:n])
     return result
 
 
@@ -347,6 +366,10 @@ def _ratios(results: dict) -> dict:
             occ.get("forward_equivalents_per_image"), binding.get("forward_equivalents_per_image")),
         "landmarks_occlusion_vs_optimized_at_cap": ratio(occ.get("seconds_per_image"), cap.get("seconds_per_image")),
         "landmarks_occlusion_vs_optimized_at_cap_forward_passes": ratio(occ.get("forward_equivalents_per_image"), cap.get("forward_equivalents_per_image")),
+        **{
+            f"landmarks_occlusion_vs_optimized_at_cap_{n}_per_run": ratio(occ.get("seconds_per_image"), run.get("seconds_per_image"))
+            for n, run in (get("landmarks", "at_cap_by_images_per_run") or {}).items()
+        },
         "scan_vs_engine": ratio(get("scan", "coins_per_s"), get("scan", "engine_same_coins_per_s")),
     }
 
@@ -445,6 +468,8 @@ def markdown_report(results: dict) -> str:
             lines.append(f"| gRPC IdentifyStream | {grpc['stream']['coins_per_s']} coins/s |")
     for method, m in results.get("landmarks", {}).get("methods", {}).items():
         lines.append(f"| landmarks {method} (11x11, stride 3) | {m['seconds_per_image']} s/image, {m['forward_equivalents_per_image']} forward passes |")
+    for n, m in results.get("landmarks", {}).get("at_cap_by_images_per_run", {}).items():
+        lines.append(f"| landmarks optimised at the cap, {n} image(s) per run | {m['seconds_per_image']} s/image, {m['forward_equivalents_per_image']} forward passes |")
     if "coins_per_s" in results.get("scan", {}):
         lines.append(f"| denarius scan | {results['scan']['coins_per_s']} coins/s (engine alone {results['scan']['engine_same_coins_per_s']}) |")
     return "\n".join(lines) + "\n"

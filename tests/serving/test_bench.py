@@ -22,7 +22,15 @@ def test_quick_landmark_bench_writes_json_with_ratios(tiny_bundle, tmp_path):
         assert 1 <= iterations <= 100
         assert methods[name]["forward_equivalents_per_image"] == 3 * iterations + 3
     assert 0 < methods["optimized_at_cap"]["epsilon"] <= 1
+    # the quick run times the worst case with one image per run only: the same run again
+    by_images = results["landmarks"]["at_cap_by_images_per_run"]
+    assert list(by_images) == ["1"] and by_images["1"]["iterations"] == methods["optimized_at_cap"]["iterations"]
     ratios = results["ratios"]
     assert ratios["landmarks_occlusion_vs_optimized_at_cap_forward_passes"] == round(
         methods["occlusion"]["forward_equivalents_per_image"] / methods["optimized_at_cap"]["forward_equivalents_per_image"], 3)
-    assert (out / "bench.md").read_text().count("landmarks optimized") == 3
+    assert ratios["landmarks_occlusion_vs_optimized_at_cap_1_per_run"] == round(
+        methods["occlusion"]["seconds_per_image"] / by_images["1"]["seconds_per_image"], 3)
+    assert results["targets"]["landmarks_occlusion_vs_optimized_at_cap_8_per_run"]["met"] is None  # not run
+    markdown = (out / "bench.md").read_text()
+    assert markdown.count("landmarks optimized") == 3
+    assert "landmarks optimised at the cap, 1 image(s) per run" in markdown
