@@ -12,6 +12,7 @@ Exported series (all prefixed ``denarius_``):
   ``stream_outstanding_peak``: the most ever outstanding on one stream (<= the window).
 - ``landmarks_cancelled_total``: landmark searches stopped early because their caller
   cancelled or ran past its deadline.
+- ``landmark_run_size``: histogram of the landmark searches sharing each run.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class ServerMetrics:
             "denarius_landmarks_cancelled",
             "Landmark searches stopped early because the caller cancelled or ran past its deadline",
             registry=self.registry,
+        )
+        self.landmark_run_size = Histogram(
+            "denarius_landmark_run_size", "Landmark searches that shared one run (optimiser batch)",
+            buckets=BATCH_BUCKETS, registry=self.registry,
         )
         self.queue_depth = Gauge(
             "denarius_queue_depth", "Requests waiting in the batcher queue", registry=self.registry,

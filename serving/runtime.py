@@ -172,7 +172,8 @@ class Runtime:
         return response
 
     # -- Landmarks -------------------------------------------------------------------------
-    def _landmark_model(self, name: str):
+    def landmark_model(self, name: str):
+        """The GradientModel of one bundle model, opened on first use (thread-safe)."""
         from engine.landmarks import GradientModel
 
         with self._landmark_lock:
@@ -180,13 +181,14 @@ class Runtime:
                 self._landmark_models[name] = GradientModel.from_bundle(self.bundle, name)
             return self._landmark_models[name]
 
-    def landmark_call(self, request: coins_pb2.LandmarksRequest) -> Callable[[], tuple]:
-        """Validate a LandmarksRequest (cheaply, no decoding) and return the blocking work.
+    def landmark_job(self, request: coins_pb2.LandmarksRequest):
+        """Validate a LandmarksRequest (cheaply, no decoding) and describe its work.
 
-        The returned callable decodes and preprocesses the image, runs the landmark method
-        and returns ``(LandmarkMap, probabilities (C,) float64, classes, overlay PNG bytes)``;
-        its optional ``should_stop`` callable is polled between forward calls and stops the
-        work with :class:`engine.errors.Cancelled`.
+        Returns:
+            an :class:`engine.landmarks.batcher.LandmarkJob` for a
+            :class:`~engine.landmarks.batcher.LandmarkBatcher` whose ``model_for`` is
+            :meth:`landmark_model`. Its ``prepare`` decodes and crops the image; its result
+            is ``(LandmarkMap, probabilities (C,) float64, classes, overlay PNG bytes)``.
 
         Raises:
             InputError: no side, an image whose header is unusable, an unknown target label.
@@ -194,6 +196,7 @@ class Runtime:
         """
         from engine.imageio import read_header
         from engine.landmarks import GradientModel, LandmarkConfig, OptimizerConfig
+        from engine.landmarks.batcher import LandmarkJob
 
         side = SIDE_NAMES.get(request.side)
         if side is None:
@@ -247,16 +250,17 @@ class Runtime:
         config = LandmarkConfig(**settings)
         image, spec, overlay = bytes(request.image), self.engine.spec, request.include_overlay
 
-        def call(should_stop=None) -> tuple:
+        def prepare() -> np.ndarray:
+            from engine.preprocess import canonical_image, crop_image
+
+            return crop_image(canonical_image(image, spec, side=side), spec)  # (S, S, 3) uint8
+
+        def finish(landmark_map, crop: np.ndarray) -> tuple:
             import cv2
 
-            from engine.landmarks import compute_landmarks
-            from engine.preprocess import canonical_image, crop_image, normalize
+            from engine.preprocess import normalize
 
-            model = self._landmark_model(model_name)
-            crop = crop_image(canonical_image(image, spec, side=side), spec)  # (S, S, 3) uint8
-            [landmark_map] = compute_landmarks(model, crop, config=config, targets=target, should_stop=should_stop)
-            probabilities = model.probabilities(normalize(crop[None], spec))[0]
+            probabilities = self.landmark_model(model_name).probabilities(normalize(crop[None], spec))[0]
             png = b""
             if overlay:
                 rgb = landmark_map.overlay(scale=max(1, 256 // crop.shape[0]))
@@ -264,7 +268,7 @@ class Runtime:
                 png = encoded.tobytes() if ok else b""
             return landmark_map, probabilities, classes, png
 
-        return call
+        return LandmarkJob(model=model_name, config=config, prepare=prepare, target=target, finish=finish)
 
     def landmarks_response(
         self, result: tuple, *, request_id: str, received: float, started: float

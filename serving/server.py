@@ -58,6 +58,8 @@ class ServerConfig:
         stream_window: IdentifyStream requests in flight per stream (flow control).
         landmark_workers, landmark_queue: threads running landmark searches, and how many
             more may wait for one before RESOURCE_EXHAUSTED.
+        landmark_batch: most waiting optimised searches with the same settings that share
+            one optimiser run (see engine/landmarks/batcher.py); 1 = every search alone.
         default_top_k: candidates returned when a request leaves top_k at 0.
         grace_s: how long in-flight RPCs may run after a SIGTERM.
         drain_delay_s: after a SIGTERM, keep accepting calls this long while health says
@@ -85,6 +87,7 @@ class ServerConfig:
     stream_window: int = 16
     landmark_workers: int = 1
     landmark_queue: int = 4
+    landmark_batch: int = 8
     default_top_k: int = 5
     grace_s: float = 10.0
     drain_delay_s: float = 0.0
@@ -104,7 +107,7 @@ class ServerConfig:
                 if not Path(value).is_file():
                     raise ConfigError(f"{name.replace('_', '-')} file not found: {value}")
         for name in ("max_batch", "max_queue", "max_message_bytes", "max_concurrent_rpcs",
-                     "stream_window", "landmark_workers", "default_top_k", "preprocess_workers"):
+                     "stream_window", "landmark_workers", "landmark_batch", "default_top_k", "preprocess_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if min(self.landmark_queue, self.max_wait_ms, self.grace_s, self.drain_delay_s) < 0:

@@ -4,7 +4,9 @@ Every handler turns its request into engine calls and the answer into a proto; e
 ``engine.errors`` become status codes through ``serving.status`` (the one mapping), and any
 other exception becomes INTERNAL with a request id that is logged with the traceback.
 Blocking work never runs on the event loop: identification goes through the engine's
-dynamic batcher (its own thread), landmark searches through a small thread pool.
+dynamic batcher (its own thread), landmark searches through the landmark batcher
+(``engine.landmarks.batcher``: worker threads; concurrent optimised searches with the same
+settings share one optimiser run).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import threading
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -79,7 +80,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         self.config = config
         self.metrics = metrics
         self.runtime: runtime.Runtime | None = None
-        self._landmark_pool = ThreadPoolExecutor(config.landmark_workers, thread_name_prefix="landmarks")
+        self._landmarks = None  # a LandmarkBatcher, started by load()
         self._landmark_slots = config.landmark_workers + config.landmark_queue
         self._landmark_busy = 0
 
@@ -94,9 +95,16 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
             max_message_bytes=config.max_message_bytes, stream_window=config.stream_window,
         )
         self.metrics.track_queue_depth(self.runtime.queue_depth)
+        from engine.landmarks.batcher import LandmarkBatcher
+
+        self._landmarks = LandmarkBatcher(
+            self.runtime.landmark_model, workers=config.landmark_workers, max_batch=config.landmark_batch,
+            on_run=self.metrics.landmark_run_size.observe,
+        )
 
     def close(self) -> None:
-        self._landmark_pool.shutdown(wait=True, cancel_futures=True)
+        if self._landmarks is not None:
+            self._landmarks.close()
         if self.runtime is not None:
             self.runtime.close()
 
@@ -204,30 +212,23 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
     async def Landmarks(self, request, context, rid):
         received = time.perf_counter()
         rt = self._ready()
-        call = rt.landmark_call(request)  # validates everything before queueing
+        job = rt.landmark_job(request)  # validates everything before queueing
         deadline = _deadline(context)
         if self._landmark_busy >= self._landmark_slots:
             raise Overloaded(
                 f"all {self._landmark_slots} landmark slots are busy; retry later or use another replica")
         loop = asyncio.get_running_loop()
-        started: list[float] = []
         gave_up = threading.Event()  # set when the RPC ends without us (cancelled, deadline)
         context.add_done_callback(lambda _context: gave_up.set())
 
         def should_stop() -> bool:
             return gave_up.is_set() or (deadline is not None and time.monotonic() >= deadline)
 
-        def work():
-            started.append(time.perf_counter())
-            if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExceeded("the deadline passed while the request waited for a landmark worker")
-            try:
-                return call(should_stop)
-            except Cancelled:
-                self.metrics.landmarks_cancelled.inc()
-                raise
+        job.should_stop, job.deadline = should_stop, deadline
 
-        def release(_future) -> None:
+        def settled(future) -> None:
+            if not future.cancelled() and isinstance(future.exception(), Cancelled):
+                self.metrics.landmarks_cancelled.inc()
             try:
                 loop.call_soon_threadsafe(self._release_landmark_slot)
             except RuntimeError:  # the loop is gone: the server has stopped
@@ -236,14 +237,20 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         # The slot is held until the work really ends, not merely until this call is
         # cancelled: counting it as free would let cancel-and-resend queue unbounded work.
         # A running search polls should_stop between forward calls, so it ends soon after
-        # its caller cancels or runs out of time.
+        # its caller (and everyone sharing its run) cancels or runs out of time.
+        future = self._landmarks.submit(job)
         self._landmark_busy += 1
-        future = self._landmark_pool.submit(work)
-        future.add_done_callback(release)
-        result = await asyncio.wrap_future(future)  # cancelling this cancels a still-queued search
+        future.add_done_callback(settled)
+        try:
+            result = await asyncio.wrap_future(future)  # cancelling this cancels a still-queued search
+        except Cancelled as error:
+            if deadline is not None and time.monotonic() >= deadline:
+                # Our own clock saw the deadline pass a moment before the caller's did.
+                raise DeadlineExceeded(f"{error} (the call's deadline passed)") from None
+            raise
         return rt.landmarks_response(
             result, request_id=rid, received=received,
-            started=started[0] if started else received)
+            started=job.started if job.started is not None else received)
 
     def _release_landmark_slot(self) -> None:
         self._landmark_busy -= 1

@@ -16,6 +16,7 @@ Modules::
     result.py       LandmarkMap and overlays;  figures.py  captioned grids
     geometry.py     photo -> crop affine map;  guidebook.py  mean map of one class
     eval.py         pointing game, energy, deletion AUC, cost on a synthetic set
+    batcher.py      LandmarkBatcher: queued searches with the same settings share a run
 """
 
 from engine.landmarks.api import METHODS, SWEEP_EPSILONS, LandmarkConfig, compute_landmarks, landmarks_for_source, make_regions

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--landmark-workers", type=int, default=1, help="landmark search threads (default 1)")
     limits.add_argument("--landmark-queue", type=int, default=4,
                         help="landmark requests that may wait for a worker (default 4)")
+    limits.add_argument("--landmark-batch", type=int, default=8,
+                        help="most waiting optimised landmark searches with the same settings that share one "
+                             "optimiser run (default 8; 1 = each alone)")
     limits.add_argument("--grace", type=float, default=10.0,
                         help="seconds in-flight calls may finish after SIGTERM (default 10)")
     limits.add_argument("--drain-delay", type=float, default=0.0,
@@ -68,7 +71,7 @@ def config_from_args(args: argparse.Namespace):
         preprocess_workers=args.preprocess_workers, threads=args.threads,
         max_message_bytes=int(args.max_message_mb * 1024 * 1024), max_pixels=args.max_pixels,
         max_concurrent_rpcs=args.max_concurrent_rpcs, stream_window=args.stream_window,
-        landmark_workers=args.landmark_workers, landmark_queue=args.landmark_queue,
+        landmark_workers=args.landmark_workers, landmark_queue=args.landmark_queue, landmark_batch=args.landmark_batch,
         grace_s=args.grace, drain_delay_s=args.drain_delay, tls_cert=args.tls_cert, tls_key=args.tls_key, tokens=tokens,
         warmup=not args.no_warmup,
     )

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import pytest
 
 from serving.client import CoinClient
 from serving.server import BackgroundServer
@@ -109,3 +110,47 @@ def test_sixteen_concurrent_clients_are_batched_within_the_deadline(tiny_bundle)
     assert p99 < deadline_s
     print(f"16 clients: mean batch {coins / batches:.1f}, p50 {1000 * statistics.median(latencies):.0f} ms, "
           f"p99 {1000 * p99:.0f} ms")
+
+
+def test_concurrent_landmark_searches_share_one_optimiser_run(tiny_bundle):
+    from conftest import server_config
+
+    with BackgroundServer(server_config(tiny_bundle, landmark_workers=1, landmark_queue=8)) as running:
+        target = f"127.0.0.1:{running.port}"
+        images = [coin_png(seed, size=64) for seed in range(3)]
+        search = dict(side="reverse", epsilon=0.01, window=11, stride=3)
+        answers, errors = {}, []
+
+        def call(name, image, **fields):
+            try:
+                with CoinClient(target, timeout=60, retries=0) as client:
+                    answers[name] = client.landmarks(image, **fields)
+            except Exception as error:
+                errors.append(error)
+
+        # An occlusion search (never shared: 63 x 63 occluded copies, over half a second
+        # on this model) keeps the only worker busy while three optimised searches with
+        # the same settings queue behind it; they then run as one optimiser batch.
+        busy = threading.Thread(target=call, args=("occlusion", images[0]),
+                                kwargs=dict(side="reverse", method="occlusion", window=2, stride=1))
+        busy.start()
+        wait_for_metric(running.metrics_port, "denarius_inflight_requests", lambda v: v >= 1, method="Landmarks")
+        time.sleep(0.1)
+        searches = [threading.Thread(target=call, args=(i, image), kwargs=search) for i, image in enumerate(images)]
+        for thread in searches:
+            thread.start()
+        for thread in [busy, *searches]:
+            thread.join()
+        assert not errors, errors[:3]
+        wait_for_metric(running.metrics_port, "denarius_landmark_run_size_sum", lambda v: v >= 4)
+        text = scrape(running.metrics_port)
+        assert metric(text, "denarius_landmark_run_size_count") == 2  # the occlusion run, then one shared run
+        assert metric(text, "denarius_landmark_run_size_sum") == 4
+        # A shared run answers each caller as a run of its own would.
+        with CoinClient(target, timeout=60) as client:
+            for i, image in enumerate(images):
+                alone = client.landmarks(image, **search)
+                shared = answers[i]
+                assert (shared.target, shared.iterations) == (alone.target, alone.iterations)
+                assert shared.masked_probability == pytest.approx(alone.masked_probability, abs=1e-5)
+                assert list(shared.heatmap.data) == pytest.approx(list(alone.heatmap.data), abs=1e-4)
