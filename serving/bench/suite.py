@@ -11,7 +11,9 @@ on a noisy shared host. Sections (keys of ``bench.json``):
     torch_eager  the same work in a straightforward PyTorch-eager fp32 script (skipped
                  with a note when torch is absent)
     grpc         unary Identify latency p50/p95/p99 and throughput at concurrency 1, 4, 16
-                 against a server on loopback, in-process latency, IdentifyStream throughput
+                 against a server on loopback, in-process latency, IdentifyStream throughput;
+                 Landmarks throughput from 4 callers at once, each search alone vs queued
+                 searches sharing optimiser runs
     landmarks    cost per image of optimised landmarks vs occlusion (11x11, stride 3) vs
                  gradient saliency: seconds and forward-pass equivalents; the optimiser
                  both as it runs by default and held to its 100-iteration cap (worst case),
@@ -251,6 +253,34 @@ def bench_grpc(bundle: Bundle, config: BenchConfig, pairs) -> dict:
             received = sum(1 for _ in client.identify_stream(stream, timeout=600))
             elapsed = time.perf_counter() - start
             result["stream"] = {"coins": received, "seconds": round(elapsed, 3), "coins_per_s": round(received / elapsed, 2)}
+    result["landmarks"] = bench_grpc_landmarks(bundle, config, pairs)
+    return result
+
+
+def bench_grpc_landmarks(bundle: Bundle, config: BenchConfig, pairs, callers: int = 4) -> dict:
+    """Optimised Landmarks calls from ``callers`` clients at once, default settings, against
+    a server whose one landmark worker runs each search alone (``landmark_batch=1``) and
+    one whose queued searches share optimiser runs (``landmark_batch=8``)."""
+    from serving.client import CoinClient
+    from serving.server import BackgroundServer, ServerConfig
+
+    searches = callers * (1 if config.quick else 3)
+    result = {"callers": callers, "searches": searches}
+    for label, batch in (("alone", 1), ("shared", 8)):
+        server_config = ServerConfig(bundle=bundle.path, port=0, metrics_port=None, backend="ort-cpu",
+                                     landmark_workers=1, landmark_queue=searches, landmark_batch=batch)
+        with BackgroundServer(server_config) as server, CoinClient(f"127.0.0.1:{server.port}") as client:
+            client.landmarks(pairs[0][1], side="reverse", method="saliency", timeout=600)  # open the models
+
+            def one(i, client=client):
+                return client.landmarks(pairs[i % len(pairs)][1], side="reverse", timeout=600)
+
+            start = time.perf_counter()
+            with futures.ThreadPoolExecutor(callers) as pool:
+                answers = list(pool.map(one, range(searches)))
+            elapsed = time.perf_counter() - start
+        result[label] = {"landmark_batch": batch, "seconds": round(elapsed, 3), "searches_per_s": round(searches / elapsed, 3),
+                         "iterations": [a.iterations for a in answers]}
     return result
 
 
@@ -371,6 +401,8 @@ def _ratios(results: dict) -> dict:
             for n, run in (get("landmarks", "at_cap_by_images_per_run") or {}).items()
         },
         "scan_vs_engine": ratio(get("scan", "coins_per_s"), get("scan", "engine_same_coins_per_s")),
+        "grpc_landmarks_shared_vs_alone": ratio(
+            get("grpc", "landmarks", "shared", "searches_per_s"), get("grpc", "landmarks", "alone", "searches_per_s")),
     }
 
 
@@ -449,6 +481,9 @@ def markdown_report(results: dict) -> str:
     for key, verdict in results["targets"].items():
         met = {True: "yes", False: "**no**", None: "n/a"}[verdict["met"]]
         lines.append(f"| `{key}` | {verdict['value']} | {verdict['target']} | {met} |")
+    for key, value in results.get("ratios", {}).items():
+        if key not in results["targets"]:
+            lines.append(f"| `{key}` | {value} | - | - |")
     lines += ["", "| measurement | figure |", "|---|---|"]
     for precision, data in results.get("model_only", {}).get("precisions", {}).items():
         for batch, m in data.get("coins_per_s_by_batch", {}).items():
@@ -466,6 +501,9 @@ def markdown_report(results: dict) -> str:
             lines.append(f"| gRPC Identify, concurrency {level} | p50 {m['p50']} / p95 {m['p95']} / p99 {m['p99']} ms, {m['coins_per_s']} coins/s |")
         if "stream" in grpc:
             lines.append(f"| gRPC IdentifyStream | {grpc['stream']['coins_per_s']} coins/s |")
+        for label, m in {k: v for k, v in grpc.get("landmarks", {}).items() if isinstance(v, dict)}.items():
+            lines.append(f"| gRPC Landmarks, {grpc['landmarks']['callers']} callers, landmark_batch {m['landmark_batch']} ({label}) | "
+                         f"{m['searches_per_s']} searches/s |")
     for method, m in results.get("landmarks", {}).get("methods", {}).items():
         lines.append(f"| landmarks {method} (11x11, stride 3) | {m['seconds_per_image']} s/image, {m['forward_equivalents_per_image']} forward passes |")
     for n, m in results.get("landmarks", {}).get("at_cap_by_images_per_run", {}).items():

@@ -34,3 +34,19 @@ def test_quick_landmark_bench_writes_json_with_ratios(tiny_bundle, tmp_path):
     markdown = (out / "bench.md").read_text()
     assert markdown.count("landmarks optimized") == 3
     assert "landmarks optimised at the cap, 1 image(s) per run" in markdown
+
+
+def test_grpc_landmark_bench_times_searches_alone_and_shared(tiny_bundle, photo_bytes, tmp_path):
+    from engine.bundle import load_bundle
+    from serving.bench.suite import BenchConfig, bench_grpc_landmarks
+
+    config = BenchConfig.quick_config(tiny_bundle, tmp_path)
+    pairs = [(photo_bytes["obverse"], photo_bytes["reverse"])]
+    result = bench_grpc_landmarks(load_bundle(tiny_bundle), config, pairs, callers=3)
+    assert (result["callers"], result["searches"]) == (3, 3)
+    for label, batch in (("alone", 1), ("shared", 8)):
+        run = result[label]
+        assert run["landmark_batch"] == batch and run["searches_per_s"] > 0
+        assert len(run["iterations"]) == 3 and all(1 <= i <= 100 for i in run["iterations"])
+    # the same photo and settings: shared runs answer exactly as lone ones do
+    assert result["shared"]["iterations"] == result["alone"]["iterations"]
