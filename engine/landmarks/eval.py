@@ -20,6 +20,15 @@ Per method and window size:
 - seconds per image (wall time of the method's batched call / images) and forward-pass
   equivalents per image (forward 1, forward + backward 3; deletion passes not included).
 
+Per side and ground-truth part (the first word of a region, e.g. "head", "bust", "legend",
+"owl"), independent of any method:
+
+- reliance: p(c) with that part's polygons replaced by the reference, against p(c) of the
+  whole image; a part the model needs drops p(c) far for its area;
+- maxima: for each method (headline window), the share of images whose heatmap maximum
+  lies inside a polygon of that part ("(none)": inside none of them). This says where a
+  method points when the pointing game counts a miss.
+
 The class explained is the coin's true class (emperor for the obverse, RIC for the
 reverse, mapped through the bundle's ``extra.merged`` table of merged RIC labels) when the
 model knows it, else the predicted class.
@@ -164,6 +173,46 @@ def _auc(curve: np.ndarray) -> float:
     return float(np.mean((curve[1:] + curve[:-1]) / 2.0))
 
 
+NO_PART = "(none)"
+
+
+def _parts_in_crop(regions: list[dict], matrix: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Ground-truth part name (the region's first word) -> its polygons in crop pixels."""
+    parts: dict[str, list[np.ndarray]] = defaultdict(list)
+    for r in regions:
+        if len(r.get("polygon") or []) >= 3 and (r.get("word") or "").split():
+            parts[r["word"].split()[0]].append(apply_transform(matrix, r["polygon"]).astype(np.float32))
+    return dict(parts)
+
+
+def parts_at_maximum(heatmap: np.ndarray, parts: dict[str, list[np.ndarray]]) -> list[str]:
+    """Names of the parts whose polygons contain the heatmap's maximum (``[NO_PART]`` if none)."""
+    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    point = (float(x) + 0.5, float(y) + 0.5)
+    hit = [name for name, polygons in parts.items()
+           if any(cv2.pointPolygonTest(p.reshape(-1, 1, 2), point, False) >= 0 for p in polygons)]
+    return hit or [NO_PART]
+
+
+def part_reliance(model, crop: np.ndarray, reference: np.ndarray | None, parts: dict[str, list[np.ndarray]], target: int) -> dict:
+    """p(target) with each part replaced by the reference, in one forward call.
+
+    Args:
+        crop: (H, W, 3). reference: (H, W, 3) or None (black). parts: name -> polygons.
+    Returns:
+        name -> (p with the part removed, the part's share of the crop's pixels).
+    """
+    names = sorted(parts)
+    if not names:
+        return {}
+    image = np.asarray(crop, np.float32)
+    removed = np.zeros_like(image) if reference is None else np.asarray(reference, np.float32)
+    masks = [polygon_mask(parts[name], image.shape[:2]) for name in names]
+    images = np.stack([np.where(m[..., None], removed, image) for m in masks])
+    p = softmax(model.logits(normalize(images, model.spec)))[:, target]
+    return {name: (float(p[i]), float(masks[i].mean())) for i, name in enumerate(names)}
+
+
 # ------------------------------------------------------------------ data
 
 
@@ -229,6 +278,8 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     sums: dict = defaultdict(lambda: defaultdict(list))  # (side, method, window) -> metric -> values
     figure_rows: list = []
     by_label: dict = defaultdict(list)  # (side, label) -> headline optimised maps
+    reliance: dict = defaultdict(lambda: defaultdict(list))  # side -> part -> [(p_full, p_removed, area)]
+    maxima: dict = defaultdict(lambda: defaultdict(int))  # (side, method) -> part -> images
     images_done = 0
     for side in config.sides:
         side_items = [it for it in items if it.side == side][: config.limit]
@@ -240,11 +291,13 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
             tolerance_px = config.tolerance * spec.crop / 224.0
             batches = [side_items[i : i + config.batch] for i in range(0, len(side_items), config.batch)]
             for batch in tqdm(batches, desc=f"landmarks-eval {side}", unit="batch", disable=not progress):
-                crops, inside, discriminative, targets = [], [], [], []
+                crops, inside, discriminative, targets, parts = [], [], [], [], []
                 for it in batch:
                     rgb = decode_image(it.path, max_pixels=spec.max_pixels, min_side=spec.min_side)
                     crops.append(crop_image(canonical_image(rgb, spec), spec))
-                    polygons = _polygons_in_crop(it.regions, crop_transform(rgb, spec))
+                    matrix = crop_transform(rgb, spec)
+                    parts.append(_parts_in_crop(it.regions, matrix))
+                    polygons = _polygons_in_crop(it.regions, matrix)
                     discriminative.append(polygons)
                     inside.append(polygon_mask(polygons, (spec.crop, spec.crop)))
                     label = merged_into.get(it.label, it.label)
@@ -276,6 +329,13 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                             reference = None if references is None else references[i]
                             curve = deletion_curve(model, crops[i], m.heatmap, m.target, steps=config.deletion_steps, reference=reference)
                             bucket["deletion"].append(_auc(curve))
+                            if window == headline:
+                                for part in parts_at_maximum(m.heatmap, parts[i]):
+                                    maxima[(side, method)][part] += 1
+                                if method == config.methods[0]:  # once per image: the class it explained
+                                    reference = None if references is None else references[i]
+                                    for part, (p_removed, area) in part_reliance(model, crops[i], reference, parts[i], m.target).items():
+                                        reliance[side][part].append((m.p_full, p_removed, area))
                             if len(figure_rows) < config.figure_rows:
                                 row_tiles[i][(method, window)] = (m.overlay(), m.p_full)
                             if method == "optimized" and window == headline and config.guidebooks and targets[i] is not None:
@@ -325,6 +385,28 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
             side: {str(w): {m: summary(m, w, (side,)) for m in config.methods} for w in config.windows} for side in config.sides
         },
     }
+    scores["parts"] = {
+        side: {
+            part: {
+                "images": len(values),
+                "p_full": float(np.mean([v[0] for v in values])),
+                "p_removed": float(np.mean([v[1] for v in values])),
+                "area": float(np.mean([v[2] for v in values])),
+                "maximum_inside": {
+                    method: maxima[(side, method)].get(part, 0) / len(sums[(side, method, headline)]["vacuous"])
+                    for method in config.methods if sums[(side, method, headline)]["vacuous"]
+                },
+            }
+            for part, values in sorted(parts_by_side.items(), key=lambda kv: -len(kv[1]))
+        }
+        for side, parts_by_side in reliance.items()
+    }
+    for side in reliance:
+        for method in config.methods:
+            images = len(sums[(side, method, headline)]["vacuous"])
+            if images:
+                scores["parts"][side].setdefault(NO_PART, {"maximum_inside": {}})["maximum_inside"][method] = (
+                    maxima[(side, method)].get(NO_PART, 0) / images)
     scores["guidebooks"] = _guidebooks(by_label, out_dir, config.guidebooks)
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     (out_dir / "scores.md").write_text(_markdown(scores))
@@ -376,6 +458,22 @@ def _markdown(scores: dict) -> str:
                 )
     lines += ["", "vacuous: share of images whose reference image (every region removed) already satisfies the constraint, "
               "so the empty mask is optimal; the optimised heatmap (persistence) still ranks the regions."]
+    for side, parts in scores.get("parts", {}).items():
+        methods = list(scores["methods"])
+        total = max((v.get("images", 0) for v in parts.values()), default=0)
+        lines += [
+            "",
+            f"Ground-truth parts, {side}: what the model needs (p(c) with the part replaced by the reference) and where "
+            f"each method's heatmap maximum lies (window {scores['window']}). Parts on at least 5% of the images.",
+            "",
+            "| part | images | area | p(c) whole | p(c) part removed | " + " | ".join(f"max in part: {m}" for m in methods) + " |",
+            "|---|---|---|---|---|" + "---|" * len(methods),
+        ]
+        for part, v in parts.items():
+            if part != NO_PART and v["images"] < 0.05 * total:
+                continue
+            cells = [str(v.get("images", "-")), _fmt(v.get("area")), _fmt(v.get("p_full")), _fmt(v.get("p_removed"))]
+            lines.append(f"| {part} | " + " | ".join(cells) + " | " + " | ".join(_fmt(v["maximum_inside"].get(m), 2) for m in methods) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -128,6 +128,17 @@ def test_landmarks_eval_scores(grad_bundle, synth_dir, tmp_path):
             assert weighted / both["images_with_ground_truth"] == pytest.approx(both["energy"])
     assert cv2.imread(str(out / "figure.png")) is not None
     assert scores["guidebooks"] and all(cv2.imread(p) is not None for p in scores["guidebooks"])
+    # Ground-truth parts: every image has a shield and a legend; each method's maximum lies
+    # in some part or in none, on every image.
+    reverse = scores["parts"]["reverse"]
+    assert reverse["shield"]["images"] == reverse["legend"]["images"] == 2
+    for part in ("shield", "legend"):
+        assert 0 <= reverse[part]["p_removed"] <= 1 and 0 < reverse[part]["area"] < 1
+    for method in ("optimized", "occlusion", "saliency"):
+        for side, parts in scores["parts"].items():
+            shares = [v["maximum_inside"][method] for v in parts.values()]
+            assert all(0 <= x <= 1 for x in shares) and sum(shares) >= 1 - 1e-9  # parts may overlap
+    assert "| shield | 2 |" in (out / "scores.md").read_text()
 
 
 def test_metrics_on_known_maps():
@@ -143,6 +154,26 @@ def test_metrics_on_known_maps():
     assert 100 <= inside.sum() <= 121  # 10 x 10 pixel centres, boundary pixels may be included
     heat = inside.astype(np.float32) + 0.0
     assert energy(heat, inside) == 1.0 and energy(np.zeros_like(heat), inside) == 0.0
+
+
+def test_part_reliance_removes_each_part_and_finds_the_maximum(grad_bundle):
+    from engine.landmarks import GradientModel
+    from engine.landmarks.eval import NO_PART, part_reliance, parts_at_maximum
+    from engine.preprocess import normalize
+
+    model = GradientModel.from_bundle(load_bundle(grad_bundle), "ric")
+    crop = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    square = np.array([[10, 10], [20, 10], [20, 20], [10, 20]], np.float32)
+    everything = np.array([[0, 0], [64, 0], [64, 64], [0, 64]], np.float32)
+    parts = {"square": [square], "everything": [everything]}
+    got = part_reliance(model, crop, None, parts, 3)
+    p = model.probabilities(normalize(np.stack([np.zeros_like(crop)]), model.spec))[0, 3]
+    assert got["everything"] == (pytest.approx(p, rel=1e-5), 1.0)  # black reference, all gone
+    assert 0 < got["square"][1] < 0.05
+    heat = np.zeros((64, 64), np.float32)
+    heat[15, 15] = 1.0
+    assert sorted(parts_at_maximum(heat, parts)) == ["everything", "square"]
+    assert parts_at_maximum(heat, {"square": [square + 30]}) == [NO_PART]
 
 
 def test_deletion_curve_ends_at_blank_image(grad_bundle):
