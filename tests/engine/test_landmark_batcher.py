@@ -12,23 +12,13 @@ from concurrent.futures import CancelledError
 import numpy as np
 import pytest
 
-from engine.bundle import load_bundle
 from engine.errors import BatcherClosed, Cancelled, DeadlineExceeded, InputError
-from engine.landmarks import GradientModel, LandmarkConfig, compute_landmarks
+from engine.landmarks import LandmarkConfig, compute_landmarks
 from engine.landmarks.batcher import LandmarkBatcher, LandmarkJob
 
-from tests.engine.test_landmarks import _coin
+from tests.engine.test_landmarks import _coin, model  # noqa: F401  (model: the tiny bundle's RIC GradientModel)
 
 CONFIG = LandmarkConfig(epsilon=0.01)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_bundle):
-    bundle = load_bundle(tiny_bundle)
-    if not bundle.has("ric", "grad"):
-        pytest.skip("tiny bundle has no gradient graph (export.gradgraph missing)")
-    with GradientModel.from_bundle(bundle, "ric") as m:
-        yield m
 
 
 class Runs:
