@@ -11,6 +11,7 @@ Three levels, each skipped with a reason when its tool is missing:
 from __future__ import annotations
 
 import ctypes
+import json
 import shutil
 import subprocess
 
@@ -243,3 +244,43 @@ def test_cuda_ops_match_numpy(case):
     np.testing.assert_allclose(ops.compose(regions, image, x), expected, rtol=RTOL, atol=RTOL * np.abs(expected).max())
     expected = composition.adjoint(regions, image, grad)
     np.testing.assert_allclose(ops.adjoint(regions, image, grad), expected, rtol=RTOL, atol=RTOL * np.abs(expected).max())
+
+
+def test_kernel_check_times_numpy_and_says_why_cuda_did_not_run(tmp_path, capsys):
+    from engine.landmarks import kernel_check
+    from engine.landmarks.cuda import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has CUDA: the GPU check itself covers it")
+    assert kernel_check.main(["--out", str(tmp_path), "--size", "64", "--batch", "2", "--repeats", "2"]) == 0
+    result = json.loads((tmp_path / "kernel_check.json").read_text())
+    assert result["cuda"] == {"available": False, "skipped": "pycuda is not installed or no CUDA device is visible"}
+    assert result["passed"] is None
+    assert set(result["cases"]) == {"windows-11", "windows-21", "superpixels"}
+    for row in result["cases"].values():
+        assert row["regions"] >= 1
+        for operation in kernel_check.OPERATIONS:
+            assert row[operation]["numpy_ms"] > 0 and "cuda_ms" not in row[operation]
+    assert "CUDA skipped" in capsys.readouterr().out
+    assert kernel_check.main(["--out", str(tmp_path), "--size", "64", "--repeats", "1", "--require-cuda"]) == 2
+
+
+def test_gpu_check_script_runs_every_step_and_keeps_the_logs(tmp_path):
+    """tools/gpu_check.sh on a machine without a GPU: each step runs and leaves its log."""
+    import os
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    carry, out = tmp_path / "carry", tmp_path / "out"
+    carry.mkdir()
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(["bash", str(root / "tools" / "gpu_check.sh"), str(carry), str(out)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if shutil.which("nvidia-smi") is None:
+        assert done.returncode != 0 and "== environment\n   FAILED" in done.stdout
+    for step in ("environment", "pycuda_build", "kernel_check", "gpu_tests"):
+        assert f"== {step}" in done.stdout and (out / f"{step}.log").is_file()
+    assert "no pycuda-*.tar.gz in" in (out / "pycuda_build.log").read_text()  # says how to prepare the folder
+    result = json.loads((out / "kernel_check.json").read_text())
+    assert set(result["cases"]) == {"windows-11", "windows-21", "superpixels"}
