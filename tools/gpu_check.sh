@@ -11,7 +11,7 @@
 #   pycuda_build   pycuda built from its sdist into /tmp/site (needs setuptools, wheel, numpy),
 #                  without CURAND (the kernels do not use it) and linked against the
 #                  driver's libcuda.so.1 when the toolkit has no libcuda.so to link with
-#   kernel_check   python -m engine.landmarks.kernel_check --require-cuda: CUDA kernels vs
+#   kernel_check   python -m serving.cli kernel-check --require-cuda: CUDA kernels vs
 #                  NumPy for windows 11/21 and superpixels, errors and timings
 #                  (OUT_DIR/kernel_check.json)
 #   gpu_tests      pytest -m gpu: CudaOps vs NumPy, the GPU backends
@@ -62,7 +62,7 @@ print(\"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"onnxruntime\"
 print(\"providers\", onnxruntime.get_available_providers())"'
 step pycuda_build build_pycuda
 export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-step kernel_check python3 -m engine.landmarks.kernel_check --out "$out" --require-cuda
+step kernel_check python3 -m serving.cli kernel-check --out "$out" --require-cuda
 step gpu_tests python3 -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_kernels.py tests/engine/test_backends.py
 cat "$out/kernel_check.log"
 exit "$status"

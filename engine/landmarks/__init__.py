@@ -9,7 +9,7 @@ Modules::
     regions.py      windows (w, stride s), SLIC superpixels, pixels; coverage normaliser C
     composition.py  f_I(x) = (sum_k x_k I_k) * C and its adjoint (NumPy reference, CPU path)
     cuda.py         pycuda launchers of engine/kernels/landmarks.cu (same operations)
-    kernel_check.py the GPU check: CUDA kernels vs NumPy, errors and timings (tools/gpu_check.sh)
+    kernel_check.py CUDA kernels vs NumPy, errors and timings (denarius kernel-check)
     model.py        GradientModel: onnxruntime classifier + gradient graph, cost counter
     optimizer.py    batched projected subgradient descent with backprojection
     baselines.py    occlusion sensitivity, gradient saliency

@@ -58,7 +58,7 @@ from engine.landmarks.model import GradientModel, softmax
 from engine.landmarks.optimizer import OptimizerConfig
 from engine.preprocess import canonical_image, crop_image, normalize
 
-__all__ = ["EvalConfig", "evaluate", "pointing_hit", "energy", "deletion_curve", "load_ground_truth"]
+__all__ = ["EvalConfig", "evaluate", "pointing_hit", "energy", "deletion_curve", "part_reliance", "parts_at_maximum", "load_ground_truth"]
 
 logger = logging.getLogger(__name__)
 
@@ -194,11 +194,12 @@ def parts_at_maximum(heatmap: np.ndarray, parts: dict[str, list[np.ndarray]]) ->
     return hit or [NO_PART]
 
 
-def part_reliance(model, crop: np.ndarray, reference: np.ndarray | None, parts: dict[str, list[np.ndarray]], target: int) -> dict:
+def part_reliance(model, crop: np.ndarray, parts: dict[str, list[np.ndarray]], *, target: int, reference: np.ndarray | None = None) -> dict:
     """p(target) with each part replaced by the reference, in one forward call.
 
     Args:
-        crop: (H, W, 3). reference: (H, W, 3) or None (black). parts: name -> polygons.
+        crop: (H, W, 3). parts: name -> polygons (N_i, 2) in crop pixels.
+        target: class index. reference: (H, W, 3) what a removed pixel becomes (None: black).
     Returns:
         name -> (p with the part removed, the part's share of the crop's pixels).
     """
@@ -334,7 +335,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                                     maxima[(side, method)][part] += 1
                                 if method == config.methods[0]:  # once per image: the class it explained
                                     reference = None if references is None else references[i]
-                                    for part, (p_removed, area) in part_reliance(model, crops[i], reference, parts[i], m.target).items():
+                                    for part, (p_removed, area) in part_reliance(model, crops[i], parts[i], target=m.target, reference=reference).items():
                                         reliance[side][part].append((m.p_full, p_removed, area))
                             if len(figure_rows) < config.figure_rows:
                                 row_tiles[i][(method, window)] = (m.overlay(), m.p_full)

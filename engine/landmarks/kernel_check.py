@@ -1,6 +1,7 @@
 """The GPU check of the landmark kernels: CUDA against the NumPy reference, and their speed.
 
-    python -m engine.landmarks.kernel_check [--out DIR] [--size 224] [--batch 8] [--repeats 20] [--require-cuda]
+Command line: ``denarius kernel-check [--out DIR] [--size 224] [--batch 8] [--repeats 20] [--require-cuda]``
+(``python -m serving.cli kernel-check ...`` where the package is not installed).
 
 Cases: 11x11 and 21x21 windows (stride 3) and SLIC superpixels (about 100) of a coin
 photograph (``skimage.data.coins()``, resized), at ``size`` px. For each case, random masks
@@ -14,25 +15,20 @@ x (B, K), images in [0, 255] (B, H, W, 3) and pixel gradients (B, H, W, 3) go th
   numpy / cuda.
 
 Without pycuda or a CUDA device the NumPy half still runs and ``cuda`` says why it was
-skipped (exit 0, or 2 with ``--require-cuda``). Writes ``kernel_check.json`` to ``--out``
-and prints a table. ``tools/gpu_check.sh`` runs it on a GPU machine after building pycuda.
+skipped. ``tools/gpu_check.sh`` runs the check on a GPU machine after building pycuda.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from engine.landmarks.optimizer import NumpyOps
 from engine.landmarks.regions import Regions, superpixel_regions, window_regions
 
-__all__ = ["TOLERANCE", "run_check", "main"]
+__all__ = ["TOLERANCE", "OPERATIONS", "cases", "run_check", "table"]
 
 TOLERANCE = 1e-5  # max |cuda - numpy| relative to max |numpy|
 OPERATIONS = ("compose", "adjoint", "projected_step")
@@ -164,28 +160,3 @@ def table(result: dict) -> str:
         verdict = "PASSED: every error is" if result["passed"] else "FAILED: some error is not"
         lines += ["", f"{verdict} <= {TOLERANCE}"]
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.landmarks.kernel_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("kernel_check"), help="output folder (kernel_check.json)")
-    parser.add_argument("--size", type=int, default=224, help="image side in px (default 224)")
-    parser.add_argument("--batch", type=int, default=8, help="masks per call (default 8)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed calls per operation (default 20)")
-    parser.add_argument("--require-cuda", action="store_true", help="exit 2 when CUDA cannot run")
-    args = parser.parse_args(argv)
-    if args.size < 32 or args.batch < 1 or args.repeats < 1:
-        parser.error("--size must be >= 32 (21-px windows), --batch and --repeats >= 1")
-    result = run_check(size=args.size, batch=args.batch, repeats=args.repeats)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "kernel_check.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result), end="")
-    if result["passed"] is False:
-        return 1
-    if result["passed"] is None and args.require_cuda:
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,7 @@ from engine.errors import BatcherClosed, Cancelled, DeadlineExceeded, InputError
 from engine.landmarks import LandmarkConfig, compute_landmarks
 from engine.landmarks.batcher import LandmarkBatcher, LandmarkJob
 
-from tests.engine.test_landmarks import _coin, model  # noqa: F401  (model: the tiny bundle's RIC GradientModel)
+from tests.engine.test_landmarks import _coin
 
 CONFIG = LandmarkConfig(epsilon=0.01)
 

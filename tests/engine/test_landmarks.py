@@ -8,11 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.bundle import load_bundle
 from engine.errors import ConfigError, InputError
 from engine.landmarks import (
     SWEEP_EPSILONS,
-    GradientModel,
     LabelRegions,
     LandmarkConfig,
     OptimizerConfig,
@@ -130,15 +128,6 @@ def test_window_larger_than_image_is_refused():
 
 
 # ------------------------------------------------------------------ on the tiny bundle
-
-
-@pytest.fixture(scope="module")
-def model(tiny_bundle):
-    bundle = load_bundle(tiny_bundle)
-    if not bundle.has("ric", "grad"):
-        pytest.skip("tiny bundle has no gradient graph (export.gradgraph missing)")
-    with GradientModel.from_bundle(bundle, "ric") as m:
-        yield m
 
 
 def _coin(seed: int, size: int = 64) -> np.ndarray:

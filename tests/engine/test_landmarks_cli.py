@@ -166,7 +166,7 @@ def test_part_reliance_removes_each_part_and_finds_the_maximum(grad_bundle):
     square = np.array([[10, 10], [20, 10], [20, 20], [10, 20]], np.float32)
     everything = np.array([[0, 0], [64, 0], [64, 64], [0, 64]], np.float32)
     parts = {"square": [square], "everything": [everything]}
-    got = part_reliance(model, crop, None, parts, 3)
+    got = part_reliance(model, crop, parts, target=3)
     p = model.probabilities(normalize(np.stack([np.zeros_like(crop)]), model.spec))[0, 3]
     assert got["everything"] == (pytest.approx(p, rel=1e-5), 1.0)  # black reference, all gone
     assert 0 < got["square"][1] < 0.05

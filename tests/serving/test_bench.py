@@ -38,7 +38,8 @@ def test_quick_landmark_bench_writes_json_with_ratios(tiny_bundle, tmp_path):
 
 def test_grpc_landmark_bench_times_searches_alone_and_shared(tiny_bundle, photo_bytes, tmp_path):
     from engine.bundle import load_bundle
-    from serving.bench.suite import BenchConfig, bench_grpc_landmarks
+    from serving.bench.landmarks import bench_grpc_landmarks
+    from serving.bench.suite import BenchConfig
 
     config = BenchConfig.quick_config(tiny_bundle, tmp_path)
     pairs = [(photo_bytes["obverse"], photo_bytes["reverse"])]
