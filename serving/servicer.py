@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 import logging
+import threading
 import time
 import uuid
 

@@ -114,12 +114,7 @@ def occlusion(
         if should_stop is not None and should_stop():
             raise Cancelled(f"occlusion stopped after {done} of {len(images) * -(-k // batch_size)} batches: the caller gave up")
         ks = np.arange(lo, min(k, lo + batch_size))
-        keep = ~regions.indicator(ks)  # (n, H, W)
-        image = images[b].astype(np.float32)
-        if reference is None:
-            occluded = image[None] * keep[..., None]
-        else:
-            occluded = reference[b][None] + (image - reference[b])[None] * keep[..., None]
+        occluded = composition.replace_pixels(images[b], regions.indicator(ks), None if reference is None else reference[b])
         p = softmax(model.logits(normalize(occluded, spec)))[:, targets[b]]
         scores[b, ks] = p_full[b] - p
     heatmaps = composition.mask_weights(regions, scores)

@@ -44,7 +44,7 @@ from engine.errors import InputError
 from engine.landmarks.regions import LabelRegions, Regions, WindowRegions
 from engine.preprocess import PreprocessSpec, normalize
 
-__all__ = ["REFERENCES", "reference_images", "mask_weights", "compose", "region_sums", "adjoint", "normalize_slope", "pixel_gradient"]
+__all__ = ["REFERENCES", "reference_images", "replace_pixels", "mask_weights", "compose", "region_sums", "adjoint", "normalize_slope", "pixel_gradient"]
 
 
 REFERENCES = ("blur", "black")
@@ -70,6 +70,22 @@ def reference_images(images: np.ndarray, kind: str = "blur") -> np.ndarray | Non
     images = np.asarray(images, np.float32)
     sigma = BLUR_SIGMA * images.shape[-2]
     return np.stack([cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) for image in images])
+
+
+def replace_pixels(image: np.ndarray, removed: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Copies of one image with some pixels removed, i.e. replaced by the reference.
+
+    The binary form of the composition (a mask of 0s and 1s), used where whole pixels go:
+    occlusion, the deletion curve, the removal of a ground-truth part.
+
+    Args:
+        image: (H, W, 3) in [0, 255]. removed: (n, H, W) bool, True where a pixel is removed.
+        reference: (H, W, 3) what a removed pixel becomes (:func:`reference_images`); None: black.
+    Returns:
+        (n, H, W, 3) float32.
+    """
+    fill = np.float32(0.0) if reference is None else np.asarray(reference, np.float32)
+    return np.where(np.asarray(removed, bool)[..., None], fill, np.asarray(image, np.float32))
 
 
 def _as_masks(regions: Regions, x: np.ndarray) -> np.ndarray:

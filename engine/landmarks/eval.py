@@ -158,14 +158,12 @@ def deletion_curve(model, crop: np.ndarray, heatmap: np.ndarray, target: int, *,
     Returns:
         (steps + 1,) float64 for deleted fractions 0, 1/steps, ..., 1.
     """
-    order = np.argsort(-heatmap.ravel(), kind="stable")
-    pixels = order.size
-    images = np.repeat(np.asarray(crop, np.float32)[None], steps + 1, axis=0)
-    flat = images.reshape(steps + 1, -1, 3)
-    removed = np.zeros((pixels, 3), np.float32) if reference is None else np.asarray(reference, np.float32).reshape(-1, 3)
-    for i in range(1, steps + 1):
-        gone = order[: round(pixels * i / steps)]
-        flat[i, gone] = removed[gone]
+    pixels = heatmap.size
+    rank = np.empty(pixels, np.int64)
+    rank[np.argsort(-heatmap.ravel(), kind="stable")] = np.arange(pixels)  # 0 = most salient
+    counts = np.array([round(pixels * i / steps) for i in range(steps + 1)])
+    removed = (rank[None, :] < counts[:, None]).reshape(steps + 1, *heatmap.shape)  # (steps + 1, H, W)
+    images = composition.replace_pixels(crop, removed, reference)
     return softmax(model.logits(normalize(images, model.spec)))[:, target]
 
 
@@ -206,10 +204,8 @@ def part_reliance(model, crop: np.ndarray, parts: dict[str, list[np.ndarray]], *
     names = sorted(parts)
     if not names:
         return {}
-    image = np.asarray(crop, np.float32)
-    removed = np.zeros_like(image) if reference is None else np.asarray(reference, np.float32)
-    masks = [polygon_mask(parts[name], image.shape[:2]) for name in names]
-    images = np.stack([np.where(m[..., None], removed, image) for m in masks])
+    masks = np.stack([polygon_mask(parts[name], crop.shape[:2]) for name in names])  # (n, H, W)
+    images = composition.replace_pixels(crop, masks, reference)
     p = softmax(model.logits(normalize(images, model.spec)))[:, target]
     return {name: (float(p[i]), float(masks[i].mean())) for i, name in enumerate(names)}
 
@@ -334,7 +330,6 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                                 for part in parts_at_maximum(m.heatmap, parts[i]):
                                     maxima[(side, method)][part] += 1
                                 if method == config.methods[0]:  # once per image: the class it explained
-                                    reference = None if references is None else references[i]
                                     for part, (p_removed, area) in part_reliance(model, crops[i], parts[i], target=m.target, reference=reference).items():
                                         reliance[side][part].append((m.p_full, p_removed, area))
                             if len(figure_rows) < config.figure_rows:
@@ -386,33 +381,38 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
             side: {str(w): {m: summary(m, w, (side,)) for m in config.methods} for w in config.windows} for side in config.sides
         },
     }
-    scores["parts"] = {
-        side: {
-            part: {
-                "images": len(values),
-                "p_full": float(np.mean([v[0] for v in values])),
-                "p_removed": float(np.mean([v[1] for v in values])),
-                "area": float(np.mean([v[2] for v in values])),
-                "maximum_inside": {
-                    method: maxima[(side, method)].get(part, 0) / len(sums[(side, method, headline)]["vacuous"])
-                    for method in config.methods if sums[(side, method, headline)]["vacuous"]
-                },
-            }
-            for part, values in sorted(parts_by_side.items(), key=lambda kv: -len(kv[1]))
-        }
-        for side, parts_by_side in reliance.items()
-    }
-    for side in reliance:
-        for method in config.methods:
-            images = len(sums[(side, method, headline)]["vacuous"])
-            if images:
-                scores["parts"][side].setdefault(NO_PART, {"maximum_inside": {}})["maximum_inside"][method] = (
-                    maxima[(side, method)].get(NO_PART, 0) / images)
+    images_scored = {(side, method): sum(sums[(side, method, headline)]["images"]) for side in config.sides for method in config.methods}
+    scores["parts"] = _part_scores(reliance, maxima, images_scored, config.methods)
     scores["guidebooks"] = _guidebooks(by_label, out_dir, config.guidebooks)
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     (out_dir / "scores.md").write_text(_markdown(scores))
     if figure_rows:
         write_png(out_dir / "figure.png", _figure(figure_rows, config))
+    return scores
+
+
+def _part_scores(reliance: dict, maxima: dict, images_scored: dict, methods) -> dict:
+    """side -> part -> {images, p_full, p_removed, area, maximum_inside: {method: share}},
+    parts by frequency, then ``NO_PART`` (maxima inside no part; reliance does not apply).
+
+    Args:
+        reliance: side -> part -> [(p_full, p_removed, area)] per image with that part.
+        maxima: (side, method) -> part -> images whose heatmap maximum lies in that part.
+        images_scored: (side, method) -> images scored.
+    """
+    scores = {}
+    for side, by_part in reliance.items():
+        rows = {}
+        for part, values in sorted(by_part.items(), key=lambda kv: -len(kv[1])):
+            p_full, p_removed, area = np.mean(np.asarray(values, np.float64), axis=0)
+            rows[part] = {"images": len(values), "p_full": float(p_full), "p_removed": float(p_removed), "area": float(area)}
+        rows[NO_PART] = {}
+        for part, row in rows.items():
+            row["maximum_inside"] = {
+                method: maxima[(side, method)].get(part, 0) / images_scored[(side, method)]
+                for method in methods if images_scored[(side, method)]
+            }
+        scores[side] = rows
     return scores
 
 

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from engine.landmarks.api import single_threaded_blas
 from engine.landmarks.optimizer import NumpyOps
 from engine.landmarks.regions import Regions, superpixel_regions, window_regions
 
@@ -111,7 +112,7 @@ def run_check(*, size: int = 224, batch: int = 8, repeats: int = 20, seed: int =
     else:
         result["cuda"]["skipped"] = "pycuda is not installed or no CUDA device is visible"
     errors = []
-    with _one_blas_thread():
+    with single_threaded_blas():  # as the optimiser runs NumPy
         for case, regions in cases(size).items():
             inputs = _inputs(regions, batch, rng)
             row: dict = {"regions": regions.count}
@@ -129,13 +130,6 @@ def run_check(*, size: int = 224, batch: int = 8, repeats: int = 20, seed: int =
             result["cases"][case] = row
     result["passed"] = None if cuda is None else bool(max(errors) <= TOLERANCE)
     return result
-
-
-def _one_blas_thread():
-    """The optimiser runs NumPy with BLAS on one thread; time it the same way."""
-    from engine.landmarks.api import single_threaded_blas
-
-    return single_threaded_blas()
 
 
 def table(result: dict) -> str:
