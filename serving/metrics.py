@@ -10,8 +10,8 @@ Exported series (all prefixed ``denarius_``):
 - ``inflight_requests{method}``: RPCs being handled now.
 - ``stream_outstanding``: IdentifyStream requests read and not yet answered (all streams);
   ``stream_outstanding_peak``: the most ever outstanding on one stream (<= the window).
-- ``landmarks_cancelled_total``: landmark searches stopped early because their caller
-  cancelled or ran past its deadline.
+- ``landmarks_cancelled_total``: landmark searches that ended early because their caller
+  cancelled or ran past its deadline, whether they were running or still queued.
 - ``landmark_run_size``: histogram of the landmark searches sharing each run.
 """
 
@@ -53,7 +53,7 @@ class ServerMetrics:
         )
         self.landmarks_cancelled = Counter(
             "denarius_landmarks_cancelled",
-            "Landmark searches stopped early because the caller cancelled or ran past its deadline",
+            "Landmark searches ended early (running or still queued) because the caller cancelled or ran past its deadline",
             registry=self.registry,
         )
         self.landmark_run_size = Histogram(

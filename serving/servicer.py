@@ -227,7 +227,9 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         job.should_stop, job.deadline = should_stop, deadline
 
         def settled(future) -> None:
-            if not future.cancelled() and isinstance(future.exception(), Cancelled):
+            # Gave up while queued (future cancelled, or DeadlineExceeded at its start) or
+            # while running (Cancelled): either way the search ended for its caller's sake.
+            if future.cancelled() or isinstance(future.exception(), (Cancelled, DeadlineExceeded)):
                 self.metrics.landmarks_cancelled.inc()
             try:
                 loop.call_soon_threadsafe(self._release_landmark_slot)

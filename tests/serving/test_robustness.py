@@ -6,6 +6,7 @@ import logging
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -138,6 +139,23 @@ def test_slow_stream_reader_stops_the_server_reading(tiny_bundle):
         assert sorted(got, key=int) == [str(i) for i in range(total)]
         assert metric(scrape(running.metrics_port), "denarius_stream_outstanding_peak") <= window
         channel.close()
+
+
+def test_queued_landmark_search_whose_caller_gives_up_is_counted(tiny_bundle, photo_bytes):
+    slow = dict(side="reverse", method="occlusion", window=2, stride=1)  # 3,970 forward passes in 63 batches
+    with BackgroundServer(server_config(tiny_bundle, landmark_workers=1, landmark_queue=1, landmark_batch=1)) as running:
+        target = f"127.0.0.1:{running.port}"
+        with CoinClient(target, timeout=60, retries=0) as client:
+            client.landmarks(photo_bytes["reverse"], side="reverse", method="saliency")  # open the models
+            with ThreadPoolExecutor(1) as pool:
+                busy = pool.submit(client.landmarks, photo_bytes["reverse"], **slow)  # holds the only worker
+                wait_for_metric(running.metrics_port, "denarius_inflight_requests", lambda v: v >= 1, timeout=30, method="Landmarks")
+                with pytest.raises(grpc.RpcError) as gave_up:  # waits in the queue behind it, then gives up
+                    client.landmarks(photo_bytes["reverse"], side="reverse", method="saliency", timeout=0.3)
+                assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert wait_for_metric(running.metrics_port, "denarius_landmarks_cancelled_total", lambda v: v >= 1, timeout=30) == 1.0
+                assert busy.result().forward_equivalents == 63 * 63 + 1  # the running search was not disturbed
+            assert metric(scrape(running.metrics_port), "denarius_landmarks_cancelled_total") == 1.0
 
 
 def test_landmark_search_stops_when_its_caller_gives_up(tiny_bundle, photo_bytes):
