@@ -125,6 +125,7 @@ def compute_landmarks(
     ops=NumpyOps,
     should_stop=None,
     progress: bool = False,
+    checkpoints: Sequence[int] = (),
 ) -> list[LandmarkMap]:
     """Landmark maps for a batch of crops.
 
@@ -139,6 +140,9 @@ def compute_landmarks(
         should_stop: optional callable polled between forward calls of the optimiser and
             occlusion; True stops the work with :class:`engine.errors.Cancelled` (a server
             whose caller cancelled or ran past its deadline frees its worker early).
+        checkpoints: optimised method only - iteration counts at which each map keeps
+            its persistence (``LandmarkMap.persistence_by_iteration``), to see how the
+            heatmap evolves along the optimiser's path.
     Returns:
         One :class:`LandmarkMap` per image (per image and epsilon, epsilon fastest for a
         sweep), in input order.
@@ -152,6 +156,8 @@ def compute_landmarks(
         raise ConfigError("epsilons must not be empty")
     if config.method != "optimized" and epsilons is not None and len(eps_list) > 1:
         raise ConfigError(f"an epsilon sweep needs method 'optimized', got {config.method!r}")
+    if config.method != "optimized" and checkpoints:
+        raise ConfigError(f"checkpoints along the optimiser's path need method 'optimized', got {config.method!r}")
     shared = config.superpixels is None  # windows and pixels do not depend on the image
     groups = [list(range(len(crops)))] if shared else [[i] for i in range(len(crops))]
     results: dict[int, list[LandmarkMap]] = {}
@@ -161,7 +167,7 @@ def compute_landmarks(
             group_targets = [index_targets[i] for i in group]
             fixed = None if any(t is None for t in group_targets) else group_targets
             if config.method == "optimized":
-                maps = _optimized(model, crops[group], regions, config, fixed, eps_list, ops, should_stop, progress)
+                maps = _optimized(model, crops[group], regions, config, fixed, eps_list, ops, should_stop, progress, tuple(checkpoints))
             else:
                 maps = _baseline(model, crops[group], regions, config, fixed, should_stop, progress)
             for j, i in enumerate(group):
@@ -182,7 +188,7 @@ def single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _optimized(model, crops, regions, config, targets, eps_list, ops, should_stop, progress) -> list[list[LandmarkMap]]:
+def _optimized(model, crops, regions, config, targets, eps_list, ops, should_stop, progress, checkpoints) -> list[list[LandmarkMap]]:
     rows_images = np.repeat(crops, len(eps_list), axis=0)
     rows_eps = np.tile(np.asarray(eps_list, np.float64), len(crops))
     rows_targets = None if targets is None else np.repeat(np.asarray(targets, np.int64), len(eps_list))
@@ -190,7 +196,7 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, should_sto
     rows_reference = None if reference is None else np.repeat(reference, len(eps_list), axis=0)
     result = optimize_masks(
         model, rows_images, regions, epsilons=rows_eps, targets=rows_targets, config=config.optimizer, ops=ops,
-        reference=rows_reference, should_stop=should_stop, progress=progress,
+        reference=rows_reference, should_stop=should_stop, progress=progress, checkpoints=checkpoints,
     )
     weights = composition.mask_weights(regions, result.persistence)
     masked_images = np.clip(result.masked_images + 0.5, 0, 255).astype(np.uint8)
@@ -210,6 +216,9 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, should_sto
                     mask=result.masks[r],
                     heatmap=_mask_heatmap(weights[r]),
                     persistence=result.persistence[r],
+                    persistence_by_iteration=(
+                        None if result.persistence_at is None else dict(zip(checkpoints, result.persistence_at[r]))
+                    ),
                     masked_image=masked_images[r],
                     reference=config.reference,
                     image=np.asarray(crops[i], np.uint8),

@@ -51,14 +51,19 @@ import numpy as np
 from engine.bundle import SIDES
 from engine.errors import ConfigError, InputError
 from engine.landmarks import composition
-from engine.landmarks.api import METHODS, LandmarkConfig, compute_landmarks
+from engine.landmarks.api import METHODS, LandmarkConfig, compute_landmarks, make_regions
 from engine.landmarks.figures import grid, write_png
-from engine.landmarks.geometry import apply_transform, crop_transform
-from engine.landmarks.model import GradientModel, softmax
+from engine.landmarks.geometry import crop_transform
+from engine.landmarks.metrics import (
+    NO_PART, deletion_auc, deletion_curve, energy, part_reliance, parts_at_maximum, parts_in_crop, pointing_hit, polygon_mask,
+    polygons_in_crop,
+)
+from engine.landmarks.model import GradientModel
 from engine.landmarks.optimizer import OptimizerConfig
-from engine.preprocess import canonical_image, crop_image, normalize
+from engine.landmarks.path_scores import PATH_CHECKPOINTS, PathScores, plot_path
+from engine.preprocess import canonical_image, crop_image
 
-__all__ = ["EvalConfig", "evaluate", "pointing_hit", "energy", "deletion_curve", "part_reliance", "parts_at_maximum", "load_ground_truth"]
+__all__ = ["EvalConfig", "evaluate", "load_ground_truth"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +85,9 @@ class EvalConfig:
         guidebooks: write class guidebooks (mean optimised map over the coins of one
             label, over a representative coin) for this many most frequent labels per side.
         optimizer: optimiser settings.
+        path_checkpoints: iteration counts at which the optimised heatmap (headline window)
+            is also scored in the pointing game, as if the optimiser had stopped there
+            (see :mod:`engine.landmarks.path_scores`); () to skip.
     """
 
     methods: tuple[str, ...] = METHODS
@@ -95,6 +103,7 @@ class EvalConfig:
     figure_rows: int = 4
     guidebooks: int = 2
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    path_checkpoints: tuple[int, ...] = PATH_CHECKPOINTS
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -109,105 +118,6 @@ class EvalConfig:
             raise ConfigError(f"limit must be >= 1, got {self.limit}")
         if self.deletion_steps < 1 or self.batch < 1:
             raise ConfigError("deletion_steps and batch must be >= 1")
-
-
-# ------------------------------------------------------------------ metrics
-
-
-def _polygons_in_crop(regions: list[dict], matrix: np.ndarray, *, discriminative: bool = True) -> list[np.ndarray]:
-    return [
-        apply_transform(matrix, r["polygon"]).astype(np.float32)
-        for r in regions
-        if bool(r.get("discriminative")) == discriminative and len(r.get("polygon") or []) >= 3
-    ]
-
-
-def pointing_hit(heatmap: np.ndarray, polygons: list[np.ndarray], *, tolerance_px: float) -> bool:
-    """True when the heatmap maximum lies within ``tolerance_px`` of (or inside) a polygon.
-
-    Args:
-        heatmap: (H, W). polygons: (N_i, 2) float32 (x, y) in heatmap pixels.
-    """
-    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    point = (float(x) + 0.5, float(y) + 0.5)
-    return any(cv2.pointPolygonTest(p.reshape(-1, 1, 2), point, True) >= -tolerance_px for p in polygons)
-
-
-def polygon_mask(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool union of the polygons (pixels whose centre is inside or on the boundary)."""
-    mask = np.zeros(shape, np.uint8)
-    shift = 4  # sub-pixel vertices
-    for p in polygons:
-        pts = np.round((p - 0.5) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)
-        cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=shift)
-    return mask.astype(bool)
-
-
-def energy(heatmap: np.ndarray, inside: np.ndarray) -> float:
-    """Fraction of the heatmap's mass inside ``inside`` (0 for an all-zero heatmap)."""
-    total = float(np.sum(heatmap, dtype=np.float64))
-    return float(np.sum(heatmap[inside], dtype=np.float64) / total) if total > 0 else 0.0
-
-
-def deletion_curve(model, crop: np.ndarray, heatmap: np.ndarray, target: int, *, steps: int, reference: np.ndarray | None = None) -> np.ndarray:
-    """p(target) as the most salient pixels are removed first.
-
-    Args:
-        crop: (H, W, 3). heatmap: (H, W). reference: (H, W, 3) what a removed pixel
-            becomes (None: black).
-    Returns:
-        (steps + 1,) float64 for deleted fractions 0, 1/steps, ..., 1.
-    """
-    pixels = heatmap.size
-    rank = np.empty(pixels, np.int64)
-    rank[np.argsort(-heatmap.ravel(), kind="stable")] = np.arange(pixels)  # 0 = most salient
-    counts = np.array([round(pixels * i / steps) for i in range(steps + 1)])
-    removed = (rank[None, :] < counts[:, None]).reshape(steps + 1, *heatmap.shape)  # (steps + 1, H, W)
-    images = composition.replace_pixels(crop, removed, reference)
-    return softmax(model.logits(normalize(images, model.spec)))[:, target]
-
-
-def _auc(curve: np.ndarray) -> float:
-    return float(np.mean((curve[1:] + curve[:-1]) / 2.0))
-
-
-NO_PART = "(none)"
-
-
-def _parts_in_crop(regions: list[dict], matrix: np.ndarray) -> dict[str, list[np.ndarray]]:
-    """Ground-truth part name (the region's first word) -> its polygons in crop pixels."""
-    parts: dict[str, list[np.ndarray]] = defaultdict(list)
-    for r in regions:
-        if len(r.get("polygon") or []) >= 3 and (r.get("word") or "").split():
-            parts[r["word"].split()[0]].append(apply_transform(matrix, r["polygon"]).astype(np.float32))
-    return dict(parts)
-
-
-def parts_at_maximum(heatmap: np.ndarray, parts: dict[str, list[np.ndarray]]) -> list[str]:
-    """Names of the parts whose polygons contain the heatmap's maximum (``[NO_PART]`` if none)."""
-    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    point = (float(x) + 0.5, float(y) + 0.5)
-    hit = [name for name, polygons in parts.items()
-           if any(cv2.pointPolygonTest(p.reshape(-1, 1, 2), point, False) >= 0 for p in polygons)]
-    return hit or [NO_PART]
-
-
-def part_reliance(model, crop: np.ndarray, parts: dict[str, list[np.ndarray]], *, target: int, reference: np.ndarray | None = None) -> dict:
-    """p(target) with each part replaced by the reference, in one forward call.
-
-    Args:
-        crop: (H, W, 3). parts: name -> polygons (N_i, 2) in crop pixels.
-        target: class index. reference: (H, W, 3) what a removed pixel becomes (None: black).
-    Returns:
-        name -> (p with the part removed, the part's share of the crop's pixels).
-    """
-    names = sorted(parts)
-    if not names:
-        return {}
-    masks = np.stack([polygon_mask(parts[name], crop.shape[:2]) for name in names])  # (n, H, W)
-    images = composition.replace_pixels(crop, masks, reference)
-    p = softmax(model.logits(normalize(images, model.spec)))[:, target]
-    return {name: (float(p[i]), float(masks[i].mean())) for i, name in enumerate(names)}
 
 
 # ------------------------------------------------------------------ data
@@ -277,6 +187,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     by_label: dict = defaultdict(list)  # (side, label) -> headline optimised maps
     reliance: dict = defaultdict(lambda: defaultdict(list))  # side -> part -> [(p_full, p_removed, area)]
     maxima: dict = defaultdict(lambda: defaultdict(int))  # (side, method) -> part -> images
+    path_scores = PathScores(config.path_checkpoints)
     images_done = 0
     for side in config.sides:
         side_items = [it for it in items if it.side == side][: config.limit]
@@ -293,8 +204,8 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                     rgb = decode_image(it.path, max_pixels=spec.max_pixels, min_side=spec.min_side)
                     crops.append(crop_image(canonical_image(rgb, spec), spec))
                     matrix = crop_transform(rgb, spec)
-                    parts.append(_parts_in_crop(it.regions, matrix))
-                    polygons = _polygons_in_crop(it.regions, matrix)
+                    parts.append(parts_in_crop(it.regions, matrix))
+                    polygons = polygons_in_crop(it.regions, matrix)
                     discriminative.append(polygons)
                     inside.append(polygon_mask(polygons, (spec.crop, spec.crop)))
                     label = merged_into.get(it.label, it.label)
@@ -309,9 +220,10 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                             method=method, window=window, stride=config.stride, epsilon=config.epsilon,
                             reference=config.reference, optimizer=config.optimizer,
                         )
+                        along_path = method == "optimized" and window == headline and config.path_checkpoints
                         before = model.forward_equivalents
                         start = time.perf_counter()
-                        maps = compute_landmarks(model, crops, config=lc, targets=targets)
+                        maps = compute_landmarks(model, crops, config=lc, targets=targets, checkpoints=config.path_checkpoints if along_path else ())
                         seconds = time.perf_counter() - start
                         cost = model.forward_equivalents - before
                         bucket = sums[(side, method, window)]
@@ -323,9 +235,11 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                             if discriminative[i]:
                                 bucket["pointing"].append(pointing_hit(m.heatmap, discriminative[i], tolerance_px=tolerance_px))
                                 bucket["energy"].append(energy(m.heatmap, inside[i]))
+                                if along_path:
+                                    path_scores.add(side, m, make_regions(lc, crops[i]), discriminative[i], tolerance_px=tolerance_px)
                             reference = None if references is None else references[i]
                             curve = deletion_curve(model, crops[i], m.heatmap, m.target, steps=config.deletion_steps, reference=reference)
-                            bucket["deletion"].append(_auc(curve))
+                            bucket["deletion"].append(deletion_auc(curve))
                             if window == headline:
                                 for part in parts_at_maximum(m.heatmap, parts[i]):
                                     maxima[(side, method)][part] += 1
@@ -383,11 +297,14 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     }
     images_scored = {(side, method): sum(sums[(side, method, headline)]["images"]) for side in config.sides for method in config.methods}
     scores["parts"] = _part_scores(reliance, maxima, images_scored, config.methods)
+    scores["path"] = path_scores.summary()
     scores["guidebooks"] = _guidebooks(by_label, out_dir, config.guidebooks)
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     (out_dir / "scores.md").write_text(_markdown(scores))
     if figure_rows:
         write_png(out_dir / "figure.png", _figure(figure_rows, config))
+    if scores["path"]:
+        plot_path(scores, out_dir / "path.png")
     return scores
 
 
@@ -475,6 +392,18 @@ def _markdown(scores: dict) -> str:
                 continue
             cells = [str(v.get("images", "-")), _fmt(v.get("area")), _fmt(v.get("p_full")), _fmt(v.get("p_removed"))]
             lines.append(f"| {part} | " + " | ".join(cells) + " | " + " | ".join(_fmt(v["maximum_inside"].get(m), 2) for m in methods) + " |")
+    if scores.get("path"):
+        checkpoints = next(iter(scores["path"].values()))["iterations"]
+        lines += [
+            "",
+            f"Pointing game along the optimiser's path (window {scores['window']}): the optimised heatmap had the optimiser "
+            "stopped after t iterations (rows that stopped sooner keep their final heatmap). See path.png.",
+            "",
+            "| side | images | " + " | ".join(f"t = {t}" for t in checkpoints) + " |",
+            "|---|---|" + "---|" * len(checkpoints),
+        ]
+        for side, curve in scores["path"].items():
+            lines.append(f"| {side} | {curve['images']} | " + " | ".join(_fmt(v) for v in curve["pointing_game"]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -119,6 +119,9 @@ class OptimizationResult:
         masked_images: (B, H, W, 3) float32 f_I(mask) in pixel space, the images that
             verifying pass saw (what the network sees of the landmarks).
         persistence: (B, K) float32 in [0, 1], the mean of x over the iterates visited.
+        persistence_at: (B, len(checkpoints), K) float32, the persistence the row would
+            have returned had it stopped after each checkpoint's number of iterations (its
+            final persistence where it stopped sooner); None when no checkpoints were asked.
         p_reference: (B,) float64 p(c | f_I(0)), everything removed (the reference image).
         vacuous: (B,) bool, the reference image already satisfies the constraint, so the
             optimum is the empty mask whatever the image shows (epsilon too large for
@@ -144,6 +147,7 @@ class OptimizationResult:
     objective: np.ndarray
     forward_equivalents: np.ndarray
     seconds: float
+    persistence_at: np.ndarray | None = None
 
 
 class NumpyOps:
@@ -186,6 +190,7 @@ def optimize_masks(
     reference: np.ndarray | None = None,
     should_stop=None,
     progress: bool = False,
+    checkpoints: tuple[int, ...] = (),
 ) -> OptimizationResult:
     """Optimise one mask per row.
 
@@ -201,6 +206,8 @@ def optimize_masks(
             :func:`engine.landmarks.composition.reference_images`); None: black.
         should_stop: optional callable checked before every iteration; when it returns
             True the run raises :class:`engine.errors.Cancelled` (the caller gave up).
+        checkpoints: iteration counts (>= 1) at which to keep a copy of the persistence
+            (``persistence_at``): how the heatmap evolves along the optimiser's path.
     Returns:
         :class:`OptimizationResult`.
     """
@@ -214,6 +221,9 @@ def optimize_masks(
     eps = np.broadcast_to(np.asarray(epsilons, np.float64), (batch,)).copy()
     for value in eps:
         check_epsilon(value)
+    checkpoints = tuple(int(c) for c in checkpoints)
+    if any(c < 1 for c in checkpoints):
+        raise ConfigError(f"checkpoints must be iteration counts >= 1, got {checkpoints}")
     spec = model.spec
     k = regions.count
     cost = np.zeros(batch)
@@ -250,6 +260,7 @@ def optimize_masks(
 
     x = ones.copy()
     path_sum = np.zeros((batch, k), np.float64)  # sum of the iterates visited, for persistence
+    persistence_at = np.zeros((batch, len(checkpoints), k), np.float32)
     best = ones.copy()
     best_objective = np.full(batch, np.inf)
     scale = np.ones(batch)
@@ -272,6 +283,9 @@ def optimize_masks(
             raise Cancelled(f"landmark search stopped after {t} of at most {config.max_iterations} iterations: the caller gave up")
         xa = x[idx]
         path_sum[idx] += xa
+        for c, count in enumerate(checkpoints):
+            if count == t + 1:
+                persistence_at[idx, c] = path_sum[idx] / count
         logits, loss, grad_norm = model.loss_and_grad(normalize(masked(idx, xa), spec), targets[idx])
         cost[idx] += 3
         iterations[idx] = t + 1
@@ -312,6 +326,10 @@ def optimize_masks(
         masked_images[failed] = masked(rows[failed], best[failed])
         p_masked[failed] = p_full[failed]
     loss_best = -np.log(np.maximum(p_masked, 1e-300))
+    persistence = (path_sum / np.maximum(iterations, 1)[:, None]).astype(np.float32)
+    for c, count in enumerate(checkpoints):
+        stopped_sooner = iterations < count
+        persistence_at[stopped_sooner, c] = persistence[stopped_sooner]
     return OptimizationResult(
         masks=best,
         targets=targets,
@@ -319,7 +337,7 @@ def optimize_masks(
         p_full=p_full,
         p_masked=p_masked,
         masked_images=masked_images,
-        persistence=(path_sum / np.maximum(iterations, 1)[:, None]).astype(np.float32),
+        persistence=persistence,
         p_reference=p_reference,
         vacuous=p_reference > threshold,
         iterations=iterations,
@@ -327,4 +345,5 @@ def optimize_masks(
         objective=loss_best + lam * best.sum(axis=1, dtype=np.float64),
         forward_equivalents=cost,
         seconds=time.perf_counter() - start,
+        persistence_at=persistence_at if checkpoints else None,
     )

@@ -97,6 +97,8 @@ class LandmarkMap:
             satisfies the constraint, so the empty mask is optimal (lower epsilon for a
             mask; the persistence heatmap still ranks the regions).
         persistence: optimised only - (K,) float32 mean of the mask over the iterations.
+        persistence_by_iteration: optimised only, when asked for - {t: (K,) float32}, the
+            persistence had the optimiser stopped after t iterations.
         masked_image: optimised only - (H, W, 3) uint8 f_I(mask), what the network saw:
             the landmarks kept, everything else replaced by the reference (paper Fig. 6).
         reference: what removed regions became ("blur" or "black"; optimised and occlusion).
@@ -122,6 +124,7 @@ class LandmarkMap:
     seconds: float = 0.0
     vacuous: bool = False
     persistence: np.ndarray | None = None
+    persistence_by_iteration: dict[int, np.ndarray] | None = None
     masked_image: np.ndarray | None = None
     reference: str | None = None
     source_transform: np.ndarray | None = None

@@ -361,6 +361,28 @@ def test_optimiser_with_blur_reference_satisfies_constraint_and_reports_persiste
     np.testing.assert_array_equal(one_step.persistence, 1.0)  # only x = 1 was visited
 
 
+def test_persistence_checkpoints_follow_the_path(model):
+    crop = _coin(10)
+    regions = window_regions(64, 64, size=11, stride=3)
+    images = np.repeat(crop[None], 2, axis=0)
+    reference = np.repeat(_blurred(crop)[None], 2, axis=0)
+    kwargs = dict(epsilons=[0.003, 0.5], targets=[0, 1], reference=reference)
+    full = optimize_masks(model, images, regions, checkpoints=(1, 3, 1000), **kwargs)
+    three = optimize_masks(model, images, regions, config=OptimizerConfig(max_iterations=3), **kwargs)
+    assert full.persistence_at.shape == (2, 3, regions.count)
+    np.testing.assert_array_equal(full.persistence_at[:, 0], 1.0)  # only x = 1 visited after one iteration
+    np.testing.assert_allclose(full.persistence_at[:, 1], three.persistence, atol=1e-6)  # as if it had stopped at 3
+    np.testing.assert_array_equal(full.persistence_at[:, 2], full.persistence)  # stopped sooner: its final persistence
+    assert (full.iterations > 3).all() and optimize_masks(model, images, regions, **kwargs).persistence_at is None
+    # through compute_landmarks: one dict per map
+    (m,) = compute_landmarks(model, crop, config=LandmarkConfig(epsilon=0.5), checkpoints=(2, 5))
+    assert set(m.persistence_by_iteration) == {2, 5} and m.persistence_by_iteration[5].shape == (regions.count,)
+    with pytest.raises(ConfigError, match="checkpoints"):
+        optimize_masks(model, images, regions, checkpoints=(0,), **kwargs)
+    with pytest.raises(ConfigError, match="optimized"):
+        compute_landmarks(model, crop, config=LandmarkConfig(method="occlusion"), checkpoints=(2,))
+
+
 def test_optimised_heatmap_is_the_persistence_map(model):
     (m,) = compute_landmarks(model, _coin(11), config=LandmarkConfig(epsilon=0.01))
     regions = window_regions(64, 64, size=11, stride=3)
@@ -388,7 +410,7 @@ def test_occlusion_with_blur_reference_equals_reference_loop(model):
 
 
 def test_deletion_curve_ends_at_the_reference(model):
-    from engine.landmarks.eval import deletion_curve
+    from engine.landmarks.metrics import deletion_curve
 
     crop = _coin(13)
     blurred = _blurred(crop)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from engine.bundle import load_bundle
-from engine.landmarks.eval import deletion_curve, energy, pointing_hit, polygon_mask
+from engine.landmarks.metrics import deletion_curve, energy, pointing_hit, polygon_mask
+from engine.landmarks.path_scores import PATH_CHECKPOINTS
 from serving.cli import main
 
 
@@ -139,6 +140,16 @@ def test_landmarks_eval_scores(grad_bundle, synth_dir, tmp_path):
             shares = [v["maximum_inside"][method] for v in parts.values()]
             assert all(0 <= x <= 1 for x in shares) and sum(shares) >= 1 - 1e-9  # parts may overlap
     assert "| shield | 2 |" in (out / "scores.md").read_text()
+    # The pointing game along the optimiser's path: every checkpoint, both sides, and the
+    # last checkpoint (past every row's end) is the optimised score itself.
+    for side, curve in scores["path"].items():
+        assert curve["iterations"] == list(PATH_CHECKPOINTS)
+        assert all(0 <= v <= 1 for v in curve["pointing_game"])
+        optimised = scores["by_side"][side]["21"]["optimized"]
+        assert curve["images"] == optimised["images_with_ground_truth"]
+        assert curve["pointing_game"][-1] == pytest.approx(optimised["pointing_game"])
+    assert set(scores["path"]) == {"obverse", "reverse"} and cv2.imread(str(out / "path.png")) is not None
+    assert "Pointing game along the optimiser's path" in (out / "scores.md").read_text()
 
 
 def test_metrics_on_known_maps():
@@ -158,7 +169,7 @@ def test_metrics_on_known_maps():
 
 def test_part_reliance_removes_each_part_and_finds_the_maximum(grad_bundle):
     from engine.landmarks import GradientModel
-    from engine.landmarks.eval import NO_PART, part_reliance, parts_at_maximum
+    from engine.landmarks.metrics import NO_PART, part_reliance, parts_at_maximum
     from engine.preprocess import normalize
 
     model = GradientModel.from_bundle(load_bundle(grad_bundle), "ric")
