@@ -16,7 +16,9 @@ Modules::
     api.py          LandmarkConfig, compute_landmarks, landmarks_for_source
     result.py       LandmarkMap and overlays;  figures.py  captioned grids
     geometry.py     photo -> crop affine map;  guidebook.py  mean map of one class
-    eval.py         pointing game, energy, deletion AUC, cost on a synthetic set
+    eval.py         landmarks-eval driver: every method scored on a synthetic set
+    metrics.py      pointing game, energy, deletion curve, per-part reliance
+    path_scores.py  the pointing game along the optimiser's path (path.png)
     batcher.py      LandmarkBatcher: queued searches with the same settings share a run
 """
 

@@ -6,7 +6,9 @@ writes ``DIR/scores.json`` (``methods.<optimized|occlusion|saliency>.{pointing_g
 deletion_auc, seconds_per_image, forward_equivalents}`` for the first window size, and
 ``by_window``), ``DIR/scores.md`` (a Markdown table) and ``DIR/figure.png`` (paper Fig. 7:
 input with ground-truth polygons, then each method at 11x11 and 21x21) and
-``DIR/guidebook_<side>_<label>.png`` (mean optimised landmarks of the most frequent labels).
+``DIR/guidebook_<side>_<label>.png`` (mean optimised landmarks of the most frequent labels) and
+``DIR/path.png`` (the optimised heatmap's pointing game had the optimiser stopped after 2, 3,
+5, ... iterations, against the baselines; ``path`` in scores.json).
 """
 
 from __future__ import annotations
@@ -43,5 +45,6 @@ def run(args: argparse.Namespace) -> int:
     )
     scores = evaluate(load_bundle(args.bundle), args.synth_dir, args.out, config=config)
     print((args.out / "scores.md").read_text(), end="")
-    print(f"wrote {args.out / 'scores.json'}, {args.out / 'scores.md'} and {args.out / 'figure.png'}")
+    written = [args.out / name for name in ("scores.json", "scores.md", "figure.png", "path.png") if (args.out / name).exists()]
+    print("wrote " + ", ".join(str(path) for path in written))
     return 0 if scores["images"] else 1
