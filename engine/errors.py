@@ -58,7 +58,8 @@ class Overloaded(DenariusError):
 
 
 class DeadlineExceeded(DenariusError):
-    """A request's deadline passed before its work started; no work was done for it."""
+    """A request's deadline passed: before its work started (no work was done for it), or
+    while long work that polls its deadline ran (a landmark search, stopped early)."""
 
 
 class Cancelled(DenariusError):

@@ -227,8 +227,9 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         job.should_stop, job.deadline = should_stop, deadline
 
         def settled(future) -> None:
-            # Gave up while queued (future cancelled, or DeadlineExceeded at its start) or
-            # while running (Cancelled): either way the search ended for its caller's sake.
+            # Gave up while queued (future cancelled), at its start or while running
+            # (Cancelled, or DeadlineExceeded when its deadline passed): either way the
+            # search ended for its caller's sake.
             if future.cancelled() or isinstance(future.exception(), (Cancelled, DeadlineExceeded)):
                 self.metrics.landmarks_cancelled.inc()
             try:
@@ -243,13 +244,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         future = self._landmarks.submit(job)
         self._landmark_busy += 1
         future.add_done_callback(settled)
-        try:
-            result = await asyncio.wrap_future(future)  # cancelling this cancels a still-queued search
-        except Cancelled as error:
-            if deadline is not None and time.monotonic() >= deadline:
-                # Our own clock saw the deadline pass a moment before the caller's did.
-                raise DeadlineExceeded(f"{error} (the call's deadline passed)") from None
-            raise
+        result = await asyncio.wrap_future(future)  # cancelling this cancels a still-queued search
         return rt.landmarks_response(
             result, request_id=rid, received=received,
             started=job.started if job.started is not None else received)

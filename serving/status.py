@@ -9,7 +9,7 @@ error                code                  what the client should do
 InputError           INVALID_ARGUMENT      fix the request (the message names the side)
 ConfigError          INVALID_ARGUMENT      fix the parameter
 Overloaded           RESOURCE_EXHAUSTED    back off and retry, or go to another replica
-DeadlineExceeded     DEADLINE_EXCEEDED     no work was done; retry with a longer deadline
+DeadlineExceeded     DEADLINE_EXCEEDED     retry with a longer deadline
 Cancelled            CANCELLED             the caller gave up; long work stopped early
 BatcherClosed        UNAVAILABLE           this replica is shutting down: retry elsewhere
 BackendUnavailable   UNAVAILABLE           not loaded yet, or another replica has the backend

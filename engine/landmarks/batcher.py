@@ -4,8 +4,8 @@ The optimiser's rows share every forward/backward pass, and at small batches a p
 almost as much for two images as for one: the classifier's fully connected weights (54M
 floats in a width-1 AlexNet) are read twice per iteration, forward and backward, however
 many images the batch holds. Measured with ``denarius bench --sections landmarks`` at
-224 px on 2 CPU cores, held to the 100-iteration cap: 5.06 s per image alone, 3.36 s with
-2 images per run, 2.45 s with 8.
+224 px on 2 CPU cores, held to the 100-iteration cap: 4.80 s per image alone, 3.44 s with
+2 images per run, 2.43 s with 8.
 
 :class:`LandmarkBatcher` runs :class:`LandmarkJob` s on ``workers`` threads. A free worker
 takes the oldest queued job plus every other queued job that may share its run, up to
@@ -21,8 +21,9 @@ Per job:
 - ``prepare()`` (decode, crop) runs on the worker; its error fails that job alone;
 - a job whose future was cancelled before its run is dropped; one whose ``should_stop()``
   is already true fails with DeadlineExceeded (its deadline passed) or Cancelled;
-- a run stops early (Cancelled for all its jobs) only when every job in it gave up; a job
-  that gave up during a run shared with others still gets its result, which nobody reads;
+- a run stops early only when every job in it gave up: Cancelled for each, or
+  DeadlineExceeded for a job whose own deadline has passed; a job that gave up during a
+  run shared with others still gets its result, which nobody reads;
 - ``finish(map, crop)`` turns the job's LandmarkMap into the future's result.
 """
 
@@ -87,6 +88,14 @@ class LandmarkJob:
         if config.method != "optimized" or config.superpixels is not None:
             return None
         return (self.model, config, self.target is None)
+
+
+def _share_of_failure(job: LandmarkJob, error: Exception) -> Exception:
+    """What one job of a failed run gets: a run stopped because everyone gave up
+    (Cancelled) is DeadlineExceeded for a job whose own deadline has passed."""
+    if isinstance(error, Cancelled) and job.deadline is not None and time.monotonic() >= job.deadline:
+        return DeadlineExceeded(f"{error} (the call's deadline passed)")
+    return error
 
 
 class LandmarkBatcher:
@@ -205,8 +214,8 @@ class LandmarkBatcher:
                 should_stop=lambda: all(job.should_stop() for job, _, _ in live),
             )
         except Exception as error:
-            for _, future, _ in live:
-                future.set_exception(error)
+            for job, future, _ in live:
+                future.set_exception(_share_of_failure(job, error))
             return
         finally:
             if self._on_run is not None:

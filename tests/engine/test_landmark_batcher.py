@@ -146,7 +146,17 @@ def test_a_shared_run_stops_only_when_everyone_gave_up(model):
         for future in both:
             with pytest.raises(Cancelled, match="caller gave up"):
                 future.result(timeout=60)
-    assert runs.sizes == [1, 2, 1, 2]
+        # the same, with one of them past its deadline: that one learns it timed out
+        runs.gate.clear()
+        runs.hold()
+        timed_out = runs.submit(_coin(8), config=slow, should_stop=GivesUpOnceRunning(), deadline=0.0)
+        left = runs.submit(_coin(9), config=slow, should_stop=GivesUpOnceRunning())
+        runs.gate.set()
+        with pytest.raises(DeadlineExceeded, match="caller gave up.*deadline passed"):
+            timed_out.result(timeout=60)
+        with pytest.raises(Cancelled, match="caller gave up"):
+            left.result(timeout=60)
+    assert runs.sizes == [1, 2, 1, 2, 1, 2]
 
 
 def test_close_cancels_queued_jobs_and_refuses_new_ones(model):
