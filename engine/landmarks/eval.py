@@ -221,6 +221,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                             reference=config.reference, optimizer=config.optimizer,
                         )
                         along_path = method == "optimized" and window == headline and config.path_checkpoints
+                        path_regions = make_regions(lc, crops[0]) if along_path else None  # windows: the same for every crop
                         before = model.forward_equivalents
                         start = time.perf_counter()
                         maps = compute_landmarks(model, crops, config=lc, targets=targets, checkpoints=config.path_checkpoints if along_path else ())
@@ -236,7 +237,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                                 bucket["pointing"].append(pointing_hit(m.heatmap, discriminative[i], tolerance_px=tolerance_px))
                                 bucket["energy"].append(energy(m.heatmap, inside[i]))
                                 if along_path:
-                                    path_scores.add(side, m, make_regions(lc, crops[i]), discriminative[i], tolerance_px=tolerance_px)
+                                    path_scores.add(side, m, path_regions, discriminative[i], tolerance_px=tolerance_px)
                             reference = None if references is None else references[i]
                             curve = deletion_curve(model, crops[i], m.heatmap, m.target, steps=config.deletion_steps, reference=reference)
                             bucket["deletion"].append(deletion_auc(curve))
