@@ -4,7 +4,7 @@ numpy + OpenCV + onnxruntime only; tensorrt and pycuda are imported lazily by th
 backends that need them. Never imports torch.
 """
 
-from engine.errors import (
+from denarius.engine.errors import (
     BackendUnavailable,
     BundleError,
     DeadlineExceeded,
@@ -13,14 +13,14 @@ from engine.errors import (
     ManifestError,
     Overloaded,
 )
-from engine.bundle import Bundle, ModelInfo, load_bundle
-from engine.hierarchy import Hierarchy
-from engine.preprocess import PreprocessSpec
-from engine.backends import Backend, available_backends, open_backend
-from engine.batcher import Batcher, BatcherClosed, BatcherStats
-from engine.engine import Candidate, CoinPair, Engine, Identification
+from denarius.engine.bundle import Bundle, ModelInfo, load_bundle
+from denarius.engine.hierarchy import Hierarchy
+from denarius.engine.preprocess import PreprocessSpec
+from denarius.engine.backends import Backend, available_backends, open_backend
+from denarius.engine.batcher import Batcher, BatcherClosed, BatcherStats
+from denarius.engine.engine import Candidate, CoinPair, Engine, Identification
 
-__version__ = "0.1.0"
+from denarius import __version__
 
 __all__ = [
     "BackendUnavailable",

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.errors import BatcherClosed, DeadlineExceeded, InputError, Overloaded
+from denarius.engine.errors import BatcherClosed, DeadlineExceeded, InputError, Overloaded
 
 __all__ = ["Batcher", "BatcherStats", "BatcherClosed"]
 
@@ -93,7 +93,7 @@ class _Request:
 class Batcher:
     """Collects concurrent single-coin requests into batches for an ``Engine``.
 
-    Usually created by the engine (``engine.batcher`` / ``engine.submit``) with its
+    Usually created by the engine (``denarius.engine.batcher`` / ``engine.submit``) with its
     settings; uses the engine's preprocessing pool and backend.
 
     Args:
@@ -156,7 +156,7 @@ class Batcher:
             BatcherClosed: the batcher is closing.
             InputError: ``top_k`` is not an integer >= 1.
         """
-        from engine.engine import _check_top_k
+        from denarius.engine.engine import _check_top_k
 
         _check_top_k(top_k)
         if timeout is not None:

@@ -25,9 +25,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import BundleError, ConfigError
-from engine.hierarchy import Hierarchy
-from engine.preprocess import PreprocessSpec
+from denarius import __version__
+from denarius.engine.errors import BundleError, ConfigError
+from denarius.engine.hierarchy import Hierarchy
+from denarius.engine.preprocess import PreprocessSpec
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -229,8 +230,6 @@ def write_bundle_manifest(
 
     The model files must already be in ``bundle_dir``. Returns the manifest path.
     """
-    from engine import __version__
-
     root = Path(bundle_dir)
     if set(models) != set(MODEL_NAMES):
         raise ConfigError(f"a bundle needs exactly the models {MODEL_NAMES}, got {sorted(models)}")

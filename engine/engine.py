@@ -1,6 +1,6 @@
 """Batched hierarchical identification of coin pairs.
 
-    from engine import Engine, CoinPair
+    from denarius.engine import Engine, CoinPair
 
     with Engine("bundle/") as engine:                       # backend="auto", default precision
         [result] = engine.identify([CoinPair(obverse=open("o.jpg", "rb").read(), reverse="r.jpg")])
@@ -38,10 +38,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.backends import open_backend
-from engine.bundle import SIDES, Bundle, load_bundle
-from engine.errors import BundleError, ConfigError, DenariusError, InputError
-from engine.preprocess import preprocess
+from denarius.engine.backends import open_backend
+from denarius.engine.bundle import SIDES, Bundle, load_bundle
+from denarius.engine.errors import BundleError, ConfigError, DenariusError, InputError
+from denarius.engine.preprocess import preprocess
 
 __all__ = ["CoinPair", "Candidate", "Identification", "Engine", "softmax64"]
 
@@ -159,7 +159,7 @@ class Engine:
         max_batch: coins per inference batch (``identify`` chunks; the batcher's cap).
         max_wait_ms: how long the batcher holds a partial batch for more requests.
         eager_dispatch: the batcher sends a partial batch at once when no other request is
-            being preprocessed (see ``engine.batcher.Batcher``); False always waits.
+            being preprocessed (see ``denarius.engine.batcher.Batcher``); False always waits.
         queue_size: requests the batcher admits before rejecting with ``Overloaded``.
         preprocess_workers: decode/preprocess threads (OpenCV releases the GIL).
         threads: ort-cpu intra-op threads (default: physical cores).
@@ -294,7 +294,7 @@ class Engine:
         with self._lock:
             self._check_open()
             if self._batcher is None:
-                from engine.batcher import Batcher
+                from denarius.engine.batcher import Batcher
 
                 self._batcher = Batcher(
                     self, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, queue_size=self.queue_size, eager=self.eager_dispatch

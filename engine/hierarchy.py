@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import ConfigError
+from denarius.engine.errors import ConfigError
 
 __all__ = ["Hierarchy"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.errors import InputError
+from denarius.engine.errors import InputError
 
 __all__ = ["ImageHeader", "read_header", "decode_image", "read_bytes"]
 

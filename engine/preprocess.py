@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
-from engine.errors import ConfigError, InputError
-from engine.imageio import decode_image
+from denarius.engine.errors import ConfigError, InputError
+from denarius.engine.imageio import decode_image
 
 __all__ = [
     "IMAGENET_MEAN",

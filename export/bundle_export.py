@@ -4,11 +4,11 @@ Reads ``RUN_DIR/{emperor,ric}.pt`` and ``RUN_DIR/run.json`` (written by ``denari
 and writes a bundle directory::
 
     emperor.onnx  ric.onnx              fp32, parity-checked against PyTorch
-    emperor.grad.onnx  ric.grad.onnx    gradient graphs (export.gradgraph)
+    emperor.grad.onnx  ric.grad.onnx    gradient graphs (denarius.export.gradgraph)
     *.int8.onnx                         --int8: QDQ static quantisation + agreement report
     *.fp16.onnx                         --fp16: fp16 compute, fp32 image/logits
     *.plan                              --tensorrt, where tensorrt is importable
-    manifest.json                       engine.bundle's writer: specs, tables, sha256 of every file
+    manifest.json                       denarius.engine.bundle's writer: specs, tables, sha256 of every file
 
 The bundle is assembled in a hidden sibling folder and moved into place only once it is
 complete and verifies, so a failed export never leaves a half bundle at ``out``.
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import BundleError, ConfigError, DenariusError
-from engine.hierarchy import Hierarchy
-from engine.preprocess import PreprocessSpec
-from export.quantize import QuantizeConfig
-from export.tensorrt import TensorRTConfig
+from denarius.engine.errors import BundleError, ConfigError, DenariusError
+from denarius.engine.hierarchy import Hierarchy
+from denarius.engine.preprocess import PreprocessSpec
+from denarius.export.quantize import QuantizeConfig
+from denarius.export.tensorrt import TensorRTConfig
 
 __all__ = ["ExportConfig", "ExportResult", "export_bundle", "read_run", "TASKS"]
 
@@ -137,7 +137,7 @@ def _default_version(run_dir: Path) -> str:
 
 def _side_images(records, task: str, classes: tuple[str, ...], merged: dict):
     """ImageSet of one side's photographs with labels in the model's class table."""
-    from export.quantize import ImageSet
+    from denarius.export.quantize import ImageSet
 
     to_class = {original: label for label, originals in merged.items() for original in originals}
     index = {name: i for i, name in enumerate(classes)}
@@ -157,7 +157,7 @@ def _load_records(manifest: Path | None, *, required: bool):
         if required:
             raise ConfigError("--int8 needs calibration photographs: pass --calibration MANIFEST (run.json names no manifest)")
         return []
-    from training.data import read_manifest
+    from denarius.training.data import read_manifest
 
     try:
         return read_manifest(manifest)
@@ -182,7 +182,7 @@ def _check_checkpoint(ckpt, *, task: str, classes: tuple[str, ...], spec: Prepro
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if not out.exists():
         return
-    from engine.bundle import MANIFEST_NAME
+    from denarius.engine.bundle import MANIFEST_NAME
 
     if not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
@@ -195,9 +195,9 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def _gradient_graph(fp32: Path, grad: Path) -> None:
     try:
-        from export.gradgraph import write_gradient_graph
+        from denarius.export.gradgraph import write_gradient_graph
     except ImportError as exc:
-        raise BundleError(f"cannot build gradient graphs: export.gradgraph is unavailable ({exc})") from exc
+        raise BundleError(f"cannot build gradient graphs: denarius.export.gradgraph is unavailable ({exc})") from exc
     try:
         write_gradient_graph(fp32, grad)
     except DenariusError:
@@ -222,9 +222,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
     except ImportError as exc:
         raise ConfigError("`denarius export` needs PyTorch and onnx: pip install 'denarius[train]'") from exc
 
-    from engine.bundle import ModelInfo, load_bundle, write_bundle_manifest
-    from export.onnx_export import check_parity, export_onnx, parity_batch
-    from training.checkpoint import load_checkpoint, model_from_checkpoint
+    from denarius.engine.bundle import ModelInfo, load_bundle, write_bundle_manifest
+    from denarius.export.onnx_export import check_parity, export_onnx, parity_batch
+    from denarius.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     run_dir, out = Path(run_dir), Path(out)
     run = read_run(run_dir)
@@ -241,10 +241,10 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
     trt_module = None
     skipped: list[str] = []
     if config.tensorrt:
-        from export.tensorrt import tensorrt_available
+        from denarius.export.tensorrt import tensorrt_available
 
         if tensorrt_available():
-            from export.tensorrt import require_tensorrt
+            from denarius.export.tensorrt import require_tensorrt
 
             trt_module = require_tensorrt()
         else:
@@ -279,8 +279,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
             if config.int8:
                 held_out = _export_int8(task, fp32, stage, files, images, spec, config, agreement)
             if config.fp16 or _needs_fp16_file(config, trt_module):
-                from export.fp16 import convert_fp16
-                from export.quantize import measure_agreement
+                from denarius.export.fp16 import convert_fp16
+                from denarius.export.quantize import measure_agreement
 
                 files["fp16"] = f"{task}.fp16.onnx"
                 convert_fp16(fp32, stage / files["fp16"])
@@ -328,7 +328,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
 
 def _export_int8(task, fp32, stage, files, images, spec, config, agreement):
     """Quantise one model; returns the (held-out images, labels) used for its report."""
-    from export.quantize import measure_agreement, preprocess_images, quantize_int8, split_calibration
+    from denarius.export.quantize import measure_agreement, preprocess_images, quantize_int8, split_calibration
 
     if len(images) < 2:
         raise ConfigError(f"--int8: the calibration manifest has {len(images)} {TASKS[task]} photographs; at least 2 are needed")
@@ -357,14 +357,14 @@ def _export_int8(task, fp32, stage, files, images, spec, config, agreement):
 def _needs_fp16_file(config: ExportConfig, trt_module) -> bool:
     if trt_module is None:
         return False
-    from export.tensorrt import source_variant
+    from denarius.export.tensorrt import source_variant
 
     variant = source_variant(config.tensorrt_config.precision, trt_module.__version__, strongly_typed=config.tensorrt_config.strongly_typed)
     return variant == "fp16"
 
 
 def _build_plans(task, stage, files, spec, config, trt_module) -> dict:
-    from export.tensorrt import build_plan, device_compute_capability, plan_filename, plan_key, source_variant
+    from denarius.export.tensorrt import build_plan, device_compute_capability, plan_filename, plan_key, source_variant
 
     trt_config = config.tensorrt_config
     variant = source_variant(trt_config.precision, trt_module.__version__, strongly_typed=trt_config.strongly_typed)

@@ -1,7 +1,7 @@
 """FP16 ONNX: weights and activations in float16, float32 ``image`` in and ``logits`` out.
 
 Keeping the graph's inputs/outputs fp32 means every backend feeds the same
-``engine.preprocess`` tensors and reads the same logits dtype; the casts sit inside the graph.
+``denarius.engine.preprocess`` tensors and reads the same logits dtype; the casts sit inside the graph.
 This is the file TensorRT 11 (strongly typed) builds an fp16 plan from, and what the
 onnxruntime CUDA provider runs at half precision.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import BundleError
+from denarius.engine.errors import BundleError
 
 __all__ = ["convert_fp16", "to_fp16_model"]
 
@@ -126,7 +126,7 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path, *, use_library: bo
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     model = onnx.load(str(fp32_path))
     converted = to_fp16_model(model, use_library=use_library)
-    from export.onnx_export import set_metadata
+    from denarius.export.onnx_export import set_metadata
 
     meta = {p.key: p.value for p in model.metadata_props}
     meta["denarius.precision"] = "fp16"

@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.errors import ConfigError, UnsupportedOpError
+from denarius.engine.errors import ConfigError, UnsupportedOpError
 
 __all__ = ["build_gradient_graph", "write_gradient_graph", "SUPPORTED_OPS", "INPUT", "TARGET", "LOGITS", "LOSS", "GRAD"]
 

@@ -2,7 +2,7 @@
 
 The exported graph is the contract every backend runs::
 
-    image  float32 (N, 3, S, S)  normalised by engine.preprocess   (N dynamic)
+    image  float32 (N, 3, S, S)  normalised by denarius.engine.preprocess   (N dynamic)
     logits float32 (N, C)        C = len(classes)
 
 Metadata (``ModelProto.metadata_props``, all strings) lets a lone ``.onnx`` file explain
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import BundleError, ConfigError
-from engine.preprocess import PreprocessSpec, preprocess_batch
+from denarius.engine.errors import BundleError, ConfigError
+from denarius.engine.preprocess import PreprocessSpec, preprocess_batch
 
 __all__ = [
     "OPSET",
@@ -206,7 +206,7 @@ def check_parity(
     Args:
         model: the torch module that was exported (eval mode is set here).
         onnx_path: the exported fp32 file.
-        images: (N, 3, S, S) float32, output of ``engine.preprocess.preprocess_batch``.
+        images: (N, 3, S, S) float32, output of ``denarius.engine.preprocess.preprocess_batch``.
         tolerance: bound on ``max|ort - torch| / max|torch|``.
 
     Returns:
@@ -290,7 +290,7 @@ def parity_batch(
     Raises:
         ConfigError: no usable photograph at all.
     """
-    from engine.errors import InputError
+    from denarius.engine.errors import InputError
 
     chosen = []
     for source in list(sources) + coin_plate_crops():

@@ -6,7 +6,7 @@ and every zero point 0 (symmetric). That is what TensorRT's explicit-quantisatio
 same file serves onnxruntime CPU (which fuses the pairs into QLinearConv/QGemm kernels)
 and TensorRT INT8 (10.x and the strongly typed 11.x).
 
-Calibration feeds ``engine.preprocess`` outputs of real photographs from a dataset manifest
+Calibration feeds ``denarius.engine.preprocess`` outputs of real photographs from a dataset manifest
 (the obverse for the emperor model, the reverse for the RIC model). The agreement report
 runs fp32 and the reduced-precision file on *other* coins of the same manifest (disjoint
 from the calibration coins) and gives the top-1 agreement and the accuracy change.
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import BundleError, ConfigError, InputError
-from engine.preprocess import PreprocessSpec, preprocess_batch
+from denarius.engine.errors import BundleError, ConfigError, InputError
+from denarius.engine.preprocess import PreprocessSpec, preprocess_batch
 
 __all__ = [
     "QuantizeConfig",
@@ -311,7 +311,7 @@ def quantize_int8(
     _keep_float_outputs(proto)
     source_meta = {p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
     source_meta.update({"denarius.precision": "int8", "denarius.calibration_images": str(reader.used)})
-    from export.onnx_export import set_metadata
+    from denarius.export.onnx_export import set_metadata
 
     set_metadata(proto, source_meta)
     onnx.save(proto, str(out_path))

@@ -26,7 +26,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import BackendUnavailable, BundleError, ConfigError
+from denarius.engine.errors import BackendUnavailable, BundleError, ConfigError
 
 __all__ = [
     "TensorRTConfig",

@@ -1,5 +1,5 @@
 import sys
 
-from serving.cli import main
+from denarius.serving.cli import main
 
 sys.exit(main())

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import grpc
 
-from engine.errors import ConfigError, InputError
-from serving.denarius.v1 import coins_pb2, coins_pb2_grpc
+from denarius.engine.errors import ConfigError, InputError
+from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
 
 __all__ = ["CoinClient", "Image", "read_image", "METHODS", "SIDES"]
 

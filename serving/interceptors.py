@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 
-from serving.metrics import ServerMetrics
+from denarius.serving.metrics import ServerMetrics
 
 __all__ = ["TokenAuthInterceptor", "MetricsInterceptor", "OPEN_METHOD_PREFIXES"]
 

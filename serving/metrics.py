@@ -92,7 +92,7 @@ class ServerMetrics:
         """Serve ``/metrics`` on ``host:port`` (0 = a free port) in a daemon thread; returns the port."""
         from prometheus_client import start_http_server
 
-        from engine.errors import ConfigError
+        from denarius.engine.errors import ConfigError
 
         try:
             self._http, _thread = start_http_server(port, addr=host, registry=self.registry)

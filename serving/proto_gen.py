@@ -1,11 +1,11 @@
 """Regenerate the checked-in gRPC stubs in ``serving/denarius/v1`` from ``proto/``.
 
-    python -m serving.proto_gen            # rewrite the stubs in place
-    python -m serving.proto_gen --check    # exit 1 if the checked-in stubs are stale
+    python -m denarius.serving.proto_gen            # rewrite the stubs in place
+    python -m denarius.serving.proto_gen --check    # exit 1 if the checked-in stubs are stale
 
 protoc names generated imports after the proto path (``from denarius.v1 import tensor_pb2``);
 the stubs live inside the ``serving`` package, so those imports are rewritten to
-``from serving.denarius.v1 import ...``. The descriptors keep their proto path
+``from denarius.serving.denarius.v1 import ...``. The descriptors keep their proto path
 (``denarius/v1/coins.proto``), which is what server reflection reports.
 """
 
@@ -52,7 +52,7 @@ def generate(out_root: Path, *, proto_root: Path = PROTO_ROOT) -> list[Path]:
     written = []
     for path in sorted((out_root / PACKAGE_DIR).glob("*_pb2*.py*")):
         text = path.read_text()
-        fixed = _IMPORT.sub("from serving.denarius.v1 import ", text)
+        fixed = _IMPORT.sub("from denarius.serving.denarius.v1 import ", text)
         if fixed != text:
             path.write_text(fixed)
         written.append(path)
@@ -60,7 +60,7 @@ def generate(out_root: Path, *, proto_root: Path = PROTO_ROOT) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.proto_gen", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m denarius.serving.proto_gen", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the stubs are stale")
     args = parser.parse_args(argv)
     if not args.check:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             or (STUB_ROOT / PACKAGE_DIR / p.name).read_bytes() != p.read_bytes()
         ]
     if stale:
-        print("stale stubs (run python -m serving.proto_gen): " + ", ".join(stale), file=sys.stderr)
+        print("stale stubs (run python -m denarius.serving.proto_gen): " + ", ".join(stale), file=sys.stderr)
         return 1
     return 0
 

@@ -2,7 +2,7 @@
 
 Stages (each is skipped when its output already exists, so a re-run reuses the work)::
 
-    1 data       synthetic Roman imperial coins (training.synth), split into train / held out
+    1 data       synthetic Roman imperial coins (denarius.training.synth), split into train / held out
     2 train      both AlexNets (emperor from the obverse, RIC from the reverse), briefly, small
     3 export     the bundle: fp32 + INT8 ONNX, gradient graphs, manifest with sha256
     4 serve      `denarius serve` on a free loopback port (a real subprocess), health-checked
@@ -63,7 +63,7 @@ class QuickstartConfig:
 
 
 def _cli(argv: list[str]) -> None:
-    from serving.cli import main
+    from denarius.serving.cli import main
 
     code = main(argv)
     if code != 0:
@@ -170,7 +170,7 @@ def identify_and_draw(config: QuickstartConfig, client, held: Path, merged: dict
     ``merged`` is run.json's {class label: [original RIC labels]}: a held-out coin of a
     merged type counts as correct when the merged class is predicted.
     """
-    from training.data import read_manifest
+    from denarius.training.data import read_manifest
 
     rename = {label: merged_label for merged_label, labels in merged.items() for label in labels}
     pictures = config.out / "pictures"
@@ -295,7 +295,7 @@ def _markdown_to_html(markdown: str) -> str:
 
 def run_quickstart(config: QuickstartConfig) -> Path:
     """Run (or resume) every stage; returns the report's path."""
-    from serving.client import CoinClient
+    from denarius.serving.client import CoinClient
 
     started = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import ConfigError, InputError
-from serving.denarius.v1 import coins_pb2, tensor_pb2
+from denarius.engine.errors import ConfigError, InputError
+from denarius.serving.denarius.v1 import coins_pb2, tensor_pb2
 
 __all__ = ["Runtime", "SERVER_VERSION"]
 
@@ -77,8 +77,8 @@ class Runtime:
         Raises:
             BundleError, BackendUnavailable, ConfigError: from the engine.
         """
-        from engine.bundle import load_bundle
-        from engine.engine import Engine
+        from denarius.engine.bundle import load_bundle
+        from denarius.engine.engine import Engine
 
         loaded = load_bundle(bundle)
         if max_pixels is not None:
@@ -104,7 +104,7 @@ class Runtime:
         started = time.perf_counter()
         size = self.engine.spec.crop
         blank = np.zeros((3, size, size), np.float32)
-        from engine.engine import CoinPair
+        from denarius.engine.engine import CoinPair
 
         self.engine.identify([CoinPair(obverse=blank, reverse=blank)] * self.engine.max_batch, top_k=1)
         self.engine.submit(CoinPair(obverse=blank, reverse=blank), top_k=1).result(timeout=60)
@@ -129,7 +129,7 @@ class Runtime:
         Raises:
             InputError: neither side present.
         """
-        from engine.engine import CoinPair
+        from denarius.engine.engine import CoinPair
 
         has_obverse, has_reverse = request.HasField("obverse"), request.HasField("reverse")
         if not has_obverse and not has_reverse:
@@ -174,7 +174,7 @@ class Runtime:
     # -- Landmarks -------------------------------------------------------------------------
     def landmark_model(self, name: str):
         """The GradientModel of one bundle model, opened on first use (thread-safe)."""
-        from engine.landmarks import GradientModel
+        from denarius.engine.landmarks import GradientModel
 
         with self._landmark_lock:
             if name not in self._landmark_models:
@@ -185,8 +185,8 @@ class Runtime:
         """Validate a LandmarksRequest (cheaply, no decoding) and describe its work.
 
         Returns:
-            an :class:`engine.landmarks.batcher.LandmarkJob` for a
-            :class:`~engine.landmarks.batcher.LandmarkBatcher` whose ``model_for`` is
+            an :class:`denarius.engine.landmarks.batcher.LandmarkJob` for a
+            :class:`~denarius.engine.landmarks.batcher.LandmarkBatcher` whose ``model_for`` is
             :meth:`landmark_model`. Its ``prepare`` decodes and crops the image; its result
             is ``(LandmarkMap, probabilities (C,) float64, classes, overlay PNG bytes)``.
 
@@ -194,9 +194,9 @@ class Runtime:
             InputError: no side, an image whose header is unusable, an unknown target label.
             ConfigError: epsilon outside (0, 1], negative sparsity, out-of-range settings.
         """
-        from engine.imageio import read_header
-        from engine.landmarks import GradientModel, LandmarkConfig, OptimizerConfig
-        from engine.landmarks.batcher import LandmarkJob
+        from denarius.engine.imageio import read_header
+        from denarius.engine.landmarks import GradientModel, LandmarkConfig, OptimizerConfig
+        from denarius.engine.landmarks.batcher import LandmarkJob
 
         side = SIDE_NAMES.get(request.side)
         if side is None:
@@ -251,14 +251,14 @@ class Runtime:
         image, spec, overlay = bytes(request.image), self.engine.spec, request.include_overlay
 
         def prepare() -> np.ndarray:
-            from engine.preprocess import canonical_image, crop_image
+            from denarius.engine.preprocess import canonical_image, crop_image
 
             return crop_image(canonical_image(image, spec, side=side), spec)  # (S, S, 3) uint8
 
         def finish(landmark_map, crop: np.ndarray) -> tuple:
             import cv2
 
-            from engine.preprocess import normalize
+            from denarius.engine.preprocess import normalize
 
             probabilities = self.landmark_model(model_name).probabilities(normalize(crop[None], spec))[0]
             png = b""

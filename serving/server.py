@@ -26,10 +26,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from engine.errors import ConfigError
-from serving.denarius.v1 import coins_pb2, coins_pb2_grpc
-from serving.interceptors import MetricsInterceptor, TokenAuthInterceptor
-from serving.metrics import ServerMetrics
+from denarius.engine.errors import ConfigError
+from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
+from denarius.serving.interceptors import MetricsInterceptor, TokenAuthInterceptor
+from denarius.serving.metrics import ServerMetrics
 
 __all__ = ["ServerConfig", "CoinServer", "BackgroundServer", "serve", "load_tokens", "SERVICE_NAME"]
 
@@ -172,7 +172,7 @@ class CoinServer:
             ConfigError: the port cannot be bound. Bundle/engine errors propagate (the
             server is stopped again first).
         """
-        from serving.servicer import CoinServicer
+        from denarius.serving.servicer import CoinServicer
 
         config = self.config
         options = [

@@ -1,11 +1,11 @@
 """CoinServicer: the thin gRPC layer over the engine, its batcher and the landmark methods.
 
 Every handler turns its request into engine calls and the answer into a proto; errors from
-``engine.errors`` become status codes through ``serving.status`` (the one mapping), and any
+``denarius.engine.errors`` become status codes through ``denarius.serving.status`` (the one mapping), and any
 other exception becomes INTERNAL with a request id that is logged with the traceback.
 Blocking work never runs on the event loop: identification goes through the engine's
 dynamic batcher (its own thread), landmark searches through the landmark batcher
-(``engine.landmarks.batcher``: worker threads; concurrent optimised searches with the same
+(``denarius.engine.landmarks.batcher``: worker threads; concurrent optimised searches with the same
 settings share one optimiser run).
 """
 
@@ -20,10 +20,10 @@ import uuid
 
 import grpc
 
-from engine.errors import BackendUnavailable, Cancelled, DeadlineExceeded, DenariusError, Overloaded
-from serving import runtime
-from serving.denarius.v1 import coins_pb2, coins_pb2_grpc, tensor_pb2
-from serving.status import internal_message, status_for
+from denarius.engine.errors import BackendUnavailable, Cancelled, DeadlineExceeded, DenariusError, Overloaded
+from denarius.serving import runtime
+from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc, tensor_pb2
+from denarius.serving.status import internal_message, status_for
 
 __all__ = ["CoinServicer"]
 
@@ -95,7 +95,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
             max_message_bytes=config.max_message_bytes, stream_window=config.stream_window,
         )
         self.metrics.track_queue_depth(self.runtime.queue_depth)
-        from engine.landmarks.batcher import LandmarkBatcher
+        from denarius.engine.landmarks.batcher import LandmarkBatcher
 
         self._landmarks = LandmarkBatcher(
             self.runtime.landmark_model, workers=config.landmark_workers, max_batch=config.landmark_batch,

@@ -1,4 +1,4 @@
-"""engine.errors -> gRPC status codes: the one place where that mapping lives.
+"""denarius.engine.errors -> gRPC status codes: the one place where that mapping lives.
 
 A client acts on the code (retry, back off, fix the input), so the mapping follows the
 gRPC status code guide:
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import grpc
 
-from engine.errors import (
+from denarius.engine.errors import (
     BackendUnavailable,
     BatcherClosed,
     BundleError,

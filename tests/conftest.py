@@ -55,10 +55,10 @@ def _export_classifier(model, path: Path, input_size: int) -> None:
 def tiny_bundle(tmp_path_factory) -> Path:
     """A real bundle of random-init tiny AlexNets: fp32 ONNX + gradient graphs."""
     torch = pytest.importorskip("torch")
-    from engine.bundle import ModelInfo, write_bundle_manifest
-    from engine.hierarchy import Hierarchy
-    from engine.preprocess import PreprocessSpec
-    from training.model import ModelConfig, build_model
+    from denarius.engine.bundle import ModelInfo, write_bundle_manifest
+    from denarius.engine.hierarchy import Hierarchy
+    from denarius.engine.preprocess import PreprocessSpec
+    from denarius.training.model import ModelConfig, build_model
 
     root = tmp_path_factory.mktemp("tiny_bundle")
     spec = PreprocessSpec.for_input_size(64)
@@ -70,7 +70,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
         files = {"fp32": f"{name}.onnx"}
         _export_classifier(model, root / files["fp32"], spec.crop)
         try:
-            from export.gradgraph import write_gradient_graph
+            from denarius.export.gradgraph import write_gradient_graph
         except ImportError:
             pass
         else:
@@ -86,7 +86,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
 def tiny_manifest(tmp_path_factory) -> Path:
     """The synthetic `tiny` preset (4 emperors, 8 RIC types, 64 coins, seed 0), generated once
     per session; the manifest's path."""
-    from training.synth import generate
+    from denarius.training.synth import generate
 
     root = tmp_path_factory.getbasetemp() / "denarius_synth_tiny_seed0"
     generate(root, preset="tiny", seed=0, progress=False)

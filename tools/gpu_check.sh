@@ -11,7 +11,7 @@
 #   pycuda_build   pycuda built from its sdist into /tmp/site (needs setuptools, wheel, numpy),
 #                  without CURAND (the kernels do not use it) and linked against the
 #                  driver's libcuda.so.1 when the toolkit has no libcuda.so to link with
-#   kernel_check   python -m serving.cli kernel-check --require-cuda: CUDA kernels vs
+#   kernel_check   python -m denarius.serving.cli kernel-check --require-cuda: CUDA kernels vs
 #                  NumPy for windows 11/21 and superpixels, errors and timings
 #                  (OUT_DIR/kernel_check.json)
 #   gpu_tests      pytest -m gpu: CudaOps vs NumPy, the GPU backends
@@ -61,8 +61,14 @@ import numpy, cv2, onnxruntime
 print(\"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"onnxruntime\", onnxruntime.__version__)
 print(\"providers\", onnxruntime.get_available_providers())"'
 step pycuda_build build_pycuda
-export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-step kernel_check python3 -m serving.cli kernel-check --out "$out" --require-cuda
+# The checkout seen as the installed namespace (denarius.engine = ./engine, ...) without pip:
+# a folder of symbolic links, the layout the wheel installs.
+namespace=/tmp/denarius-namespace
+rm -rf "$namespace" && mkdir -p "$namespace/denarius"
+ln -s "$PWD/denarius/__init__.py" "$namespace/denarius/__init__.py"
+for layer in engine training export serving; do ln -s "$PWD/$layer" "$namespace/denarius/$layer"; done
+export PYTHONPATH="/tmp/site:$namespace:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+step kernel_check python3 -m denarius.serving.cli kernel-check --out "$out" --require-cuda
 step gpu_tests python3 -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_kernels.py tests/engine/test_backends.py
 cat "$out/kernel_check.log"
 exit "$status"

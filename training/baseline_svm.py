@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from engine.errors import ConfigError
+from denarius.engine.errors import ConfigError
 
 __all__ = ["SVMConfig", "grid_keypoints", "dense_sift", "extract_descriptors", "BowSVM", "softmax"]
 

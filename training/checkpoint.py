@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.bundle import SIDES
-from engine.errors import ConfigError
-from training.model import ModelConfig, build_model
+from denarius.engine.bundle import SIDES
+from denarius.engine.errors import ConfigError
+from denarius.training.model import ModelConfig, build_model
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "TASKS", "SIDES"]
 
@@ -50,7 +50,7 @@ class Checkpoint:
         side: coin side the model reads, "obverse" or "reverse".
         model_config: architecture; ``model_config.num_classes == len(classes)``.
         classes: class names in output order (C,).
-        preprocess: ``engine.preprocess.PreprocessSpec.to_dict()`` used for training.
+        preprocess: ``denarius.engine.preprocess.PreprocessSpec.to_dict()`` used for training.
         state_dict: ``{name: tensor}`` of the model (CPU tensors).
         optimizer_state: ``optimizer.state_dict()`` for resuming, or None.
         epoch: number of completed epochs.

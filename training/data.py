@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import ManifestError
-from engine.hierarchy import Hierarchy
+from denarius.engine.errors import ManifestError
+from denarius.engine.hierarchy import Hierarchy
 
 __all__ = [
     "COLUMNS",

@@ -1,10 +1,10 @@
 """PyTorch views of a coin collection: one side, one task, canonical images cached in memory.
 
 The expensive part of the image pipeline (decode + coin-disc background removal + square
-resize, ``engine.preprocess.canonical_image``) runs once per image; the result, a
+resize, ``denarius.engine.preprocess.canonical_image``) runs once per image; the result, a
 (resize, resize, 3) uint8 array, is kept in memory and shared between epochs, folds and
 the two tasks. Every item then only costs a crop (random with the caller's RNG for
-training, centre for evaluation) and ``engine.preprocess.normalize``: no second copy of
+training, centre for evaluation) and ``denarius.engine.preprocess.normalize``: no second copy of
 any preprocessing lives here.
 
 Memory: N x resize^2 x 3 bytes per side (1,600 coins at resize 110: 58 MB per side).
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from engine.bundle import SIDES
-from engine.errors import InputError
-from engine.preprocess import PreprocessSpec, canonical_image, crop_image, normalize
+from denarius.engine.bundle import SIDES
+from denarius.engine.errors import InputError
+from denarius.engine.preprocess import PreprocessSpec, canonical_image, crop_image, normalize
 
 __all__ = ["SIDES", "TASK_SIDE", "canonical_images", "CoinSideDataset", "task_targets", "photometric_jitter"]
 
@@ -32,10 +32,10 @@ TASK_SIDE = {"emperor": "obverse", "ric": "reverse"}
 
 
 def canonical_images(dataset, side: str, spec: PreprocessSpec, *, progress: bool = True) -> np.ndarray:
-    """Canonical images of one side of every coin of a ``training.data.Dataset``.
+    """Canonical images of one side of every coin of a ``denarius.training.data.Dataset``.
 
     Args:
-        dataset: ``training.data.Dataset`` (records with ``obverse``/``reverse`` paths).
+        dataset: ``denarius.training.data.Dataset`` (records with ``obverse``/``reverse`` paths).
         side: "obverse" or "reverse".
         spec: preprocessing; only ``resize`` and the background settings matter here.
     Returns:

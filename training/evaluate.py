@@ -5,15 +5,15 @@ Tasks (the paper's Table 1):
 - ``reverse``: RIC class from the reverse image alone (the RIC model),
 - ``obverse``: emperor from the obverse image alone (the emperor model),
 - ``hierarchy``: RIC class from both images, scored p(e|Io) p(r|Ir) [parent(r) = e] by
-  ``engine.hierarchy.Hierarchy.joint_scores`` (the one implementation of the combination).
+  ``denarius.engine.hierarchy.Hierarchy.joint_scores`` (the one implementation of the combination).
 
 Metrics per task and fold: ``accuracy`` = mean per-class accuracy, the mean of the diagonal
 of the row-normalised confusion matrix over the classes present in the test fold (the
 paper's measure); ``top1`` and ``top5`` = plain fraction of coins whose class is among the
-1 / 5 best scores. Both methods use the same folds (``training.data.kfold_splits``,
+1 / 5 best scores. Both methods use the same folds (``denarius.training.data.kfold_splits``,
 stratified by RIC class).
 
-``report.json`` (written by ``training.report.write_report``)::
+``report.json`` (written by ``denarius.training.report.write_report``)::
 
     {
       "manifest": str, "coins": N, "emperors": E, "rics": R, "merged": {...},
@@ -48,8 +48,8 @@ import time
 
 import numpy as np
 
-from engine.errors import ConfigError
-from engine.preprocess import PreprocessSpec
+from denarius.engine.errors import ConfigError
+from denarius.engine.preprocess import PreprocessSpec
 
 __all__ = [
     "METHODS",
@@ -122,7 +122,7 @@ def fold_metrics(hierarchy, *, emperor_targets, ric_targets, p_emperor, p_ric) -
     """The three tasks of one fold.
 
     Args:
-        hierarchy: ``engine.hierarchy.Hierarchy`` of the dataset.
+        hierarchy: ``denarius.engine.hierarchy.Hierarchy`` of the dataset.
         emperor_targets, ric_targets: (N,) int64 true classes of the test coins.
         p_emperor: (N, E) emperor probabilities from the obverses.
         p_ric: (N, R) RIC probabilities from the reverses.
@@ -168,7 +168,7 @@ def summarise(fold_results: list[dict]) -> dict:
 
 def hardware_description() -> str:
     """One line: CPU model, core count, GPU (if torch sees one)."""
-    from engine.backends import cpu_model_name
+    from denarius.engine.backends import cpu_model_name
 
     cpu = cpu_model_name()
     gpu = "no GPU"
@@ -199,15 +199,15 @@ def cross_validate(
     """k-fold cross-validation of the CNN and/or SVM; returns the report dict (see module doc).
 
     Args:
-        dataset: ``training.data.Dataset``.
+        dataset: ``denarius.training.data.Dataset``.
         folds: k (>= 2); a RIC class with fewer coins raises ``ManifestError`` before any work.
         seed: fold assignment seed (the training seed is ``train_config.seed``).
         methods: any of "cnn", "svm".
-        train_config: ``training.train.TrainConfig`` for the CNN (default: its defaults).
-        svm_config: ``training.baseline_svm.SVMConfig`` (default: its defaults).
+        train_config: ``denarius.training.train.TrainConfig`` for the CNN (default: its defaults).
+        svm_config: ``denarius.training.baseline_svm.SVMConfig`` (default: its defaults).
     """
-    from training.data import kfold_splits
-    from training.datasets import TASK_SIDE, canonical_images, task_targets
+    from denarius.training.data import kfold_splits
+    from denarius.training.datasets import TASK_SIDE, canonical_images, task_targets
 
     methods = tuple(methods)
     unknown = [m for m in methods if m not in METHODS]
@@ -246,14 +246,14 @@ def cross_validate(
 
     # The SVM first: it is quick and its numbers are in the log before the long CNN folds.
     if "svm" in methods:
-        from training.baseline_svm import SVMConfig
+        from denarius.training.baseline_svm import SVMConfig
 
         config = svm_config or SVMConfig()
         spec = PreprocessSpec(resize=config.image_size, crop=config.image_size)
         images = {task: canonical(side, spec) for task, side in TASK_SIDE.items()}  # shared with the CNN at equal size
         report["svm"] = _cross_validate_svm(dataset, splits, targets, images, config, progress)
     if "cnn" in methods:
-        from training.train import TrainConfig
+        from denarius.training.train import TrainConfig
 
         config = train_config or TrainConfig()
         spec = config.preprocess_spec()
@@ -267,8 +267,8 @@ def cross_validate(
 
 
 def _cross_validate_cnn(dataset, splits, targets, canonical, config, progress) -> dict:
-    from training.datasets import CoinSideDataset
-    from training.train import fit, predict_proba
+    from denarius.training.datasets import CoinSideDataset
+    from denarius.training.train import fit, predict_proba
 
     import torch
 
@@ -301,7 +301,7 @@ def _cross_validate_cnn(dataset, splits, targets, canonical, config, progress) -
 
 
 def _cross_validate_svm(dataset, splits, targets, canonical, config, progress) -> dict:
-    from training.baseline_svm import BowSVM, extract_descriptors
+    from denarius.training.baseline_svm import BowSVM, extract_descriptors
 
     hierarchy = dataset.hierarchy
     num_classes = {"emperor": len(hierarchy.emperors), "ric": len(hierarchy.rics)}

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.errors import ConfigError
+from denarius.engine.errors import ConfigError
 
 __all__ = [
     "ModelConfig",

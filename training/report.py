@@ -2,7 +2,7 @@
 
 Files in the report folder:
 
-- ``report.json``: the dict of ``training.evaluate.cross_validate`` (structure documented there).
+- ``report.json``: the dict of ``denarius.training.evaluate.cross_validate`` (structure documented there).
 - ``table.md``: mean per-class accuracy +- std (and top-1/top-5) per task and method.
 - ``confusion_{method}_reverse.png``, ``confusion_{method}_hierarchy.png``: row-normalised
   confusion matrices summed over the folds, like the paper's Figure 4.

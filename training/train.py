@@ -14,7 +14,7 @@ Recipe (paper section 3.1, adapted so that it also converges from scratch on a C
   Caffe fine-tuning convention) and to 1 from scratch, where no layer is pre-trained.
 - AdamW (default) or SGD with momentum; linear warm-up then cosine decay, computed from
   the global iteration so that a resumed run follows the same schedule.
-- Training crops are random (``engine.preprocess.crop_image`` with a numpy Generator),
+- Training crops are random (``denarius.engine.preprocess.crop_image`` with a numpy Generator),
   evaluation crops centred.
 
 Determinism: the model is initialised after ``torch.manual_seed(seed)``; every epoch
@@ -38,11 +38,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from engine.errors import ConfigError
-from engine.preprocess import PreprocessSpec
-from training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from training.datasets import TASK_SIDE, CoinSideDataset, canonical_images, task_targets
-from training.model import HEAD_PREFIX, ModelConfig, build_model, load_pretrained
+from denarius.engine.errors import ConfigError
+from denarius.engine.preprocess import PreprocessSpec
+from denarius.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from denarius.training.datasets import TASK_SIDE, CoinSideDataset, canonical_images, task_targets
+from denarius.training.model import HEAD_PREFIX, ModelConfig, build_model, load_pretrained
 
 __all__ = [
     "TrainConfig",
@@ -85,7 +85,7 @@ class TrainConfig:
         dropout: classifier dropout (AlexNet: 0.5). 0 by default: from scratch on ~1,000
             coins per fold on a CPU, learning at all is the bottleneck, not over-fitting.
         jitter: photometric jitter strength of training crops (0 = the paper's crops only);
-            see ``training.datasets.photometric_jitter``.
+            see ``denarius.training.datasets.photometric_jitter``.
         balance: weight the cross-entropy of every class by the inverse of its frequency in
             the training coins (mean weight 1), i.e. optimise the paper's measure, the mean
             per-class accuracy. Without it a from-scratch AlexNet first collapses onto the
@@ -245,7 +245,7 @@ def predict_proba(model: nn.Module, loader: torch.utils.data.DataLoader) -> tupl
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader) -> dict:
     """Mean cross-entropy, top-1 and mean per-class accuracy on centre crops, plus the
     (N, C) float32 probabilities and (N,) int64 targets."""
-    from training.evaluate import mean_class_accuracy
+    from denarius.training.evaluate import mean_class_accuracy
 
     probs, targets = predict_proba(model, loader)
     picked = probs[np.arange(len(targets)), targets]
@@ -461,7 +461,7 @@ def train_run(
     Returns:
         The run.json dict.
     """
-    from training.data import load_dataset
+    from denarius.training.data import load_dataset
 
     out_dir = Path(out_dir)
     dataset = load_dataset(manifest, merge_threshold=merge_threshold)

@@ -4,8 +4,8 @@
 backends import onnxruntime-gpu / tensorrt / pycuda only when opened.
 """
 
-from engine.backends.base import Backend, GraphFile, cpu_model_name, physical_cores
-from engine.backends.registry import BACKENDS, available_backends, backend_status, default_precision, open_backend
+from denarius.engine.backends.base import Backend, GraphFile, cpu_model_name, physical_cores
+from denarius.engine.backends.registry import BACKENDS, available_backends, backend_status, default_precision, open_backend
 
 __all__ = [
     "BACKENDS",

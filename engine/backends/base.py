@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import ConfigError, DenariusError, InputError
+from denarius.engine.errors import ConfigError, DenariusError, InputError
 
 __all__ = ["Backend", "GraphFile", "cpu_model_name", "physical_cores", "PRECISIONS"]
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from engine.backends.base import Backend, GraphFile, physical_cores
-from engine.errors import BackendUnavailable, BundleError
+from denarius.engine.backends.base import Backend, GraphFile, physical_cores
+from denarius.engine.errors import BackendUnavailable, BundleError
 
 __all__ = ["OrtCpuBackend", "cpu_session_options"]
 

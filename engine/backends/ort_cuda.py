@@ -19,8 +19,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from engine.backends.base import Backend, GraphFile
-from engine.errors import BackendUnavailable, BundleError
+from denarius.engine.backends.base import Backend, GraphFile
+from denarius.engine.errors import BackendUnavailable, BundleError
 
 __all__ = ["OrtCudaBackend", "cuda_provider_available"]
 

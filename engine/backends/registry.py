@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from engine.backends.base import PRECISIONS, Backend, GraphFile
-from engine.errors import BackendUnavailable, ConfigError
+from denarius.engine.backends.base import PRECISIONS, Backend, GraphFile
+from denarius.engine.errors import BackendUnavailable, ConfigError
 
 __all__ = ["BACKENDS", "AGREEMENT_THRESHOLD", "available_backends", "backend_status", "default_precision", "open_backend"]
 
@@ -39,7 +39,7 @@ def backend_status(bundle=None, *, device_id: int = 0) -> dict[str, str | None]:
     With a bundle, tensorrt also needs plans for this GPU + TensorRT version.
     """
     status: dict[str, str | None] = {}
-    from engine.backends.tensorrt import plan_key, tensorrt_available
+    from denarius.engine.backends.tensorrt import plan_key, tensorrt_available
 
     ok, reason = tensorrt_available()
     if ok and bundle is not None:
@@ -52,7 +52,7 @@ def backend_status(bundle=None, *, device_id: int = 0) -> dict[str, str | None]:
                 f"{have or 'no GPU'} (build one here with `denarius export --trt`)"
             )
     status["tensorrt"] = None if ok else reason
-    from engine.backends.ort_cuda import cuda_provider_available
+    from denarius.engine.backends.ort_cuda import cuda_provider_available
 
     status["ort-cuda"] = None if cuda_provider_available() else (
         "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu: pip install 'denarius[gpu]')"
@@ -127,7 +127,7 @@ def open_backend(
     """Open a backend on a bundle's graphs.
 
     Args:
-        bundle: an ``engine.bundle.Bundle``.
+        bundle: an ``denarius.engine.bundle.Bundle``.
         backend: "auto", "tensorrt", "ort-cuda" or "ort-cpu".
         precision: None for the backend's default (module docstring), or "fp32"/"fp16"/"int8".
         graphs: which graphs to open: "emperor", "ric", and the gradient graphs
@@ -186,7 +186,7 @@ def open_backend(
     if backend == "tensorrt":
         if gradients:
             raise ConfigError("gradient graphs run on onnxruntime only; open them with backend='ort-cpu' or 'ort-cuda'")
-        from engine.backends.tensorrt import TensorRTBackend, plan_key
+        from denarius.engine.backends.tensorrt import TensorRTBackend, plan_key
 
         built = _trt_precision(bundle, device_id)
         if requested is not None and requested != built:
@@ -200,16 +200,16 @@ def open_backend(
         model, _, grad = graph.partition(".")
         files[graph] = _graph_file(bundle, graph, bundle.file(model, "grad" if grad else file_variant(bundle, backend, model, precision)))
     if backend == "ort-cuda":
-        from engine.backends.ort_cuda import OrtCudaBackend
+        from denarius.engine.backends.ort_cuda import OrtCudaBackend
 
         return OrtCudaBackend(files, precision=precision, max_batch=max_batch, device_id=device_id)
-    from engine.backends.ort_cpu import OrtCpuBackend
+    from denarius.engine.backends.ort_cpu import OrtCpuBackend
 
     return OrtCpuBackend(files, precision=precision, max_batch=max_batch, threads=threads)
 
 
 def _trt_precision(bundle, device_id: int) -> str:
-    from engine.backends.tensorrt import plan_key
+    from denarius.engine.backends.tensorrt import plan_key
 
     return _plan_precision(bundle, plan_key(device_id))
 

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from engine.backends.base import Backend, GraphFile
-from engine.errors import BackendUnavailable, BundleError, InputError
+from denarius.engine.backends.base import Backend, GraphFile
+from denarius.engine.errors import BackendUnavailable, BundleError, InputError
 
 __all__ = ["TensorRTBackend", "tensorrt_available", "plan_key"]
 

@@ -22,11 +22,11 @@ Modules::
     batcher.py      LandmarkBatcher: queued searches with the same settings share a run
 """
 
-from engine.landmarks.api import METHODS, SWEEP_EPSILONS, LandmarkConfig, compute_landmarks, landmarks_for_source, make_regions
-from engine.landmarks.model import GradientModel, LandmarkModel
-from engine.landmarks.optimizer import OptimizerConfig
-from engine.landmarks.regions import LabelRegions, Regions, WindowRegions, pixel_regions, superpixel_regions, window_regions
-from engine.landmarks.result import LandmarkMap
+from denarius.engine.landmarks.api import METHODS, SWEEP_EPSILONS, LandmarkConfig, compute_landmarks, landmarks_for_source, make_regions
+from denarius.engine.landmarks.model import GradientModel, LandmarkModel
+from denarius.engine.landmarks.optimizer import OptimizerConfig
+from denarius.engine.landmarks.regions import LabelRegions, Regions, WindowRegions, pixel_regions, superpixel_regions, window_regions
+from denarius.engine.landmarks.result import LandmarkMap
 
 __all__ = [
     "METHODS",

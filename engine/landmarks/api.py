@@ -1,9 +1,9 @@
 """One entry point for every landmark method: :func:`compute_landmarks`.
 
 The engine (``Engine.landmarks``), the CLI and the evaluation call this with a
-:class:`~engine.landmarks.model.LandmarkModel` and centre crops in [0, 255] pixel space
+:class:`~denarius.engine.landmarks.model.LandmarkModel` and centre crops in [0, 255] pixel space
 (``crop_image(canonical_image(...))``); masking happens on the crop, then
-:func:`engine.preprocess.normalize` prepares the network input.
+:func:`denarius.engine.preprocess.normalize` prepares the network input.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.errors import ConfigError, InputError
-from engine.landmarks import baselines, composition
-from engine.landmarks.model import LandmarkModel
-from engine.landmarks.optimizer import NumpyOps, OptimizerConfig, check_epsilon, optimize_masks
-from engine.landmarks.regions import Regions, pixel_regions, superpixel_regions, window_regions
-from engine.landmarks.result import LandmarkMap, rescale, top_regions
+from denarius.engine.errors import ConfigError, InputError
+from denarius.engine.landmarks import baselines, composition
+from denarius.engine.landmarks.model import LandmarkModel
+from denarius.engine.landmarks.optimizer import NumpyOps, OptimizerConfig, check_epsilon, optimize_masks
+from denarius.engine.landmarks.regions import Regions, pixel_regions, superpixel_regions, window_regions
+from denarius.engine.landmarks.result import LandmarkMap, rescale, top_regions
 
 __all__ = ["METHODS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source"]
 
@@ -37,7 +37,7 @@ class LandmarkConfig:
         method: one of :data:`METHODS`.
         epsilon: confidence the optimised mask may lose, in (0, 1] (optimised only).
         reference: what a removed region becomes, for the optimiser and occlusion alike:
-            "blur" (default) or "black" (the paper); see :mod:`engine.landmarks.composition`.
+            "blur" (default) or "black" (the paper); see :mod:`denarius.engine.landmarks.composition`.
         window, stride: sliding-window regions (the paper: 11 or 21, stride 3).
         superpixels: if set, SLIC superpixels with about this many segments instead.
         pixels: if True, single pixels instead (K = H * W; optimised and saliency only).
@@ -130,15 +130,15 @@ def compute_landmarks(
     """Landmark maps for a batch of crops.
 
     Args:
-        model: a :class:`LandmarkModel` (e.g. :class:`engine.landmarks.model.GradientModel`).
+        model: a :class:`LandmarkModel` (e.g. :class:`denarius.engine.landmarks.model.GradientModel`).
         crops: (B, S, S, 3) or (S, S, 3) uint8 RGB centre crops at the model's input size.
         config: method, regions and optimiser settings.
         targets: None (each image's predicted class), one label/index for all, or B of them.
         epsilons: optimised method only - several epsilons per image in one batched run
             (e.g. :data:`SWEEP_EPSILONS`); default ``(config.epsilon,)``.
-        ops: masking operations (NumPy, or :class:`engine.landmarks.cuda.CudaOps`).
+        ops: masking operations (NumPy, or :class:`denarius.engine.landmarks.cuda.CudaOps`).
         should_stop: optional callable polled between forward calls of the optimiser and
-            occlusion; True stops the work with :class:`engine.errors.Cancelled` (a server
+            occlusion; True stops the work with :class:`denarius.engine.errors.Cancelled` (a server
             whose caller cancelled or ran past its deadline frees its worker early).
         checkpoints: optimised method only - iteration counts at which each map keeps
             its persistence (``LandmarkMap.persistence_by_iteration``), to see how the
@@ -304,9 +304,9 @@ def landmarks_for_source(
     Raises:
         InputError: the photo cannot be decoded (the message names the side).
     """
-    from engine.imageio import decode_image
-    from engine.landmarks.geometry import crop_transform
-    from engine.preprocess import canonical_image, crop_image
+    from denarius.engine.imageio import decode_image
+    from denarius.engine.landmarks.geometry import crop_transform
+    from denarius.engine.preprocess import canonical_image, crop_image
 
     spec = model.spec
     try:

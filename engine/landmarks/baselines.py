@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import Cancelled, InputError
-from engine.landmarks import composition
-from engine.landmarks.model import LandmarkModel, softmax
-from engine.landmarks.regions import Regions
-from engine.preprocess import normalize
+from denarius.engine.errors import Cancelled, InputError
+from denarius.engine.landmarks import composition
+from denarius.engine.landmarks.model import LandmarkModel, softmax
+from denarius.engine.landmarks.regions import Regions
+from denarius.engine.preprocess import normalize
 
 __all__ = ["BaselineResult", "occlusion", "saliency"]
 
@@ -89,9 +89,9 @@ def occlusion(
         targets: None (predicted class) or (B,) class indices.
         batch_size: occluded images per forward call.
         reference: (B, H, W, 3) what an occluded region becomes
-            (:func:`engine.landmarks.composition.reference_images`); None: black.
+            (:func:`denarius.engine.landmarks.composition.reference_images`); None: black.
         should_stop: optional callable checked before every forward call; True raises
-            :class:`engine.errors.Cancelled`.
+            :class:`denarius.engine.errors.Cancelled`.
     Returns:
         :class:`BaselineResult` with scores = probability drops (can be negative).
     """

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import BatcherClosed, Cancelled, DeadlineExceeded
-from engine.landmarks.api import LandmarkConfig, compute_landmarks
-from engine.landmarks.model import LandmarkModel
+from denarius.engine.errors import BatcherClosed, Cancelled, DeadlineExceeded
+from denarius.engine.landmarks.api import LandmarkConfig, compute_landmarks
+from denarius.engine.landmarks.model import LandmarkModel
 
 __all__ = ["LandmarkJob", "LandmarkBatcher"]
 

@@ -5,7 +5,7 @@ For a batch of B masks x (B, K) over one set of regions:
 - :func:`mask_weights` (B, H, W): m(i) = C(i) * sum_{k: i in r_k} x_k, the per-pixel
   weight; with x = 1 it is 1 on every covered pixel.
 - :func:`compose` (B, H, W, 3): f_I(x) = I * m, in the same [0, 255] pixel space as the
-  crop I; normalise it with :func:`engine.preprocess.normalize` before the network.
+  crop I; normalise it with :func:`denarius.engine.preprocess.normalize` before the network.
 - :func:`region_sums` (B, K): the adjoint of the region indicator sum, s_k = sum_{i in r_k} h(i).
 - :func:`adjoint` (B, K): d loss / d x_k = sum_{i in r_k} C(i) sum_c I(i, c) g(i, c) for a
   pixel-space gradient g = d loss / d f_I (B, H, W, 3), i.e. the exact transpose of
@@ -40,9 +40,9 @@ import functools
 
 import numpy as np
 
-from engine.errors import InputError
-from engine.landmarks.regions import LabelRegions, Regions, WindowRegions
-from engine.preprocess import PreprocessSpec, normalize
+from denarius.engine.errors import InputError
+from denarius.engine.landmarks.regions import LabelRegions, Regions, WindowRegions
+from denarius.engine.preprocess import PreprocessSpec, normalize
 
 __all__ = ["REFERENCES", "reference_images", "replace_pixels", "mask_weights", "compose", "region_sums", "adjoint", "normalize_slope", "pixel_gradient"]
 

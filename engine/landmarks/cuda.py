@@ -3,7 +3,7 @@
 pycuda is imported only when :class:`CudaOps` is built. The context is the device's
 primary context (``pycuda.autoprimaryctx``), the one onnxruntime's CUDA provider and
 TensorRT use, so buffers and kernels share it with them. Without pycuda or a GPU,
-:func:`cuda_available` says False and callers keep :class:`~engine.landmarks.optimizer.NumpyOps`.
+:func:`cuda_available` says False and callers keep :class:`~denarius.engine.landmarks.optimizer.NumpyOps`.
 
 Inputs and outputs are host NumPy arrays (the optimiser's network calls take host arrays);
 the kernels themselves are batched over masks and checked against the NumPy reference.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import BackendUnavailable, InputError
-from engine.landmarks.regions import LabelRegions, Regions, WindowRegions
+from denarius.engine.errors import BackendUnavailable, InputError
+from denarius.engine.landmarks.regions import LabelRegions, Regions, WindowRegions
 
 __all__ = ["KERNEL_SOURCE", "cuda_available", "CudaOps"]
 
@@ -101,7 +101,7 @@ class CudaOps:
     # ---------------------------------------------------------------- operations
 
     def compose(self, regions: Regions, images: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """(B, H, W, 3) float32 f_I(x); see :func:`engine.landmarks.composition.compose`."""
+        """(B, H, W, 3) float32 f_I(x); see :func:`denarius.engine.landmarks.composition.compose`."""
         x = np.atleast_2d(np.asarray(x, np.float32))
         batch, height, width = x.shape[0], regions.height, regions.width
         if x.shape[1] != regions.count:
@@ -127,7 +127,7 @@ class CudaOps:
         return out.get()
 
     def adjoint(self, regions: Regions, images: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        """(B, K) float32 d loss / d x; see :func:`engine.landmarks.composition.adjoint`."""
+        """(B, K) float32 d loss / d x; see :func:`denarius.engine.landmarks.composition.adjoint`."""
         grad = np.asarray(grad, np.float32)
         if grad.ndim == 3:
             grad = grad[None]
@@ -163,7 +163,7 @@ class CudaOps:
         return out.get()
 
     def projected_step(self, x: np.ndarray, grad: np.ndarray, feasible: np.ndarray, *, lam: float, eta: np.ndarray) -> np.ndarray:
-        """Fused update; see :meth:`engine.landmarks.optimizer.NumpyOps.projected_step`."""
+        """Fused update; see :meth:`denarius.engine.landmarks.optimizer.NumpyOps.projected_step`."""
         x_gpu = self._upload(x, np.float32)
         batch, regions = x_gpu.shape
         grad_gpu = self._upload(grad, np.float32)

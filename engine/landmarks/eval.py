@@ -3,7 +3,7 @@
 Input: a folder written by ``denarius synth`` (``manifest.csv`` with ``coin_id, obverse,
 reverse, emperor, ric`` and ``landmarks.jsonl``: per image ``coin_id, side, width, height,
 regions: [{word, discriminative, polygon: [[x, y], ...]}]`` in stored-image pixels).
-Polygons are mapped into the network's crop with :func:`engine.landmarks.geometry.crop_transform`
+Polygons are mapped into the network's crop with :func:`denarius.engine.landmarks.geometry.crop_transform`
 (the same affine map as preprocessing).
 
 Per method and window size:
@@ -48,20 +48,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.bundle import SIDES
-from engine.errors import ConfigError, InputError
-from engine.landmarks import composition
-from engine.landmarks.api import METHODS, LandmarkConfig, compute_landmarks, make_regions
-from engine.landmarks.figures import grid, write_png
-from engine.landmarks.geometry import crop_transform
-from engine.landmarks.metrics import (
+from denarius.engine.bundle import SIDES
+from denarius.engine.errors import ConfigError, InputError
+from denarius.engine.landmarks import composition
+from denarius.engine.landmarks.api import METHODS, LandmarkConfig, compute_landmarks, make_regions
+from denarius.engine.landmarks.figures import grid, write_png
+from denarius.engine.landmarks.geometry import crop_transform
+from denarius.engine.landmarks.metrics import (
     NO_PART, deletion_auc, deletion_curve, energy, part_reliance, parts_at_maximum, parts_in_crop, pointing_hit, polygon_mask,
     polygons_in_crop,
 )
-from engine.landmarks.model import GradientModel
-from engine.landmarks.optimizer import OptimizerConfig
-from engine.landmarks.path_scores import PATH_CHECKPOINTS, PathScores, plot_path
-from engine.preprocess import canonical_image, crop_image
+from denarius.engine.landmarks.model import GradientModel
+from denarius.engine.landmarks.optimizer import OptimizerConfig
+from denarius.engine.landmarks.path_scores import PATH_CHECKPOINTS, PathScores, plot_path
+from denarius.engine.preprocess import canonical_image, crop_image
 
 __all__ = ["EvalConfig", "evaluate", "load_ground_truth"]
 
@@ -87,7 +87,7 @@ class EvalConfig:
         optimizer: optimiser settings.
         path_checkpoints: iteration counts at which the optimised heatmap (headline window)
             is also scored in the pointing game, as if the optimiser had stopped there
-            (see :mod:`engine.landmarks.path_scores`); () to skip.
+            (see :mod:`denarius.engine.landmarks.path_scores`); () to skip.
     """
 
     methods: tuple[str, ...] = METHODS
@@ -166,14 +166,14 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     """Score every method on a synthetic set; writes scores.json, scores.md and figure.png.
 
     Args:
-        bundle: a loaded :class:`engine.bundle.Bundle` with gradient graphs.
+        bundle: a loaded :class:`denarius.engine.bundle.Bundle` with gradient graphs.
         synth_dir: folder written by ``denarius synth``. out_dir: output folder.
     Returns:
         the scores dict written to ``scores.json``.
     """
     from tqdm import tqdm
 
-    from engine.imageio import decode_image
+    from denarius.engine.imageio import decode_image
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -335,7 +335,7 @@ def _part_scores(reliance: dict, maxima: dict, images_scored: dict, methods) -> 
 
 
 def _guidebooks(by_label: dict, out_dir: Path, count: int) -> list[str]:
-    from engine.landmarks.guidebook import guidebook_from_maps
+    from denarius.engine.landmarks.guidebook import guidebook_from_maps
 
     written = []
     for side in SIDES:

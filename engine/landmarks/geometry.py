@@ -1,6 +1,6 @@
 """Where a source photo's pixels land in the network's crop.
 
-:func:`engine.preprocess.canonical_transform` gives the affine map photo -> canonical
+:func:`denarius.engine.preprocess.canonical_transform` gives the affine map photo -> canonical
 image (the square centred on the detected coin disc); the centre crop is a further
 translation by ``(resize - crop) // 2``. :func:`crop_transform` composes the two, so
 ground-truth polygons drawn on the photo can be compared with landmark heatmaps, and
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.preprocess import PreprocessSpec, canonical_transform
+from denarius.engine.preprocess import PreprocessSpec, canonical_transform
 
 __all__ = ["crop_transform", "apply_transform"]
 
@@ -21,7 +21,7 @@ def crop_transform(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """(2, 3) float64 affine matrix: source (x, y) -> centre-crop (x, y) pixel coordinates.
 
     Args:
-        rgb: (H, W, 3) uint8 decoded source photo (as :func:`engine.imageio.decode_image` gives).
+        rgb: (H, W, 3) uint8 decoded source photo (as :func:`denarius.engine.imageio.decode_image` gives).
     """
     matrix, _ = canonical_transform(rgb, spec)
     matrix = np.array(matrix, np.float64)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import InputError
-from engine.landmarks.api import LandmarkConfig, compute_landmarks
-from engine.landmarks.figures import grid, write_png
-from engine.landmarks.model import LandmarkModel
-from engine.landmarks.result import LandmarkMap, overlay, rescale
+from denarius.engine.errors import InputError
+from denarius.engine.landmarks.api import LandmarkConfig, compute_landmarks
+from denarius.engine.landmarks.figures import grid, write_png
+from denarius.engine.landmarks.model import LandmarkModel
+from denarius.engine.landmarks.result import LandmarkMap, overlay, rescale
 
 __all__ = ["Guidebook", "guidebook_from_maps", "class_guidebook"]
 

@@ -1,12 +1,13 @@
 """The GPU check of the landmark kernels: CUDA against the NumPy reference, and their speed.
 
 Command line: ``denarius kernel-check [--out DIR] [--size 224] [--batch 8] [--repeats 20] [--require-cuda]``
-(``python -m serving.cli kernel-check ...`` where the package is not installed).
+(``python -m denarius.serving.cli kernel-check ...`` is the same; tools/gpu_check.sh runs it from
+a checkout that is not installed).
 
 Cases: 11x11 and 21x21 windows (stride 3) and SLIC superpixels (about 100) of a coin
 photograph (``skimage.data.coins()``, resized), at ``size`` px. For each case, random masks
 x (B, K), images in [0, 255] (B, H, W, 3) and pixel gradients (B, H, W, 3) go through
-:class:`~engine.landmarks.optimizer.NumpyOps` and :class:`~engine.landmarks.cuda.CudaOps`:
+:class:`~denarius.engine.landmarks.optimizer.NumpyOps` and :class:`~denarius.engine.landmarks.cuda.CudaOps`:
 ``compose``, ``adjoint`` and ``projected_step``.
 
 - error: max |cuda - numpy| / max |numpy| per operation; the check fails above 1e-5.
@@ -25,9 +26,9 @@ import time
 
 import numpy as np
 
-from engine.landmarks.api import single_threaded_blas
-from engine.landmarks.optimizer import NumpyOps
-from engine.landmarks.regions import Regions, superpixel_regions, window_regions
+from denarius.engine.landmarks.api import single_threaded_blas
+from denarius.engine.landmarks.optimizer import NumpyOps
+from denarius.engine.landmarks.regions import Regions, superpixel_regions, window_regions
 
 __all__ = ["TOLERANCE", "OPERATIONS", "cases", "run_check", "table"]
 
@@ -94,7 +95,7 @@ def run_check(*, size: int = 224, batch: int = 8, repeats: int = 20, seed: int =
         {"regions": K, operation: {"numpy_ms", "cuda_ms"?, "numpy_vs_cuda"?, "max_relative_error"?}}},
         "passed": bool | None}`` (None: CUDA did not run).
     """
-    from engine.landmarks.cuda import CudaOps, cuda_available
+    from denarius.engine.landmarks.cuda import CudaOps, cuda_available
 
     rng = np.random.default_rng(seed)
     cuda = None

@@ -1,4 +1,4 @@
-"""Ground-truth metrics of a landmark heatmap (see :mod:`engine.landmarks.eval`).
+"""Ground-truth metrics of a landmark heatmap (see :mod:`denarius.engine.landmarks.eval`).
 
 Polygons are (N, 2) float32 (x, y) in crop pixels; heatmaps are (H, W) at the crop size.
 """
@@ -10,10 +10,10 @@ from collections import defaultdict
 import cv2
 import numpy as np
 
-from engine.landmarks import composition
-from engine.landmarks.geometry import apply_transform
-from engine.landmarks.model import softmax
-from engine.preprocess import normalize
+from denarius.engine.landmarks import composition
+from denarius.engine.landmarks.geometry import apply_transform
+from denarius.engine.landmarks.model import softmax
+from denarius.engine.preprocess import normalize
 
 __all__ = [
     "NO_PART", "polygons_in_crop", "pointing_hit", "polygon_mask", "energy", "deletion_curve", "deletion_auc",

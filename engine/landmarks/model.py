@@ -20,8 +20,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from engine.errors import BundleError, ConfigError, InputError
-from engine.preprocess import PreprocessSpec
+from denarius.engine.errors import BundleError, ConfigError, InputError
+from denarius.engine.preprocess import PreprocessSpec
 
 __all__ = ["LandmarkModel", "GradientModel", "softmax", "FORWARD", "FORWARD_BACKWARD"]
 
@@ -110,7 +110,7 @@ class GradientModel:
 
     @classmethod
     def from_bundle(cls, bundle, model: str, *, providers: Sequence[str] | None = None, max_batch: int = 64, threads: int | None = None) -> GradientModel:
-        """Model ``"ric"`` or ``"emperor"`` of a loaded :class:`engine.bundle.Bundle`."""
+        """Model ``"ric"`` or ``"emperor"`` of a loaded :class:`denarius.engine.bundle.Bundle`."""
         if model not in bundle.models:
             raise ConfigError(f"unknown model {model!r}; the bundle has {sorted(bundle.models)}")
         info = bundle.models[model]

@@ -31,7 +31,7 @@ constraint for every returned mask (a row that fails falls back to x = 1, which 
 satisfies it, with a warning).
 
 Removed regions become the reference R (black in the paper, a blurred copy by default;
-see :mod:`engine.landmarks.composition`): f_I(x) = R + m(x) * (I - R).
+see :mod:`denarius.engine.landmarks.composition`): f_I(x) = R + m(x) * (I - R).
 
 Besides the mask, every row returns its *persistence*: the mean of x over the iterates
 it visited (x = 1 first). The L1 pressure lowers every region at the same rate, and the
@@ -55,11 +55,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import Cancelled, ConfigError, InputError
-from engine.landmarks import composition
-from engine.landmarks.model import LandmarkModel, softmax
-from engine.landmarks.regions import Regions
-from engine.preprocess import normalize
+from denarius.engine.errors import Cancelled, ConfigError, InputError
+from denarius.engine.landmarks import composition
+from denarius.engine.landmarks.model import LandmarkModel, softmax
+from denarius.engine.landmarks.regions import Regions
+from denarius.engine.preprocess import normalize
 
 __all__ = ["OptimizerConfig", "OptimizationResult", "NumpyOps", "optimize_masks", "check_epsilon"]
 
@@ -151,7 +151,7 @@ class OptimizationResult:
 
 
 class NumpyOps:
-    """CPU masking operations; :class:`engine.landmarks.cuda.CudaOps` has the same methods."""
+    """CPU masking operations; :class:`denarius.engine.landmarks.cuda.CudaOps` has the same methods."""
 
     name = "numpy"
 
@@ -203,9 +203,9 @@ def optimize_masks(
         targets: None (each row's predicted class), or (B,) class indices.
         config: optimiser settings. ops: masking operations (NumPy or CUDA).
         reference: (B, H, W, 3) what removed regions become (see
-            :func:`engine.landmarks.composition.reference_images`); None: black.
+            :func:`denarius.engine.landmarks.composition.reference_images`); None: black.
         should_stop: optional callable checked before every iteration; when it returns
-            True the run raises :class:`engine.errors.Cancelled` (the caller gave up).
+            True the run raises :class:`denarius.engine.errors.Cancelled` (the caller gave up).
         checkpoints: iteration counts (>= 1) at which to keep a copy of the persistence
             (``persistence_at``): how the heatmap evolves along the optimiser's path.
     Returns:

@@ -1,7 +1,7 @@
 """The pointing game along the optimiser's path.
 
 The optimised heatmap is the mask's persistence: its mean over the iterates visited (see
-:mod:`engine.landmarks.optimizer`). Scoring the persistence the optimiser would have
+:mod:`denarius.engine.landmarks.optimizer`). Scoring the persistence the optimiser would have
 returned had it stopped after t iterations shows where its answer comes from. The first
 steps follow the loss gradient at x = 1, a first-order estimate of what removing each
 region alone costs the class (the question occlusion asks). Later steps follow the
@@ -10,7 +10,7 @@ p(c | full) - epsilon (the smallest sufficient set the method is defined by). Wh
 model's sufficient evidence lies outside the ground truth's discriminative elements, the
 curve falls as the optimiser converges; where it lies on them, it rises.
 
-Input per image: a :class:`engine.landmarks.result.LandmarkMap` computed with
+Input per image: a :class:`denarius.engine.landmarks.result.LandmarkMap` computed with
 ``checkpoints`` (``persistence_by_iteration``), its regions and the discriminative
 polygons in crop pixels.
 """
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.landmarks import composition
-from engine.landmarks.metrics import pointing_hit
-from engine.landmarks.regions import Regions
-from engine.landmarks.result import LandmarkMap
+from denarius.engine.landmarks import composition
+from denarius.engine.landmarks.metrics import pointing_hit
+from denarius.engine.landmarks.regions import Regions
+from denarius.engine.landmarks.result import LandmarkMap
 
 __all__ = ["PATH_CHECKPOINTS", "PathScores", "plot_path"]
 
@@ -76,7 +76,7 @@ def plot_path(scores: dict, path: Path) -> Path | None:
     """Pointing game vs iterations per side, the baselines as dashed lines (PNG).
 
     Args:
-        scores: the ``scores.json`` dict of :func:`engine.landmarks.eval.evaluate` (uses
+        scores: the ``scores.json`` dict of :func:`denarius.engine.landmarks.eval.evaluate` (uses
             ``path``, ``window`` and ``by_side``).
     Returns:
         the PNG's path, or None when matplotlib is not installed (it comes with the

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.errors import ConfigError, InputError
+from denarius.engine.errors import ConfigError, InputError
 
 __all__ = [
     "Regions",

@@ -83,7 +83,7 @@ class LandmarkMap:
             or mean saliency).
         heatmap: (H, W) float32 in [0, 1] at the network input (crop) size: the per-pixel
             map C * sum_k s_k I_k rescaled to [0, 1], where s is the optimiser's
-            persistence (see :mod:`engine.landmarks.optimizer`) or the baseline's region
+            persistence (see :mod:`denarius.engine.landmarks.optimizer`) or the baseline's region
             score (a constant map: zeros for the baselines, its own value for "optimized").
         image: (H, W, 3) uint8 RGB, the crop the map refers to (for overlays).
         p_full: p(c | full image). p_masked: p(c | masked image) for "optimized", else None.
@@ -103,7 +103,7 @@ class LandmarkMap:
             the landmarks kept, everything else replaced by the reference (paper Fig. 6).
         reference: what removed regions became ("blur" or "black"; optimised and occlusion).
         source_transform, source_size: when computed from a photo by
-            :func:`engine.landmarks.landmarks_for_source`, the (2, 3) affine map photo ->
+            :func:`denarius.engine.landmarks.landmarks_for_source`, the (2, 3) affine map photo ->
             crop pixels and the photo's (height, width); see :meth:`source_heatmap`.
     """
 
@@ -187,7 +187,7 @@ class LandmarkMap:
 
         Args:
             matrix: (2, 3) affine map from source pixel coordinates to crop coordinates
-                (see :func:`engine.landmarks.geometry.crop_transform`).
+                (see :func:`denarius.engine.landmarks.geometry.crop_transform`).
             size: (height, width) of the source photo.
         Returns:
             (height, width) float32 in [0, 1]; 0 outside the crop.

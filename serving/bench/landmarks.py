@@ -1,7 +1,7 @@
 """The landmark sections of `denarius bench`: cost per image of each method in process, and
 Landmarks throughput over gRPC with searches alone or sharing optimiser runs.
 
-Both take ``(bundle, config, pairs)`` like every section of :mod:`serving.bench.suite`.
+Both take ``(bundle, config, pairs)`` like every section of :mod:`denarius.serving.bench.suite`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.bundle import Bundle
+from denarius.engine.bundle import Bundle
 
 if TYPE_CHECKING:
-    from serving.bench.suite import BenchConfig
+    from denarius.serving.bench.suite import BenchConfig
 
 __all__ = ["AT_CAP_IMAGES", "bench_landmarks", "bench_grpc_landmarks"]
 
@@ -31,8 +31,8 @@ def bench_landmarks(bundle: Bundle, config: BenchConfig, pairs) -> dict:
     with 1, 2 and 8 images per run: a run of one image reads the classifier's weights
     twice per iteration for one image, a run of eight for eight.
     """
-    from engine.landmarks import GradientModel, LandmarkConfig, OptimizerConfig, composition, compute_landmarks
-    from engine.preprocess import canonical_image, crop_image, normalize
+    from denarius.engine.landmarks import GradientModel, LandmarkConfig, OptimizerConfig, composition, compute_landmarks
+    from denarius.engine.preprocess import canonical_image, crop_image, normalize
 
     spec = bundle.preprocess
     images = 1 if config.quick else 2
@@ -89,8 +89,8 @@ def bench_grpc_landmarks(bundle: Bundle, config: BenchConfig, pairs, *, callers:
     """Optimised Landmarks calls from ``callers`` clients at once, default settings, against
     a server whose one landmark worker runs each search alone (``landmark_batch=1``) and
     one whose queued searches share optimiser runs (``landmark_batch=8``)."""
-    from serving.client import CoinClient
-    from serving.server import BackgroundServer, ServerConfig
+    from denarius.serving.client import CoinClient
+    from denarius.serving.server import BackgroundServer, ServerConfig
 
     searches = callers * (1 if config.quick else 3)
     result = {"callers": callers, "searches": searches}

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bundle import Bundle, load_bundle
-from serving.bench.landmarks import AT_CAP_IMAGES, bench_grpc_landmarks, bench_landmarks
+from denarius.engine.bundle import Bundle, load_bundle
+from denarius.serving.bench.landmarks import AT_CAP_IMAGES, bench_grpc_landmarks, bench_landmarks
 
 __all__ = ["BenchConfig", "run_bench", "TARGETS"]
 
@@ -101,13 +101,13 @@ def make_workload(folder: Path, *, coins: int, seed: int = 7) -> list[tuple[byte
         ``coins`` (obverse JPEG, reverse JPEG) pairs; the folder holds them as
         ``<id>_obv.jpg`` / ``<id>_rev.jpg`` too, for the scan section.
     """
-    from training.synth import generate  # numpy + OpenCV only; no torch
+    from denarius.training.synth import generate  # numpy + OpenCV only; no torch
 
     data = folder / "synth"
     generate(data, preset="tiny", seed=seed, force=True, progress=False, n_coins=max(coins, 48))
     pairs_dir = folder / "pairs"
     pairs_dir.mkdir(parents=True, exist_ok=True)
-    from training.data import read_manifest
+    from denarius.training.data import read_manifest
 
     pairs = []
     for record in read_manifest(data / "manifest.csv")[:coins]:
@@ -141,8 +141,8 @@ def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
     """Raw onnxruntime, default session options, both models, random-free real inputs."""
     import onnxruntime as ort
 
-    from engine.backends.registry import file_variant
-    from engine.preprocess import preprocess_batch
+    from denarius.engine.backends.registry import file_variant
+    from denarius.engine.preprocess import preprocess_batch
 
     spec = bundle.preprocess
     base = max(config.batch_sizes)
@@ -180,7 +180,7 @@ def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
 
 
 def bench_engine(bundle: Bundle, config: BenchConfig, pairs) -> dict:
-    from engine.engine import CoinPair, Engine
+    from denarius.engine.engine import CoinPair, Engine
 
     batch = max(config.batch_sizes)
     coins = [CoinPair(obverse=o, reverse=r) for o, r in pairs]
@@ -197,7 +197,7 @@ def bench_torch_eager(bundle: Bundle, config: BenchConfig, pairs) -> dict:
         import torch  # noqa: F401
     except ImportError:
         return {"skipped": "torch is not installed (pip install -e '.[train]' torch==2.13.0)"}
-    from serving.bench.torch_eager import TorchEagerPipeline
+    from denarius.serving.bench.torch_eager import TorchEagerPipeline
 
     pipeline = TorchEagerPipeline(bundle)
     sample = pairs[: max(4, len(pairs) // 4)]
@@ -205,14 +205,14 @@ def bench_torch_eager(bundle: Bundle, config: BenchConfig, pairs) -> dict:
         "coins": len(sample),
         "precision": "fp32",
         "threads": pipeline.threads,
-        "how": "one coin at a time, engine.preprocess, torch eager AlexNets (weights from the bundle's fp32 ONNX)",
+        "how": "one coin at a time, denarius.engine.preprocess, torch eager AlexNets (weights from the bundle's fp32 ONNX)",
     }
 
 
 def bench_grpc(bundle: Bundle, config: BenchConfig, pairs) -> dict:
-    from engine.engine import CoinPair, Engine
-    from serving.client import CoinClient
-    from serving.server import BackgroundServer, ServerConfig
+    from denarius.engine.engine import CoinPair, Engine
+    from denarius.serving.client import CoinClient
+    from denarius.serving.server import BackgroundServer, ServerConfig
 
     requests_per_level = 12 if config.quick else 96
     result: dict = {"unary": {}}
@@ -257,8 +257,8 @@ def bench_grpc(bundle: Bundle, config: BenchConfig, pairs) -> dict:
 
 
 def bench_scan(bundle: Bundle, config: BenchConfig, pairs, folder: Path) -> dict:
-    from engine.engine import CoinPair, Engine
-    from serving.scan.pipeline import ScanConfig, run_scan
+    from denarius.engine.engine import CoinPair, Engine
+    from denarius.serving.scan.pipeline import ScanConfig, run_scan
 
     batch = max(config.batch_sizes)
     out = folder / "scan.jsonl"
@@ -333,7 +333,7 @@ def machine_description() -> dict:
 
     import onnxruntime as ort
 
-    from engine.backends import cpu_model_name
+    from denarius.engine.backends import cpu_model_name
 
     cpu = cpu_model_name()
     return {

@@ -1,6 +1,6 @@
 """The baseline Denarius is measured against: a straightforward PyTorch-eager fp32 pipeline.
 
-It does the same work as ``Engine.identify`` - the same ``engine.preprocess`` pipeline, both
+It does the same work as ``Engine.identify`` - the same ``denarius.engine.preprocess`` pipeline, both
 AlexNets, both softmaxes and the hierarchical combination - the way a researcher's script
 would: one coin at a time, in PyTorch eager mode, fp32. The weights come straight from the
 bundle's fp32 ONNX files (their initializers keep the torchvision state-dict names), so no
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.bundle import Bundle
-from engine.preprocess import preprocess
+from denarius.engine.bundle import Bundle
+from denarius.engine.preprocess import preprocess
 
 __all__ = ["TorchEagerPipeline"]
 
@@ -24,7 +24,7 @@ def _alexnet_from_onnx(path, *, num_classes: int, input_size: int):
     import torch
     from onnx import numpy_helper
 
-    from training.model import ModelConfig, build_model
+    from denarius.training.model import ModelConfig, build_model
 
     state = {init.name: torch.from_numpy(numpy_helper.to_array(init).copy()) for init in onnx.load(str(path)).graph.initializer}
     width = state["features.0.weight"].shape[0] / 64.0
@@ -59,7 +59,7 @@ class TorchEagerPipeline:
 
         import torch
 
-        from engine.backends.base import physical_cores
+        from denarius.engine.backends.base import physical_cores
 
         size = self.bundle.preprocess.crop
         image = torch.zeros(1, 3, size, size)

@@ -1,5 +1,5 @@
-"""``python -m serving.cli``: the ``denarius`` command where the package is not installed."""
+"""``python -m denarius.serving.cli``: the ``denarius`` command, run by the interpreter itself."""
 
-from serving.cli import main
+from denarius.serving.cli import main
 
 raise SystemExit(main())

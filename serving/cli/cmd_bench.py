@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.bench.suite import BenchConfig, run_bench
+    from denarius.serving.bench.suite import BenchConfig, run_bench
 
     out = args.out.parent if args.out.suffix == ".json" else args.out
     config = BenchConfig.quick_config(args.bundle, out) if args.quick else BenchConfig(bundle=args.bundle, out=out)

@@ -40,7 +40,7 @@ def _percent(value) -> str:
 
 
 def summary(bundle) -> dict:
-    """Plain-dict summary of a loaded ``engine.bundle.Bundle``."""
+    """Plain-dict summary of a loaded ``denarius.engine.bundle.Bundle``."""
     return {
         "path": str(bundle.path),
         "schema_version": bundle.schema_version,
@@ -66,7 +66,7 @@ def summary(bundle) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.bundle import load_bundle
+    from denarius.engine.bundle import load_bundle
 
     bundle = load_bundle(args.bundle, verify=not args.no_verify)
     if args.json:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from serving.cli.cmd_train import add_training_arguments, setup_torch, train_config_from_args
+from denarius.serving.cli.cmd_train import add_training_arguments, setup_torch, train_config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from training.baseline_svm import SVMConfig
-    from training.data import load_dataset
-    from training.evaluate import cross_validate
-    from training.report import format_table, write_report
+    from denarius.training.baseline_svm import SVMConfig
+    from denarius.training.data import load_dataset
+    from denarius.training.evaluate import cross_validate
+    from denarius.training.report import format_table, write_report
 
     methods = ("cnn", "svm") if args.method == "both" else (args.method,)
     train_config = train_config_from_args(args)

@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.bundle_export import ExportConfig, export_bundle
-    from export.quantize import QuantizeConfig
-    from export.tensorrt import TensorRTConfig
+    from denarius.export.bundle_export import ExportConfig, export_bundle
+    from denarius.export.quantize import QuantizeConfig
+    from denarius.export.tensorrt import TensorRTConfig
 
     if args.calibration is not None and not args.int8:
         print("denarius export: note: --calibration is only used with --int8")

@@ -42,12 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def client_from_args(args: argparse.Namespace):
     """A CoinClient for ``args.server`` with the connection options above."""
-    from engine.errors import ConfigError
-    from serving.client import CoinClient
+    from denarius.engine.errors import ConfigError
+    from denarius.serving.client import CoinClient
 
     token = None
     if args.token_file is not None:
-        from serving.server import load_tokens
+        from denarius.serving.server import load_tokens
 
         token = load_tokens(token_file=args.token_file)[0]
     elif args.token_env is not None:
@@ -102,8 +102,8 @@ def _side(value: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     import grpc
 
-    from engine.errors import ConfigError, DenariusError
-    from serving.client import CoinClient
+    from denarius.engine.errors import ConfigError, DenariusError
+    from denarius.serving.client import CoinClient
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         except grpc.RpcError as error:
             raise DenariusError(rpc_error_message(error)) from None
     else:
-        from serving.runtime import Runtime
+        from denarius.serving.runtime import Runtime
 
         request = CoinClient.identify_request(obverse, reverse, top_k=args.top_k, request_id="local")
         received = time.perf_counter()

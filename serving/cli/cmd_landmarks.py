@@ -26,7 +26,7 @@ METHODS = ("optimized", "occlusion", "saliency")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from serving.cli import remote_landmarks
+    from denarius.serving.cli import remote_landmarks
 
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--bundle", type=Path, help="model bundle to run in-process")
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from engine.landmarks import LandmarkConfig, OptimizerConfig
+    from denarius.engine.landmarks import LandmarkConfig, OptimizerConfig
 
     return LandmarkConfig(
         method=args.method,
@@ -76,11 +76,11 @@ def _caption(landmark_map) -> str:
 
 
 def run_local(args: argparse.Namespace, config) -> int:
-    from engine.bundle import load_bundle
-    from engine.errors import ConfigError
-    from engine.landmarks import SWEEP_EPSILONS, GradientModel, compute_landmarks
-    from engine.landmarks.figures import grid, write_png
-    from engine.preprocess import canonical_image, crop_image
+    from denarius.engine.bundle import load_bundle
+    from denarius.engine.errors import ConfigError
+    from denarius.engine.landmarks import SWEEP_EPSILONS, GradientModel, compute_landmarks
+    from denarius.engine.landmarks.figures import grid, write_png
+    from denarius.engine.preprocess import canonical_image, crop_image
 
     bundle = load_bundle(args.bundle)
     name = GradientModel.model_for_side(bundle, args.side)
@@ -126,7 +126,7 @@ def run_local(args: argparse.Namespace, config) -> int:
 
 
 def run_remote(args: argparse.Namespace, config) -> int:
-    from serving.cli import remote_landmarks
+    from denarius.serving.cli import remote_landmarks
 
     options = dict(method=config.method, window=config.window, stride=config.stride, superpixels=config.superpixels,
                    pixels=config.pixels, target=args.target, sparsity=config.optimizer.lam,
@@ -135,9 +135,9 @@ def run_remote(args: argparse.Namespace, config) -> int:
         import cv2
         import numpy as np
 
-        from engine.errors import ConfigError
-        from engine.landmarks import SWEEP_EPSILONS
-        from engine.landmarks.figures import grid, write_png
+        from denarius.engine.errors import ConfigError
+        from denarius.engine.landmarks import SWEEP_EPSILONS
+        from denarius.engine.landmarks.figures import grid, write_png
 
         if config.method != "optimized":
             raise ConfigError(f"--sweep needs --method optimized, got {config.method!r}")

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _collect(inputs: list[Path]) -> list[Path]:
-    from training.data import read_manifest  # torch-free module
+    from denarius.training.data import read_manifest  # torch-free module
 
     paths: list[Path] = []
     for item in inputs:
@@ -37,10 +37,10 @@ def _collect(inputs: list[Path]) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from engine.contact_sheet import contact_sheet, write_png
-    from engine.errors import InputError
-    from engine.imageio import decode_image
-    from engine.preprocess import PreprocessSpec, canonical_image, crop_image
+    from denarius.engine.contact_sheet import contact_sheet, write_png
+    from denarius.engine.errors import InputError
+    from denarius.engine.imageio import decode_image
+    from denarius.engine.preprocess import PreprocessSpec, canonical_image, crop_image
 
     spec = PreprocessSpec(resize=args.resize, crop=args.crop, remove_background=not args.no_background_removal)
     paths = _collect(args.inputs)[: args.limit]

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from serving.scan.pipeline import ScanConfig, run_scan
+    from denarius.serving.scan.pipeline import ScanConfig, run_scan
 
     config = ScanConfig(
         input=args.input, out=args.out, bundle=args.bundle, top_k=args.top_k, batch_size=args.batch_size,

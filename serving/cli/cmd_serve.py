@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """argparse namespace -> ServerConfig (raises ConfigError for bad combinations)."""
-    from serving.server import ServerConfig, load_tokens
+    from denarius.serving.server import ServerConfig, load_tokens
 
     tokens = ()
     if args.token_file is not None or args.token_env is not None:
@@ -78,7 +78,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.server import serve
+    from denarius.serving.server import serve
 
     config = config_from_args(args)
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.tokens:

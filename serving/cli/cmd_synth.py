@@ -10,7 +10,7 @@ import argparse
 
 __all__ = ["add_arguments", "run"]
 
-PRESET_NAMES = ("tiny", "small", "bench", "paper")  # training.synth.PRESETS, without importing it
+PRESET_NAMES = ("tiny", "small", "bench", "paper")  # denarius.training.synth.PRESETS, without importing it
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ _OVERRIDES = (
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.synth import generate
+    from denarius.training.synth import generate
 
     overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
     summary = generate(

@@ -37,7 +37,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace):
-    from training.train import TrainConfig
+    from denarius.training.train import TrainConfig
 
     mapping = {
         "epochs": args.epochs, "input_size": args.input_size, "width": args.width, "weights": args.weights,
@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from engine.errors import ConfigError
-    from training.train import train_run
+    from denarius.engine.errors import ConfigError
+    from denarius.training.train import train_run
 
     config = train_config_from_args(args)
     metrics = None

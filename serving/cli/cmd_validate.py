@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.data import kfold_splits, load_dataset
+    from denarius.training.data import kfold_splits, load_dataset
 
     dataset = load_dataset(args.manifest, merge_threshold=args.merge_threshold)
     tree = dataset.hierarchy

@@ -2,7 +2,7 @@
 
 ``serving/cli/cmd_landmarks.py`` (owned by the landmarks work) can call this as::
 
-    from serving.cli import remote_landmarks
+    from denarius.serving.cli import remote_landmarks
     remote_landmarks.add_arguments(parser)          # --server HOST:PORT + token/TLS/timeout options
     ...
     if args.server:
@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from serving.cli.cmd_identify import add_connection_arguments, client_from_args, rpc_error_message
+from denarius.serving.cli.cmd_identify import add_connection_arguments, client_from_args, rpc_error_message
 
 __all__ = ["add_arguments", "fetch", "format_table", "run"]
 
@@ -39,7 +39,7 @@ def fetch(args: argparse.Namespace, *, image, side: str, **options):
     """Call Landmarks on ``args.server``; options as ``CoinClient.landmarks``. Raises DenariusError."""
     import grpc
 
-    from engine.errors import DenariusError
+    from denarius.engine.errors import DenariusError
 
     try:
         with client_from_args(args) as client:
@@ -50,7 +50,7 @@ def fetch(args: argparse.Namespace, *, image, side: str, **options):
 
 def format_table(response) -> str:
     """Readable summary of a LandmarksResponse."""
-    from serving.denarius.v1 import coins_pb2
+    from denarius.serving.denarius.v1 import coins_pb2
 
     method = coins_pb2.Method.Name(response.method).lower()
     lines = [f"model {response.model_version}, method {method}, regions {response.region_kind}, "

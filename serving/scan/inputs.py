@@ -23,8 +23,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.bundle import SIDES
-from engine.errors import InputError, ManifestError
+from denarius.engine.bundle import SIDES
+from denarius.engine.errors import InputError, ManifestError
 
 __all__ = ["IMAGE_SUFFIXES", "CoinItem", "ScanInput", "discover", "read_scan_manifest", "scan_folder"]
 
@@ -96,7 +96,7 @@ def read_scan_manifest(path: str | Path) -> ScanInput:
     """Items of a manifest CSV, in row order.
 
     A full training manifest (``coin_id,obverse,reverse,emperor,ric,...``) is read with
-    ``training.data.read_manifest(check_files=False)``, the one manifest reader. A scan of
+    ``denarius.training.data.read_manifest(check_files=False)``, the one manifest reader. A scan of
     unlabelled coins may also give just ``coin_id,obverse,reverse``; that header is read
     here with the same rules (paths relative to the manifest, ids unique, no empty field).
     """
@@ -104,7 +104,7 @@ def read_scan_manifest(path: str | Path) -> ScanInput:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         header = [name.strip() for name in (csv.DictReader(handle).fieldnames or [])]
     if {"emperor", "ric"} <= set(header):
-        from training.data import read_manifest
+        from denarius.training.data import read_manifest
 
         records = read_manifest(path, check_files=False)
         items = [_missing_files(r.coin_id, r.obverse, r.reverse) for r in records]

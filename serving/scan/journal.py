@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from engine.errors import ConfigError
+from denarius.engine.errors import ConfigError
 
 __all__ = ["Journal", "header_path", "HEADER_FORMAT"]
 

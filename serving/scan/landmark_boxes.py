@@ -2,7 +2,7 @@
 
 For every coin of a batch, the obverse is explained for the identified emperor and the
 reverse for the identified RIC type (the best candidate), with the paper's optimised mask
-(``engine.landmarks.compute_landmarks``, default ``LandmarkConfig``: 11 px windows, stride
+(``denarius.engine.landmarks.compute_landmarks``, default ``LandmarkConfig``: 11 px windows, stride
 3, epsilon 0.5) on the same centre crops the classifiers saw. Sliding windows do not depend
 on the image, so each side of a whole batch is one batched optimisation.
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.bundle import SIDES
-from engine.errors import BundleError
+from denarius.engine.bundle import SIDES
+from denarius.engine.errors import BundleError
 
 __all__ = ["LandmarkBoxes", "region_boxes"]
 
@@ -48,7 +48,7 @@ class LandmarkBoxes:
         self._models: dict = {}
         self._lock = threading.Lock()
         for side in SIDES:
-            from engine.landmarks import GradientModel
+            from denarius.engine.landmarks import GradientModel
 
             name = GradientModel.model_for_side(engine.bundle, side)
             if not engine.bundle.has(name, "grad"):
@@ -57,7 +57,7 @@ class LandmarkBoxes:
                     "export the bundle with gradient graphs (denarius export)")
 
     def _model(self, side: str):
-        from engine.landmarks import GradientModel
+        from denarius.engine.landmarks import GradientModel
 
         with self._lock:
             if side not in self._models:
@@ -73,8 +73,8 @@ class LandmarkBoxes:
         Returns:
             per coin ``{"obverse": {...}, "reverse": {...}}`` (see the module docstring).
         """
-        from engine.landmarks import LandmarkConfig, compute_landmarks
-        from engine.preprocess import denormalize
+        from denarius.engine.landmarks import LandmarkConfig, compute_landmarks
+        from denarius.engine.preprocess import denormalize
 
         if not arrays:
             return []

@@ -1,6 +1,6 @@
 """``denarius scan``: identify a whole collection into a resumable JSON-lines file.
 
-    from serving.scan import ScanConfig, run_scan
+    from denarius.serving.scan import ScanConfig, run_scan
     summary = run_scan(ScanConfig(input="coins/", bundle="bundle/", out="results.jsonl"))
     print(summary.format())
 
@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bundle import SIDES
-from engine.errors import ConfigError, InputError
-from serving.scan.inputs import CoinItem, ScanInput, discover
-from serving.scan.journal import Journal
-from serving.scan.records import error_record, identification_record
+from denarius.engine.bundle import SIDES
+from denarius.engine.errors import ConfigError, InputError
+from denarius.serving.scan.inputs import CoinItem, ScanInput, discover
+from denarius.serving.scan.journal import Journal
+from denarius.serving.scan.records import error_record, identification_record
 
 __all__ = ["ScanConfig", "ScanSummary", "LocalScanner", "run_scan", "group_items", "candidate_dicts"]
 
@@ -198,7 +198,7 @@ class LocalScanner:
         self.top_k = top_k
         self.landmarks = None
         if landmarks:
-            from serving.scan.landmark_boxes import LandmarkBoxes
+            from denarius.serving.scan.landmark_boxes import LandmarkBoxes
 
             self.landmarks = LandmarkBoxes(engine)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="denarius-scan")
@@ -241,7 +241,7 @@ class LocalScanner:
 
     def finish(self, items: Sequence[CoinItem], prepared: Sequence) -> list[dict]:
         """Identify the prepared coins of one group in one engine call; lines in input order."""
-        from engine.engine import CoinPair
+        from denarius.engine.engine import CoinPair
 
         records: list[dict | None] = [p if isinstance(p, dict) else None for p in prepared]
         todo = [i for i, p in enumerate(prepared) if not isinstance(p, dict)]
@@ -285,7 +285,7 @@ class _LocalRunner:
     """The in-process runner: one Engine, one LocalScanner."""
 
     def __init__(self, config: ScanConfig):
-        from engine.engine import Engine
+        from denarius.engine.engine import Engine
 
         self.config = config
         # The engine's own pool only copies our preprocessed arrays into its batch buffers.
@@ -309,11 +309,11 @@ class _LocalRunner:
 
 def _open_runner(config: ScanConfig):
     if config.server:
-        from serving.scan.remote import RemoteRunner
+        from denarius.serving.scan.remote import RemoteRunner
 
         return RemoteRunner(config)
     if config.ray:
-        from serving.scan.ray_scan import RayRunner
+        from denarius.serving.scan.ray_scan import RayRunner
 
         return RayRunner(config)
     return _LocalRunner(config)

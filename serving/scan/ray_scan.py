@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import BackendUnavailable, ConfigError
-from serving.scan.inputs import CoinItem
+from denarius.engine.errors import BackendUnavailable, ConfigError
+from denarius.serving.scan.inputs import CoinItem
 
 __all__ = ["EngineActor", "RayRunner", "connect"]
 
@@ -120,8 +120,8 @@ class EngineActor:
 
     def __init__(self, *, bundle: str, backend: str, precision: str | None, batch_size: int, top_k: int,
                  landmarks: bool, threads: int):
-        from engine.engine import Engine
-        from serving.scan.pipeline import LocalScanner
+        from denarius.engine.engine import Engine
+        from denarius.serving.scan.pipeline import LocalScanner
 
         self.engine = Engine(bundle, backend=backend, precision=precision, max_batch=batch_size, preprocess_workers=1)
         self.scanner = LocalScanner(self.engine, top_k=top_k, workers=threads, landmarks=landmarks)
@@ -139,7 +139,7 @@ class RayRunner:
     """Scans on Ray Data; see the module docstring."""
 
     def __init__(self, config):
-        from engine.bundle import load_bundle
+        from denarius.engine.bundle import load_bundle
 
         if config.bundle is None:
             raise ConfigError("--ray needs --bundle (a path every Ray node can read)")

@@ -18,10 +18,10 @@ import queue
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from engine.bundle import SIDES
-from engine.errors import DenariusError
-from serving.scan.inputs import CoinItem
-from serving.scan.records import error_record, identification_record
+from denarius.engine.bundle import SIDES
+from denarius.engine.errors import DenariusError
+from denarius.serving.scan.inputs import CoinItem
+from denarius.serving.scan.records import error_record, identification_record
 
 __all__ = ["RemoteRunner", "response_record"]
 
@@ -59,7 +59,7 @@ class RemoteRunner:
     def __init__(self, config):
         import grpc
 
-        from serving.client import CoinClient
+        from denarius.serving.client import CoinClient
 
         self.config = config
         self._grpc = grpc
@@ -79,7 +79,7 @@ class RemoteRunner:
         self.client.close()
 
     def iter_batches(self, items: Sequence[CoinItem]) -> Iterator[list[dict]]:
-        from serving.denarius.v1 import coins_pb2
+        from denarius.serving.denarius.v1 import coins_pb2
 
         by_id = {item.coin_id: item for item in items}
         # Lines made on the request side (unreadable files, unpaired coins) while gRPC's

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.bundle import load_bundle
-from engine.landmarks import GradientModel
+from denarius.engine.bundle import load_bundle
+from denarius.engine.landmarks import GradientModel
 
 
 @pytest.fixture(scope="module")
@@ -13,6 +13,6 @@ def model(tiny_bundle):
     """The tiny bundle's RIC classifier with its gradient graph (real onnxruntime sessions)."""
     bundle = load_bundle(tiny_bundle)
     if not bundle.has("ric", "grad"):
-        pytest.skip("tiny bundle has no gradient graph (export.gradgraph missing)")
+        pytest.skip("tiny bundle has no gradient graph (denarius.export.gradgraph missing)")
     with GradientModel.from_bundle(bundle, "ric") as m:
         yield m

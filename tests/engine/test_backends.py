@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from engine.backends import available_backends, backend_status, open_backend, physical_cores
-from engine.backends.ort_cpu import OrtCpuBackend
-from engine.bundle import load_bundle
-from engine.errors import BackendUnavailable, BundleError, ConfigError, DenariusError, InputError
+from denarius.engine.backends import available_backends, backend_status, open_backend, physical_cores
+from denarius.engine.backends.ort_cpu import OrtCpuBackend
+from denarius.engine.bundle import load_bundle
+from denarius.engine.errors import BackendUnavailable, BundleError, ConfigError, DenariusError, InputError
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def reference_logits(bundle, model, images):
 
 
 def test_auto_picks_the_best_available_and_logs_why(bundle, caplog):
-    with caplog.at_level(logging.INFO, logger="engine.backends.registry"):
+    with caplog.at_level(logging.INFO, logger="denarius.engine.backends.registry"):
         backend = open_backend(bundle)
     with backend:
         assert backend.name == available_backends(bundle)[0]
@@ -104,7 +104,7 @@ def test_infer_validates_its_feed(bundle, images):
 
 def test_gradient_graph_runs_through_run(bundle, images):
     if not bundle.has("emperor", "grad"):
-        pytest.skip("the tiny bundle has no gradient graph (export.gradgraph not available)")
+        pytest.skip("the tiny bundle has no gradient graph (denarius.export.gradgraph not available)")
     with open_backend(bundle, "ort-cpu", graphs=("emperor.grad",)) as backend:
         out = backend.run("emperor.grad", {"image": images, "target": np.zeros(5, np.int64)})
     assert out["grad_image"].shape == images.shape and out["loss"].shape == (5,)
@@ -118,7 +118,7 @@ def test_explicit_thread_count(bundle, images):
 
 
 def _graph(bundle, model):
-    from engine.backends import GraphFile
+    from denarius.engine.backends import GraphFile
 
     return GraphFile(path=bundle.file(model))
 
@@ -126,10 +126,11 @@ def _graph(bundle, model):
 def test_importing_the_engine_loads_no_torch_tensorrt_or_pycuda(tiny_bundle):
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import engine, engine.backends, engine.batcher, engine.engine\n"
-        "from engine.backends import backend_status\n"
-        f"e = engine.Engine({str(tiny_bundle)!r}, backend='ort-cpu'); e.close()\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'pycuda', 'training', 'export'))\n"
+        "import denarius.engine, denarius.engine.backends, denarius.engine.batcher, denarius.engine.engine\n"
+        "from denarius.engine.backends import backend_status\n"
+        f"e = denarius.engine.Engine({str(tiny_bundle)!r}, backend='ort-cpu'); e.close()\n"
+        "loaded = sorted(m for m in sys.modules\n"
+        "                if m.startswith(('tensorrt', 'pycuda', 'denarius.training', 'denarius.export')))\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.batcher import Batcher, BatcherClosed
-from engine.bundle import load_bundle
-from engine.engine import CoinPair, Engine
-from engine.errors import DeadlineExceeded, InputError, Overloaded
-from engine.preprocess import preprocess
+from denarius.engine.batcher import Batcher, BatcherClosed
+from denarius.engine.bundle import load_bundle
+from denarius.engine.engine import CoinPair, Engine
+from denarius.engine.errors import DeadlineExceeded, InputError, Overloaded
+from denarius.engine.preprocess import preprocess
 
 
 def coin_jpeg(seed: int, size: int = 160) -> bytes:

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from engine.bundle import load_bundle
-from engine.errors import BundleError
+from denarius.engine.bundle import load_bundle
+from denarius.engine.errors import BundleError
 
 
 def test_tiny_bundle_loads(tiny_bundle):

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.bundle import load_bundle
-from engine.engine import CoinPair, Engine, Identification
-from engine.errors import InputError
-from engine.preprocess import preprocess
+from denarius.engine.bundle import load_bundle
+from denarius.engine.engine import CoinPair, Engine, Identification
+from denarius.engine.errors import InputError
+from denarius.engine.preprocess import preprocess
 
 SCORE_TOL = 1e-5
 
@@ -208,18 +208,18 @@ def test_closed_engine_refuses_work(bundle, coins):
 
 @pytest.fixture(scope="module")
 def int8_bundle(tiny_bundle, tmp_path_factory, coins):
-    """The tiny bundle with INT8 variants (made by export.quantize when the fixture has none)."""
+    """The tiny bundle with INT8 variants (made by denarius.export.quantize when the fixture has none)."""
     source = load_bundle(tiny_bundle)
     if all(source.has(m, "int8") for m in ("emperor", "ric")):
         return tiny_bundle
-    quantize = pytest.importorskip("export.quantize")
+    quantize = pytest.importorskip("denarius.export.quantize")
     root = tmp_path_factory.mktemp("int8_bundle")
     for item in tiny_bundle.iterdir():
         shutil.copy(item, root / item.name)
     manifest = json.loads((root / "manifest.json").read_text())
     sides = {"emperor": "obverse", "ric": "reverse"}
     calibration = [coin_jpeg(100 + i) for i in range(16)]
-    from engine.bundle import sha256_file
+    from denarius.engine.bundle import sha256_file
 
     for model in sides:
         out = root / f"{model}.int8.onnx"

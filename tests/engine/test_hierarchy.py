@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError
-from engine.hierarchy import Hierarchy
+from denarius.engine.errors import ConfigError
+from denarius.engine.hierarchy import Hierarchy
 
 
 def make() -> Hierarchy:

@@ -18,10 +18,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from engine.landmarks import composition
-from engine.landmarks.cuda import KERNEL_SOURCE
-from engine.landmarks.optimizer import NumpyOps
-from engine.landmarks.regions import LabelRegions, window_regions
+from denarius.engine.landmarks import composition
+from denarius.engine.landmarks.cuda import KERNEL_SOURCE
+from denarius.engine.landmarks.optimizer import NumpyOps
+from denarius.engine.landmarks.regions import LabelRegions, window_regions
 
 RTOL = 1e-5
 
@@ -225,8 +225,8 @@ def test_emulated_projected_step_zero_direction_leaves_mask(emulated):
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", ["windows-11", "windows-21", "superpixels"])
 def test_cuda_ops_match_numpy(case):
-    from engine.landmarks.cuda import CudaOps, cuda_available
-    from engine.landmarks.regions import superpixel_regions
+    from denarius.engine.landmarks.cuda import CudaOps, cuda_available
+    from denarius.engine.landmarks.regions import superpixel_regions
 
     if not cuda_available():
         pytest.skip("needs pycuda and a CUDA device")
@@ -247,9 +247,9 @@ def test_cuda_ops_match_numpy(case):
 
 
 def test_kernel_check_times_numpy_and_says_why_cuda_did_not_run(tmp_path, capsys):
-    from engine.landmarks.cuda import cuda_available
-    from engine.landmarks.kernel_check import OPERATIONS
-    from serving.cli import main
+    from denarius.engine.landmarks.cuda import cuda_available
+    from denarius.engine.landmarks.kernel_check import OPERATIONS
+    from denarius.serving.cli import main
 
     if cuda_available():
         pytest.skip("this machine has CUDA: tools/gpu_check.sh covers it")

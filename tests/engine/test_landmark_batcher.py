@@ -12,9 +12,9 @@ from concurrent.futures import CancelledError
 import numpy as np
 import pytest
 
-from engine.errors import BatcherClosed, Cancelled, DeadlineExceeded, InputError
-from engine.landmarks import LandmarkConfig, compute_landmarks
-from engine.landmarks.batcher import LandmarkBatcher, LandmarkJob
+from denarius.engine.errors import BatcherClosed, Cancelled, DeadlineExceeded, InputError
+from denarius.engine.landmarks import LandmarkConfig, compute_landmarks
+from denarius.engine.landmarks.batcher import LandmarkBatcher, LandmarkJob
 
 from tests.engine.test_landmarks import _coin
 

@@ -1,4 +1,4 @@
-"""engine.landmarks: regions, composition/adjoint, optimiser, baselines, LandmarkMap."""
+"""denarius.engine.landmarks: regions, composition/adjoint, optimiser, baselines, LandmarkMap."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError, InputError
-from engine.landmarks import (
+from denarius.engine.errors import ConfigError, InputError
+from denarius.engine.landmarks import (
     SWEEP_EPSILONS,
     LabelRegions,
     LandmarkConfig,
@@ -19,10 +19,10 @@ from engine.landmarks import (
     superpixel_regions,
     window_regions,
 )
-from engine.landmarks import baselines, composition
-from engine.landmarks.geometry import apply_transform, crop_transform
-from engine.landmarks.optimizer import optimize_masks
-from engine.preprocess import PreprocessSpec, canonical_image, coin_mask, crop_image, normalize
+from denarius.engine.landmarks import baselines, composition
+from denarius.engine.landmarks.geometry import apply_transform, crop_transform
+from denarius.engine.landmarks.optimizer import optimize_masks
+from denarius.engine.preprocess import PreprocessSpec, canonical_image, coin_mask, crop_image, normalize
 
 
 # ------------------------------------------------------------------ regions & composition
@@ -286,7 +286,7 @@ def test_crop_transform_reproduces_preprocess():
 
 
 def test_landmarks_for_source_maps_back_to_the_photo(model):
-    from engine.landmarks import landmarks_for_source
+    from denarius.engine.landmarks import landmarks_for_source
 
     photo = np.full((150, 190, 3), 235, np.uint8)
     cv2.circle(photo, (110, 70), 55, (120, 90, 60), -1)
@@ -410,7 +410,7 @@ def test_occlusion_with_blur_reference_equals_reference_loop(model):
 
 
 def test_deletion_curve_ends_at_the_reference(model):
-    from engine.landmarks.metrics import deletion_curve
+    from denarius.engine.landmarks.metrics import deletion_curve
 
     crop = _coin(13)
     blurred = _blurred(crop)
@@ -427,7 +427,7 @@ def test_deletion_curve_ends_at_the_reference(model):
 
 @pytest.mark.parametrize("method", ["optimized", "occlusion"])
 def test_should_stop_cancels_between_forward_calls(model, method):
-    from engine.errors import Cancelled
+    from denarius.engine.errors import Cancelled
 
     polls = []
 

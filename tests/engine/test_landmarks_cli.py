@@ -9,16 +9,16 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.bundle import load_bundle
-from engine.landmarks.metrics import deletion_curve, energy, pointing_hit, polygon_mask
-from engine.landmarks.path_scores import PATH_CHECKPOINTS
-from serving.cli import main
+from denarius.engine.bundle import load_bundle
+from denarius.engine.landmarks.metrics import deletion_curve, energy, pointing_hit, polygon_mask
+from denarius.engine.landmarks.path_scores import PATH_CHECKPOINTS
+from denarius.serving.cli import main
 
 
 @pytest.fixture(scope="module")
 def grad_bundle(tiny_bundle):
     if not load_bundle(tiny_bundle).has("ric", "grad"):
-        pytest.skip("tiny bundle has no gradient graph (export.gradgraph missing)")
+        pytest.skip("tiny bundle has no gradient graph (denarius.export.gradgraph missing)")
     return tiny_bundle
 
 
@@ -168,9 +168,9 @@ def test_metrics_on_known_maps():
 
 
 def test_part_reliance_removes_each_part_and_finds_the_maximum(grad_bundle):
-    from engine.landmarks import GradientModel
-    from engine.landmarks.metrics import NO_PART, part_reliance, parts_at_maximum
-    from engine.preprocess import normalize
+    from denarius.engine.landmarks import GradientModel
+    from denarius.engine.landmarks.metrics import NO_PART, part_reliance, parts_at_maximum
+    from denarius.engine.preprocess import normalize
 
     model = GradientModel.from_bundle(load_bundle(grad_bundle), "ric")
     crop = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
@@ -188,8 +188,8 @@ def test_part_reliance_removes_each_part_and_finds_the_maximum(grad_bundle):
 
 
 def test_deletion_curve_ends_at_blank_image(grad_bundle):
-    from engine.landmarks import GradientModel
-    from engine.preprocess import normalize
+    from denarius.engine.landmarks import GradientModel
+    from denarius.engine.preprocess import normalize
 
     model = GradientModel.from_bundle(load_bundle(grad_bundle), "ric")
     crop = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError, InputError
-from engine.imageio import decode_image, read_header
-from engine.preprocess import (
+from denarius.engine.errors import ConfigError, InputError
+from denarius.engine.imageio import decode_image, read_header
+from denarius.engine.preprocess import (
     PreprocessSpec,
     canonical_image,
     coin_mask,

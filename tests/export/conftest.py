@@ -38,7 +38,7 @@ def write_coin_set(root: Path, *, repeats: int = 1) -> Path:
     """Write photographs + manifest.csv of 24 * 3 * repeats coins; returns the manifest path."""
     import cv2
 
-    from export.onnx_export import coin_plate_crops
+    from denarius.export.onnx_export import coin_plate_crops
 
     crops = coin_plate_crops()
     if not crops:
@@ -77,7 +77,7 @@ def write_coin_set(root: Path, *, repeats: int = 1) -> Path:
 def _train(images: np.ndarray, targets: np.ndarray, classes: int, *, steps: int, seed: int):
     import torch
 
-    from training.model import ModelConfig, build_model
+    from denarius.training.model import ModelConfig, build_model
 
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
@@ -102,9 +102,9 @@ def _train(images: np.ndarray, targets: np.ndarray, classes: int, *, steps: int,
 
 def make_run(root: Path, *, steps: int = 40) -> Path:
     """A run directory per the `denarius train` contract, trained on ``write_coin_set``."""
-    from engine.preprocess import PreprocessSpec, preprocess_batch
-    from training.checkpoint import Checkpoint, save_checkpoint
-    from training.data import load_dataset
+    from denarius.engine.preprocess import PreprocessSpec, preprocess_batch
+    from denarius.training.checkpoint import Checkpoint, save_checkpoint
+    from denarius.training.data import load_dataset
 
     manifest = write_coin_set(root / "data")
     dataset = load_dataset(manifest)

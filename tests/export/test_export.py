@@ -15,9 +15,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from engine.bundle import load_bundle
-from engine.errors import BundleError, ConfigError
-from engine.preprocess import preprocess_batch
+from denarius.engine.bundle import load_bundle
+from denarius.engine.errors import BundleError, ConfigError
+from denarius.engine.preprocess import preprocess_batch
 
 torch = pytest.importorskip("torch")
 
@@ -29,10 +29,10 @@ MIN_INT8_AGREEMENT = 0.9  # tiny model, 24 held-out photos: at most 2 disagreeme
 
 
 def _cli(command: str, argv: list[str]) -> int:
-    """Run one `denarius` subcommand module the way serving.cli.main does."""
+    """Run one `denarius` subcommand module the way denarius.serving.cli.main does."""
     import importlib
 
-    module = importlib.import_module(f"serving.cli.cmd_{command.replace('-', '_')}")
+    module = importlib.import_module(f"denarius.serving.cli.cmd_{command.replace('-', '_')}")
     parser = argparse.ArgumentParser(prog=f"denarius {command}")
     module.add_arguments(parser)
     return module.run(parser.parse_args(argv))
@@ -40,7 +40,7 @@ def _cli(command: str, argv: list[str]) -> int:
 
 def _photos(spec, count: int = 10) -> np.ndarray:
     """Real photographs preprocessed for the bundle: the fixture pair, then the coin plate."""
-    from export.onnx_export import coin_plate_crops
+    from denarius.export.onnx_export import coin_plate_crops
 
     sources = [p for p in sorted(FIXTURES.glob("*.jpg"))] + coin_plate_crops()
     return preprocess_batch(sources[:count], spec)
@@ -61,7 +61,7 @@ def bundle(tiny_run, tmp_path_factory) -> Path:
 
 
 def _torch_model(run_dir: Path, task: str):
-    from training.checkpoint import load_checkpoint, model_from_checkpoint
+    from denarius.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     return model_from_checkpoint(load_checkpoint(run_dir / f"{task}.pt"))
 
@@ -159,7 +159,7 @@ def test_fp16_file_runs_on_cpu_with_fp32_io_and_agrees(bundle):
 
 
 def test_builtin_fp16_converter_matches_the_library(bundle, tmp_path):
-    from export.fp16 import convert_fp16
+    from denarius.export.fp16 import convert_fp16
 
     loaded = load_bundle(bundle)
     images = _photos(loaded.preprocess, count=4)
@@ -178,14 +178,14 @@ def test_bundle_loads_and_runs_with_torch_absent(bundle):
 import sys
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import numpy as np, onnxruntime as ort
-from engine.bundle import load_bundle
-from engine.preprocess import preprocess_batch
+from denarius.engine.bundle import load_bundle
+from denarius.engine.preprocess import preprocess_batch
 b = load_bundle({str(bundle)!r})
 x = preprocess_batch([{str(photo)!r}] if {photo.is_file()} else [np.full((80, 80, 3), 128, np.uint8)], b.preprocess)
 for variant in ("fp32", "int8", "fp16"):
     s = ort.InferenceSession(str(b.file("ric", variant)), providers=["CPUExecutionProvider"])
     assert s.run(None, {{"image": x}})[0].shape == (1, len(b.hierarchy.rics))
-from serving.cli import main
+from denarius.serving.cli import main
 code = main(["bundle-info", {str(bundle)!r}])
 assert "torch" not in sys.modules or sys.modules["torch"] is None
 sys.exit(code)
@@ -230,7 +230,7 @@ def test_bundle_info_json(bundle, capsys):
 
 
 def test_export_refuses_a_non_empty_out_unless_overwrite(tiny_run, tmp_path):
-    from export.bundle_export import ExportConfig, export_bundle
+    from denarius.export.bundle_export import ExportConfig, export_bundle
 
     out = tmp_path / "occupied"
     out.mkdir()
@@ -243,7 +243,7 @@ def test_export_refuses_a_non_empty_out_unless_overwrite(tiny_run, tmp_path):
 
 
 def test_plain_export_has_fp32_and_gradient_graphs_only(tiny_run, tmp_path):
-    from export.bundle_export import ExportConfig, export_bundle
+    from denarius.export.bundle_export import ExportConfig, export_bundle
 
     result = export_bundle(tiny_run, tmp_path / "plain", config=ExportConfig(parity_images=4))
     loaded = load_bundle(result.path)
@@ -256,7 +256,7 @@ def test_plain_export_has_fp32_and_gradient_graphs_only(tiny_run, tmp_path):
 
 
 def test_export_errors_name_what_is_wrong(tiny_run, tmp_path):
-    from export.bundle_export import export_bundle
+    from denarius.export.bundle_export import export_bundle
 
     broken = tmp_path / "run"
     shutil.copytree(tiny_run, broken)
@@ -271,7 +271,7 @@ def test_export_errors_name_what_is_wrong(tiny_run, tmp_path):
 
 
 def test_int8_without_any_calibration_manifest_is_a_clear_error(tiny_run, tmp_path):
-    from export.bundle_export import ExportConfig, export_bundle
+    from denarius.export.bundle_export import ExportConfig, export_bundle
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -283,8 +283,8 @@ def test_int8_without_any_calibration_manifest_is_a_clear_error(tiny_run, tmp_pa
 
 
 def test_parity_check_refuses_a_graph_that_differs_from_the_model(tiny_run, tmp_path):
-    from engine.preprocess import PreprocessSpec
-    from export.onnx_export import check_parity, export_onnx
+    from denarius.engine.preprocess import PreprocessSpec
+    from denarius.export.onnx_export import check_parity, export_onnx
 
     model = _torch_model(tiny_run, "emperor")
     spec = PreprocessSpec.for_input_size(64)
@@ -298,7 +298,7 @@ def test_parity_check_refuses_a_graph_that_differs_from_the_model(tiny_run, tmp_
 
 
 def test_export_onnx_refuses_wrong_class_count(tiny_run, tmp_path):
-    from export.onnx_export import export_onnx
+    from denarius.export.onnx_export import export_onnx
 
     with pytest.raises(BundleError, match="3 outputs but 2 class names"):
         export_onnx(_torch_model(tiny_run, "emperor"), tmp_path / "e.onnx", input_size=64, classes=("a", "b"),
@@ -306,14 +306,14 @@ def test_export_onnx_refuses_wrong_class_count(tiny_run, tmp_path):
 
 
 def test_commands_are_registered():
-    from serving.cli import COMMANDS
+    from denarius.serving.cli import COMMANDS
 
     assert COMMANDS["export"][0] == "cmd_export"
     assert COMMANDS["bundle-info"][0] == "cmd_bundle_info"
 
 
 def test_bundle_info_module_does_not_import_torch_at_import_time():
-    code = "import sys; sys.modules['torch'] = None; import serving.cli.cmd_bundle_info, serving.cli.cmd_export"
+    code = "import sys; sys.modules['torch'] = None; import denarius.serving.cli.cmd_bundle_info, denarius.serving.cli.cmd_export"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ}, timeout=60).returncode == 0
 
 
@@ -321,7 +321,7 @@ def test_cpu_int8_variant_has_uint8_activations_and_is_what_ort_cpu_runs(bundle)
     import onnx
     from onnx import numpy_helper
 
-    from engine.backends.registry import file_variant
+    from denarius.engine.backends.registry import file_variant
 
     loaded = load_bundle(bundle)
     for task in ("emperor", "ric"):

@@ -14,9 +14,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from engine.errors import ConfigError, UnsupportedOpError
-from export.gradgraph import build_gradient_graph, write_gradient_graph
-from training.model import ModelConfig, build_model
+from denarius.engine.errors import ConfigError, UnsupportedOpError
+from denarius.export.gradgraph import build_gradient_graph, write_gradient_graph
+from denarius.training.model import ModelConfig, build_model
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "real"
@@ -133,7 +133,7 @@ def real_photos() -> list[np.ndarray]:
 
 def _preprocessed(photos: list[np.ndarray], size: int) -> np.ndarray:
     """(8, 3, size, size) float32 through the one image pipeline."""
-    from engine.preprocess import PreprocessSpec, preprocess_batch
+    from denarius.engine.preprocess import PreprocessSpec, preprocess_batch
 
     return preprocess_batch(photos, PreprocessSpec.for_input_size(size))
 

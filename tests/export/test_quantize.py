@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError
-from engine.preprocess import PreprocessSpec
-from export.quantize import ImageCalibrationReader, ImageSet, QuantizeConfig, split_calibration
+from denarius.engine.errors import ConfigError
+from denarius.engine.preprocess import PreprocessSpec
+from denarius.export.quantize import ImageCalibrationReader, ImageSet, QuantizeConfig, split_calibration
 
 
 def _images(n: int) -> ImageSet:
@@ -51,7 +51,7 @@ def test_config_validation(kwargs, message):
 
 
 def test_reader_batches_real_photos_and_skips_unreadable_ones(tmp_path):
-    from export.onnx_export import coin_plate_crops
+    from denarius.export.onnx_export import coin_plate_crops
 
     crops = coin_plate_crops()
     if not crops:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import BackendUnavailable, ConfigError
-from export.tensorrt import (
+from denarius.engine.errors import BackendUnavailable, ConfigError
+from denarius.export.tensorrt import (
     TensorRTConfig,
     parse_plan_key,
     plan_filename,
@@ -76,7 +76,7 @@ def test_export_with_tensorrt_requested_skips_with_a_note(tiny_run, tmp_path):
     pytest.importorskip("torch")
     import json
 
-    from export.bundle_export import ExportConfig, export_bundle
+    from denarius.export.bundle_export import ExportConfig, export_bundle
 
     result = export_bundle(tiny_run, tmp_path / "b", config=ExportConfig(tensorrt=True, parity_images=2))
     assert result.skipped and "TensorRT plans skipped" in result.skipped[0]
@@ -88,8 +88,8 @@ def test_export_with_tensorrt_requested_skips_with_a_note(tiny_run, tmp_path):
 
 @needs_tensorrt
 def test_build_plan_on_this_gpu(tiny_run, tmp_path):  # pragma: no cover - GPU hosts only
-    from engine.bundle import load_bundle
-    from export.bundle_export import ExportConfig, export_bundle
+    from denarius.engine.bundle import load_bundle
+    from denarius.export.bundle_export import ExportConfig, export_bundle
 
     config = ExportConfig(fp16=True, tensorrt=True, tensorrt_config=TensorRTConfig(precision="fp16", max_batch=8, opt_batch=4, timing_cache=tmp_path / "cache"))
     result = export_bundle(tiny_run, tmp_path / "b", config=config)

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from serving.client import CoinClient
-from serving.server import BackgroundServer, ServerConfig
+from denarius.serving.client import CoinClient
+from denarius.serving.server import BackgroundServer, ServerConfig
 
 
 def free_port() -> int:

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from engine.errors import ConfigError
-from serving.cli import build_parser, main
-from serving.cli import cmd_serve, remote_landmarks
+from denarius.engine.errors import ConfigError
+from denarius.serving.cli import build_parser, main
+from denarius.serving.cli import cmd_serve, remote_landmarks
 
 
 def test_identify_via_server_prints_a_table(server, fixture_photos, capsys):
@@ -92,7 +92,7 @@ def test_serve_with_a_broken_bundle_exits_2(tmp_path):
 
 def test_serving_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import serving.server, serving.client, serving.servicer, serving.runtime, serving.status\n"
-            "import serving.cli.cmd_serve, serving.cli.cmd_identify, serving.cli.remote_landmarks\n")
+            "import denarius.serving.server, denarius.serving.client, denarius.serving.servicer, denarius.serving.runtime, denarius.serving.status\n"
+            "import denarius.serving.cli.cmd_serve, denarius.serving.cli.cmd_identify, denarius.serving.cli.remote_landmarks\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

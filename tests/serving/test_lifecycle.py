@@ -14,8 +14,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from serving.client import CoinClient
-from serving.denarius.v1 import coins_pb2
+from denarius.serving.client import CoinClient
+from denarius.serving.denarius.v1 import coins_pb2
 from serving_helpers import coin_png
 
 from conftest import free_port

@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 
 
-from serving import proto_gen
+from denarius.serving import proto_gen
 
 
 def test_regenerating_stubs_gives_identical_files():
@@ -17,14 +17,15 @@ def test_regenerating_stubs_gives_identical_files():
         for path in fresh:
             committed = proto_gen.STUB_ROOT / "denarius" / "v1" / path.name
             assert committed.read_bytes() == path.read_bytes(), (
-                f"{committed} is stale: run python -m serving.proto_gen"
+                f"{committed} is stale: run python -m denarius.serving.proto_gen"
             )
 
 
-def test_stubs_import_as_serving_package_without_top_level_denarius():
-    from serving.denarius.v1 import coins_pb2, coins_pb2_grpc
+def test_stubs_import_inside_the_serving_package():
+    from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
 
-    assert "denarius" not in sys.modules, "generated imports must be rewritten to serving.denarius"
+    assert "denarius.v1" not in sys.modules, "generated imports must be rewritten to denarius.serving.denarius.v1"
+    assert "from denarius.v1 import" not in Path(coins_pb2_grpc.__file__).read_text()
     service = coins_pb2.DESCRIPTOR.services_by_name["CoinService"]
     assert [m.name for m in service.methods] == ["Identify", "IdentifyStream", "Landmarks", "GetModelInfo"]
     assert service.methods_by_name["IdentifyStream"].client_streaming
@@ -34,7 +35,7 @@ def test_stubs_import_as_serving_package_without_top_level_denarius():
 
 
 def test_image_presence_is_distinguishable_from_empty_bytes():
-    from serving.denarius.v1 import coins_pb2
+    from denarius.serving.denarius.v1 import coins_pb2
 
     assert not coins_pb2.IdentifyRequest().HasField("obverse")
     assert coins_pb2.IdentifyRequest(obverse=b"").HasField("obverse")

@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from serving.client import CoinClient
-from serving.server import BackgroundServer
+from denarius.serving.client import CoinClient
+from denarius.serving.server import BackgroundServer
 from serving_helpers import coin_png, metric, scrape, wait_for_metric
 
 # Runs in a fresh interpreter where importing our generated stubs is impossible.
 REFLECTION_CLIENT = r"""
 import json, sys
-sys.modules["serving"] = None  # no access to the checked-in stubs
+sys.modules["denarius"] = None  # no access to the checked-in stubs
 import grpc
 from google.protobuf import descriptor_pool, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase

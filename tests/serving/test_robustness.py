@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from serving.client import CoinClient
-from serving.denarius.v1 import coins_pb2, coins_pb2_grpc
-from serving.server import BackgroundServer
+from denarius.serving.client import CoinClient
+from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
+from denarius.serving.server import BackgroundServer
 from serving_helpers import coin_png, metric, scrape, wait_for_metric
 
 from conftest import free_port, server_config

@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError
-from serving.scan import Journal, ScanConfig, discover, header_path, run_scan
+from denarius.engine.errors import ConfigError
+from denarius.serving.scan import Journal, ScanConfig, discover, header_path, run_scan
 
 REPO = Path(__file__).resolve().parents[2]
 SCORE_TOL = 1e-9  # the engine is batch-invariant on ort-cpu; only float noise would differ
@@ -97,7 +97,7 @@ def reference(coins, tiny_bundle, tmp_path_factory) -> dict[str, dict]:
 
 
 def test_one_line_per_coin_with_the_engines_answers(coins, tiny_bundle, reference):
-    from engine.engine import CoinPair, Engine
+    from denarius.engine.engine import CoinPair, Engine
 
     folder, ids = coins
     assert sorted(reference) == ids
@@ -282,7 +282,7 @@ def test_rerun_after_adding_images_scans_only_the_new_coins(coins, tiny_bundle, 
 
 
 def test_cli_scan_prints_a_summary(coins, tiny_bundle, tmp_path, capsys):
-    from serving.cli import main
+    from denarius.serving.cli import main
 
     folder, _ = coins
     small = tmp_path / "small"
@@ -299,10 +299,10 @@ def test_cli_scan_prints_a_summary(coins, tiny_bundle, tmp_path, capsys):
 
 
 def test_landmarks_add_boxes_per_side(coins, tiny_bundle, tmp_path):
-    from engine.bundle import load_bundle
+    from denarius.engine.bundle import load_bundle
 
     if not load_bundle(tiny_bundle).has("ric", "grad"):
-        pytest.skip("the tiny bundle has no gradient graphs (export.gradgraph missing)")
+        pytest.skip("the tiny bundle has no gradient graphs (denarius.export.gradgraph missing)")
     folder, _ = coins
     small = tmp_path / "small"
     small.mkdir()
@@ -323,9 +323,9 @@ def test_landmarks_add_boxes_per_side(coins, tiny_bundle, tmp_path):
 def test_scan_through_a_server_matches_the_local_scan(coins, tiny_bundle, reference, tmp_path):
     pytest.importorskip("grpc")
     try:
-        from serving.server import BackgroundServer, ServerConfig
+        from denarius.serving.server import BackgroundServer, ServerConfig
     except ImportError as error:
-        pytest.skip(f"serving.server not available: {error}")
+        pytest.skip(f"denarius.serving.server not available: {error}")
     folder, ids = coins
     subset = tmp_path / "subset"
     subset.mkdir()

@@ -17,7 +17,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'denarius[ray]')")
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'denarius[ray]')")
 
-from serving.scan import ScanConfig, run_scan  # noqa: E402
+from denarius.serving.scan import ScanConfig, run_scan  # noqa: E402
 
 
 def write_pairs(folder: Path, count: int, *, seed: int = 1, size: int = 120) -> list[str]:

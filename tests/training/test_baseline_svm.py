@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError
-from engine.preprocess import PreprocessSpec
-from training.baseline_svm import BowSVM, SVMConfig, extract_descriptors, grid_keypoints, softmax
-from training.data import kfold_splits, load_dataset
-from training.datasets import canonical_images, task_targets
-from training.evaluate import mean_class_accuracy
+from denarius.engine.errors import ConfigError
+from denarius.engine.preprocess import PreprocessSpec
+from denarius.training.baseline_svm import BowSVM, SVMConfig, extract_descriptors, grid_keypoints, softmax
+from denarius.training.data import kfold_splits, load_dataset
+from denarius.training.datasets import canonical_images, task_targets
+from denarius.training.evaluate import mean_class_accuracy
 
 
 

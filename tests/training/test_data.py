@@ -5,8 +5,8 @@ import csv
 import numpy as np
 import pytest
 
-from engine.errors import ManifestError
-from training.data import COLUMNS, kfold_splits, load_dataset, merge_classes, read_manifest, word_difference
+from denarius.engine.errors import ManifestError
+from denarius.training.data import COLUMNS, kfold_splits, load_dataset, merge_classes, read_manifest, word_difference
 
 
 def write_manifest(folder, rows, *, make_files=True):

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from engine.errors import ManifestError
-from engine.hierarchy import Hierarchy
-from training.evaluate import fold_metrics, mean_class_accuracy, summarise, task_metrics, top_k_accuracy
+from denarius.engine.errors import ManifestError
+from denarius.engine.hierarchy import Hierarchy
+from denarius.training.evaluate import fold_metrics, mean_class_accuracy, summarise, task_metrics, top_k_accuracy
 
 pytest.importorskip("torch")
 
@@ -60,7 +60,7 @@ def test_hierarchy_combination_against_a_hand_computed_example():
 
 
 def test_a_class_with_fewer_coins_than_folds_fails_before_any_work(tiny_manifest, tmp_path, capsys):
-    from serving.cli import main
+    from denarius.serving.cli import main
 
     rc = main(["evaluate", str(tiny_manifest), "--out", str(tmp_path / "r"), "--folds", "50", "--quiet"])
     assert rc == 2
@@ -68,8 +68,8 @@ def test_a_class_with_fewer_coins_than_folds_fails_before_any_work(tiny_manifest
     assert "fewer coins than the 50 folds" in err
     assert not (tmp_path / "r").exists()
 
-    from training.data import load_dataset
-    from training.evaluate import cross_validate
+    from denarius.training.data import load_dataset
+    from denarius.training.evaluate import cross_validate
 
     with pytest.raises(ManifestError, match="fewer coins than the 50 folds"):
         cross_validate(load_dataset(tiny_manifest), folds=50, methods=("svm",), progress=False)
@@ -77,7 +77,7 @@ def test_a_class_with_fewer_coins_than_folds_fails_before_any_work(tiny_manifest
 
 @pytest.fixture(scope="module")
 def evaluated(tiny_manifest, tmp_path_factory):
-    from serving.cli import main
+    from denarius.serving.cli import main
 
     out = tmp_path_factory.mktemp("report")
     rc = main([

@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
-from engine.errors import ConfigError
-from training.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
-from training.model import (
+from denarius.engine.errors import ConfigError
+from denarius.training.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from denarius.training.model import (
     HEAD_PREFIX,
     AlexNet,
     ModelConfig,
@@ -113,7 +113,7 @@ def test_imagenet_without_torchvision_says_pass_a_file(monkeypatch):
 
 def test_no_weights_warns(caplog):
     model = build_model(ModelConfig(num_classes=3, width=0.125, input_size=64))
-    with caplog.at_level(logging.WARNING, logger="training.model"):
+    with caplog.at_level(logging.WARNING, logger="denarius.training.model"):
         assert load_pretrained(model, None) == []
     assert "from scratch" in caplog.text
 

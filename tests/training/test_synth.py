@@ -1,4 +1,4 @@
-"""`denarius synth` / training.synth.generate: determinism, file contracts, landmarks, errors."""
+"""`denarius synth` / denarius.training.synth.generate: determinism, file contracts, landmarks, errors."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError
-from training.data import COLUMNS, load_dataset, read_manifest, word_difference
-from training.synth import PRESETS, SynthConfig, generate, make_config
-from training.synth.catalogue import build_catalogue
-from training.synth.render import clip_polygon
+from denarius.engine.errors import ConfigError
+from denarius.training.data import COLUMNS, load_dataset, read_manifest, word_difference
+from denarius.training.synth import PRESETS, SynthConfig, generate, make_config
+from denarius.training.synth.catalogue import build_catalogue
+from denarius.training.synth.render import clip_polygon
 
 SEED = 1
 
@@ -201,7 +201,7 @@ def test_non_empty_folder_needs_force(tmp_path):
 
 
 def test_cli_writes_a_dataset_and_reports_errors(tmp_path, capsys):
-    from serving.cli import main
+    from denarius.serving.cli import main
 
     out = tmp_path / "cli"
     argv = ["synth", "--out", str(out), "--n-emperors", "2", "--n-types", "3", "--n-coins", "15", "--min-coins-per-type", "5", "--no-progress"]
@@ -214,8 +214,7 @@ def test_cli_writes_a_dataset_and_reports_errors(tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_no_manifest(tmp_path, monkeypatch):
-    import training.synth.writer as writer
-
+    import denarius.training.synth.writer as writer
     def broken(*args, **kwargs):
         raise KeyboardInterrupt
 

@@ -9,13 +9,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engine.errors import ConfigError, ManifestError  # noqa: E402
-from engine.preprocess import PreprocessSpec  # noqa: E402
-from training.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
-from training.data import load_dataset  # noqa: E402
-from training.datasets import CoinSideDataset, canonical_images, task_targets  # noqa: E402
-from training.model import ModelConfig, build_model  # noqa: E402
-from training.train import TrainConfig, build_optimizer, check_resumable, fit, predict_proba, train_run  # noqa: E402
+from denarius.engine.errors import ConfigError, ManifestError  # noqa: E402
+from denarius.engine.preprocess import PreprocessSpec  # noqa: E402
+from denarius.training.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
+from denarius.training.data import load_dataset  # noqa: E402
+from denarius.training.datasets import CoinSideDataset, canonical_images, task_targets  # noqa: E402
+from denarius.training.model import ModelConfig, build_model  # noqa: E402
+from denarius.training.train import TrainConfig, build_optimizer, check_resumable, fit, predict_proba, train_run  # noqa: E402
 
 TINY_EPOCHS = 25
 
@@ -30,7 +30,7 @@ TINY = ["--width", "0.125", "--input-size", "64", "--batch-size", "8", "--lr", "
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_manifest, tmp_path_factory):
-    from serving.cli import main
+    from denarius.serving.cli import main
 
     out = tmp_path_factory.mktemp("run")
     assert main(["train", str(tiny_manifest), "--out", str(out), "--epochs", str(TINY_EPOCHS), *TINY]) == 0
@@ -58,7 +58,7 @@ def test_trained_models_are_well_above_chance(trained_run, tiny_manifest):
     Mean per-class accuracy, because one emperor owns most coins of the tiny set (a model
     that always answers him has top-1 0.62 but per-class accuracy 0.25).
     """
-    from training.evaluate import mean_class_accuracy
+    from denarius.training.evaluate import mean_class_accuracy
 
     dataset = load_dataset(tiny_manifest)
     spec = PreprocessSpec.for_input_size(64)
@@ -106,7 +106,7 @@ def test_training_is_deterministic_and_resume_gives_the_same_weights(reverse_cac
 
 
 def test_resuming_a_checkpoint_of_another_label_set_fails_before_training(tiny_manifest, tmp_path, capsys):
-    from serving.cli import main
+    from denarius.serving.cli import main
 
     dataset = load_dataset(tiny_manifest)
     config = TrainConfig(epochs=1, width=0.125, input_size=64)

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from training.synth import generate, SynthConfig, PRESETS
+    from denarius.training.synth import generate, SynthConfig, PRESETS
     summary = generate("data/synth-tiny", preset="tiny", seed=1)
 
 Modules: ``presets`` (the config), ``catalogue`` (emperors, RIC types, descriptions),
@@ -10,7 +10,7 @@ Modules: ``presets`` (the config), ``catalogue`` (emperors, RIC types, descripti
 ``render`` (from height map to photograph), ``coin`` (one coin), ``writer`` (the dataset).
 """
 
-from training.synth.presets import PRESETS, SynthConfig, make_config
-from training.synth.writer import SynthSummary, generate
+from denarius.training.synth.presets import PRESETS, SynthConfig, make_config
+from denarius.training.synth.writer import SynthSummary, generate
 
 __all__ = ["generate", "SynthConfig", "SynthSummary", "PRESETS", "make_config"]

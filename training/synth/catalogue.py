@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from training.data import word_difference
-from training.synth.vocabulary import (
+from denarius.training.data import word_difference
+from denarius.training.synth.vocabulary import (
     ATTRIBUTES,
     BEARDS,
     BUSTS,
@@ -156,7 +156,7 @@ class Catalogue:
 
 
 def _words(text: str) -> list[str]:
-    """Tokens as training.data.word_difference sees them (lower case, alphanumeric runs)."""
+    """Tokens as denarius.training.data.word_difference sees them (lower case, alphanumeric runs)."""
     return "".join(ch if ch.isalnum() else " " for ch in text.lower()).split()
 
 
@@ -311,7 +311,7 @@ def _mutate(design: ReverseDesign, rng: np.random.Generator) -> ReverseDesign:
 
 
 def build_catalogue(config, seed: int) -> Catalogue:
-    """The catalogue for a config (see :class:`training.synth.presets.SynthConfig`) and seed."""
+    """The catalogue for a config (see :class:`denarius.training.synth.presets.SynthConfig`) and seed."""
     rng = np.random.default_rng([int(seed), 0xC01])
     names = _emperor_names(config.n_emperors, rng)
     emperors = []

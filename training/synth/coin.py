@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.synth.catalogue import Catalogue
-from training.synth.portrait import draw_obverse
-from training.synth.relief import Die
-from training.synth.render import render_side, sample_look
-from training.synth.reverse import draw_reverse
+from denarius.training.synth.catalogue import Catalogue
+from denarius.training.synth.portrait import draw_obverse
+from denarius.training.synth.relief import Die
+from denarius.training.synth.render import render_side, sample_look
+from denarius.training.synth.reverse import draw_reverse
 
 __all__ = ["render_coin"]
 

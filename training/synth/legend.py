@@ -7,7 +7,7 @@ import functools
 import cv2
 import numpy as np
 
-from training.synth.relief import CANVAS, DIE_RADIUS, Die
+from denarius.training.synth.relief import CANVAS, DIE_RADIUS, Die
 
 __all__ = ["arc_legend", "exergue_text"]
 

@@ -1,7 +1,7 @@
 """The obverse: an emperor's profile portrait, crown, bust and legend on a die.
 
 The portrait is drawn facing right in a local frame and mirrored for left-facing
-emperors. The identity comes from :class:`training.synth.catalogue.Portrait`; the type
+emperors. The identity comes from :class:`denarius.training.synth.catalogue.Portrait`; the type
 chooses the crown and bust variant; ``rng`` adds the small differences between dies.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.synth.catalogue import Emperor
-from training.synth.legend import arc_legend
-from training.synth.relief import Die, smooth
+from denarius.training.synth.catalogue import Emperor
+from denarius.training.synth.legend import arc_legend
+from denarius.training.synth.relief import Die, smooth
 
 __all__ = ["draw_obverse"]
 

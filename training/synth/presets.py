@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from engine.errors import ConfigError
+from denarius.engine.errors import ConfigError
 
 __all__ = ["SynthConfig", "PRESETS", "make_config"]
 

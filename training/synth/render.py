@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from training.synth.relief import CANVAS, DIE_RADIUS, Element
+from denarius.training.synth.relief import CANVAS, DIE_RADIUS, Element
 
 __all__ = ["CoinLook", "sample_look", "render_side", "clip_polygon"]
 

@@ -2,17 +2,17 @@
 
 Figures are drawn in a local frame whose +x is the direction the figure faces, so one
 drawing serves "standing left" and "standing right". Attribute positions follow the
-hands and the field positions of :data:`training.synth.catalogue.FIELD_POSITIONS`.
+hands and the field positions of :data:`denarius.training.synth.catalogue.FIELD_POSITIONS`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.synth.catalogue import RicType
-from training.synth.legend import arc_legend, exergue_text
-from training.synth.relief import Die, smooth
-from training.synth.vocabulary import FIELD_POSITIONS, FIGURES
+from denarius.training.synth.catalogue import RicType
+from denarius.training.synth.legend import arc_legend, exergue_text
+from denarius.training.synth.relief import Die, smooth
+from denarius.training.synth.vocabulary import FIELD_POSITIONS, FIGURES
 
 __all__ = ["draw_reverse"]
 

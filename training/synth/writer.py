@@ -3,7 +3,7 @@
 Layout of ``out_dir``::
 
     images/c00000_obverse.jpg, images/c00000_reverse.jpg, ...
-    manifest.csv        the dataset manifest (training.data.COLUMNS)
+    manifest.csv        the dataset manifest (denarius.training.data.COLUMNS)
     landmarks.jsonl     one line per image: coin_id, side, width, height, regions
     README.md           what was generated: counts, seed, preset, merged near-duplicates
     contact_sheet.png   one coin per RIC type with its descriptions, for people to look at
@@ -30,12 +30,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.bundle import SIDES
-from engine.contact_sheet import letterbox, wrap_text
-from engine.errors import ConfigError
-from training.synth.catalogue import Catalogue, build_catalogue
-from training.synth.coin import render_coin
-from training.synth.presets import SynthConfig, make_config
+from denarius.engine.bundle import SIDES
+from denarius.engine.contact_sheet import letterbox, wrap_text
+from denarius.engine.errors import ConfigError
+from denarius.training.synth.catalogue import Catalogue, build_catalogue
+from denarius.training.synth.coin import render_coin
+from denarius.training.synth.presets import SynthConfig, make_config
 
 __all__ = ["SynthSummary", "generate", "GENERATOR_VERSION"]
 
@@ -170,7 +170,7 @@ def generate(
 
     Args:
         out_dir: output folder (created; must be empty unless ``force``).
-        preset: "tiny", "small", "bench" or "paper" (see ``training.synth.PRESETS``).
+        preset: "tiny", "small", "bench" or "paper" (see ``denarius.training.synth.PRESETS``).
         seed: everything is a function of (preset + overrides, seed): same bytes every run.
         force: overwrite a previous dataset in ``out_dir``.
         workers: processes (default: the CPUs this process may use); 1 renders in-process.

@@ -1,1 +1,1 @@
-"""Generated gRPC stubs for denarius.v1 (run python -m serving.proto_gen to refresh)."""
+"""Generated gRPC stubs for denarius.v1 (run python -m denarius.serving.proto_gen to refresh)."""

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from serving.denarius.v1 import coins_pb2 as denarius_dot_v1_dot_coins__pb2
+from denarius.serving.denarius.v1 import coins_pb2 as denarius_dot_v1_dot_coins__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
