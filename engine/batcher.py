@@ -37,12 +37,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from denarius.engine.bundle import SIDES
 from denarius.engine.errors import BatcherClosed, DeadlineExceeded, InputError, Overloaded
+from denarius.engine.scoring import Scorer, batch_rows, check_top_k, coerce_pair
 
 __all__ = ["Batcher", "BatcherStats", "BatcherClosed"]
 
@@ -91,13 +93,14 @@ class _Request:
 
 
 class Batcher:
-    """Collects concurrent single-coin requests into batches for an ``Engine``.
+    """Collects concurrent single-coin requests into batches for a ``Scorer``.
 
-    Usually created by the engine (``denarius.engine.batcher`` / ``engine.submit``) with its
-    settings; uses the engine's preprocessing pool and backend.
+    Usually created by the engine (``Engine.batcher`` / ``engine.submit``) with its settings,
+    its scorer and its preprocessing pool.
 
     Args:
-        engine: the ``engine.Engine`` that preprocesses and scores.
+        scorer: the ``denarius.engine.scoring.Scorer`` that preprocesses and scores.
+        executor: the thread pool that runs preprocessing (the engine's).
         max_batch: most coins per batch.
         max_wait_ms: how long the oldest ready request may wait for the batch to fill.
         eager: dispatch a partial batch at once when no admitted request is still being
@@ -110,7 +113,8 @@ class Batcher:
 
     def __init__(
         self,
-        engine,
+        scorer: Scorer,
+        executor: Executor,
         *,
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
@@ -118,7 +122,7 @@ class Batcher:
         eager: bool = True,
         on_batch: Callable[[int, int, float], None] | None = None,
     ):
-        self._engine = engine
+        self._scorer, self._executor = scorer, executor
         self.max_batch, self.max_wait, self.queue_size = int(max_batch), float(max_wait_ms) / 1000.0, int(queue_size)
         self.eager = bool(eager)
         self.on_batch = on_batch
@@ -131,9 +135,9 @@ class Batcher:
         self._sizes = collections.Counter()
         self._max_depth = 0
         self._inference_seconds = 0.0
-        size = engine.spec.crop
+        size = scorer.spec.crop
         # The inference thread alone stacks into these; the backend sees contiguous slices.
-        self._stack = {side: np.empty((self.max_batch, 3, size, size), np.float32) for side in ("obverse", "reverse")}
+        self._stack = {side: np.empty((self.max_batch, 3, size, size), np.float32) for side in SIDES}
         self._thread = threading.Thread(target=self._loop, name="denarius-batcher", daemon=True)
         self._thread.start()
 
@@ -156,9 +160,7 @@ class Batcher:
             BatcherClosed: the batcher is closing.
             InputError: ``top_k`` is not an integer >= 1.
         """
-        from denarius.engine.engine import _check_top_k
-
-        _check_top_k(top_k)
+        check_top_k(top_k)
         if timeout is not None:
             limit = time.monotonic() + float(timeout)
             deadline = limit if deadline is None else min(deadline, limit)
@@ -176,8 +178,8 @@ class Batcher:
             self._max_depth = max(self._max_depth, self._pending)
         request = _Request(pair=pair, top_k=int(top_k), deadline=deadline, future=future)
         try:
-            self._engine._pool.submit(self._preprocess, request)
-        except RuntimeError:  # the engine's pool shut down under us
+            self._executor.submit(self._preprocess, request)
+        except RuntimeError:  # the preprocessing pool shut down under us
             self._settle(request, BatcherClosed("the engine is closed"), "cancelled")
         return future
 
@@ -229,12 +231,12 @@ class Batcher:
         if request.deadline is not None and time.monotonic() > request.deadline:
             return self._drop(request, DeadlineExceeded("the deadline passed while the request waited for preprocessing"), "expired")
         try:
-            pair = self._engine.coerce(request.pair)
+            pair = coerce_pair(request.pair)
             request.pair = pair
-            for side in ("obverse", "reverse"):
+            for side in SIDES:
                 source = getattr(pair, side)
                 if source is not None:
-                    request.images[side] = self._engine.preprocess_side(source, side)
+                    request.images[side] = self._scorer.preprocess_side(source, side)
         except InputError as error:
             return self._drop(request, error, "failed")
         except Exception as error:  # a bug or resource error: fail this request, keep serving
@@ -309,18 +311,15 @@ class Batcher:
                 self._run(live)
 
     def _run(self, live: list[_Request]) -> None:
-        engine, stack = self._engine, self._stack
-        rows, counts = [], {"obverse": 0, "reverse": 0}
-        for request in live:
-            row = {}
-            for side, image in request.images.items():
-                row[side] = counts[side]
-                stack[side][counts[side]] = image
-                counts[side] += 1
-            rows.append((row.get("obverse"), row.get("reverse")))
+        stack = self._stack
+        rows, counts = batch_rows([side for side in SIDES if side in request.images] for request in live)
+        for request, coin_rows in zip(live, rows):
+            for side, row in zip(SIDES, coin_rows):
+                if row is not None:
+                    stack[side][row] = request.images[side]
         started = time.perf_counter()
         try:
-            results = engine.score_batch(
+            results = self._scorer.score_batch(
                 stack["obverse"][: counts["obverse"]] if counts["obverse"] else None,
                 stack["reverse"][: counts["reverse"]] if counts["reverse"] else None,
                 rows,

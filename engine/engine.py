@@ -32,102 +32,21 @@ import logging
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from denarius.engine.backends import open_backend
+from denarius.engine.batcher import Batcher
 from denarius.engine.bundle import SIDES, Bundle, load_bundle
 from denarius.engine.errors import BundleError, ConfigError, DenariusError, InputError
-from denarius.engine.preprocess import preprocess
+from denarius.engine.scoring import CoinPair, Candidate, Identification, Scorer, batch_rows, check_top_k, coerce_pair
 
-__all__ = ["CoinPair", "Candidate", "Identification", "Engine", "softmax64"]
+# The result types live in denarius.engine.scoring; they are named here too because they are
+# the Engine's answer (``from denarius.engine.engine import CoinPair`` keeps working).
+__all__ = ["CoinPair", "Candidate", "Identification", "Engine"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CoinPair:
-    """One coin to identify.
-
-    Each side is encoded image bytes, a path, a decoded (H, W, 3) uint8 RGB array, an
-    already preprocessed (3, S, S) float32 array (S = the bundle's input size), or None
-    when that side was not photographed. At least one side must be given.
-    """
-
-    obverse: object = None
-    reverse: object = None
-    coin_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One ranked answer.
-
-    Attributes:
-        ric: RIC label, or None in an obverse-only (emperor) ranking.
-        emperor: the emperor (for a RIC leaf: its parent in the hierarchy).
-        score: the ranking score in [0, 1]: the joint score p(e|Io) p(r|Ir) for a pair,
-            p(emperor|obverse) for obverse only, p(ric|reverse) for reverse only.
-        p_ric: p(ric | reverse), or None without a reverse.
-        p_emperor: p(emperor | obverse), or None without an obverse.
-        obverse_description, reverse_description: RIC catalogue text ("" when unknown).
-    """
-
-    ric: str | None
-    emperor: str
-    score: float
-    p_ric: float | None
-    p_emperor: float | None
-    obverse_description: str = ""
-    reverse_description: str = ""
-
-    @property
-    def label(self) -> str:
-        """The ranked class: the RIC label, or the emperor in an emperor ranking."""
-        return self.ric if self.ric is not None else self.emperor
-
-
-@dataclass(frozen=True)
-class Identification:
-    """The answer for one coin.
-
-    Attributes:
-        coin_id: the caller's id (``CoinPair.coin_id``), passed through.
-        mode: "joint" (both sides), "emperor" (obverse only), "ric" (reverse only), or
-            "error".
-        candidates: best first, at most top_k; empty when ``error`` is set.
-        model_version: the bundle's model version.
-        error: the InputError that failed this coin, else None.
-    """
-
-    coin_id: str | None
-    mode: str
-    candidates: tuple[Candidate, ...]
-    model_version: str
-    error: InputError | None = field(default=None, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def top(self) -> Candidate:
-        """The best candidate; raises this coin's error if it failed."""
-        if self.error is not None:
-            raise self.error
-        return self.candidates[0]
-
-
-def softmax64(logits: np.ndarray) -> np.ndarray:
-    """(N, C) logits (any float dtype) -> (N, C) float64 probabilities, rows summing to 1."""
-    z = np.array(logits, dtype=np.float64)  # a copy, modified in place below
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
 
 
 class _BufferPool:
@@ -200,6 +119,7 @@ class Engine:
         self.max_batch, self.max_wait_ms, self.queue_size = int(max_batch), float(max_wait_ms), int(queue_size)
         self.eager_dispatch = bool(eager_dispatch)
         self.backend = open_backend(self.bundle, backend, precision, max_batch=max(64, self.max_batch), threads=threads)
+        self.scorer = Scorer(self.bundle, self.backend)
         self._pool = ThreadPoolExecutor(preprocess_workers, thread_name_prefix="denarius-preprocess")
         self._buffers = _BufferPool((self.max_batch, 3, self.spec.crop, self.spec.crop))
         self._batcher = None
@@ -249,7 +169,7 @@ class Engine:
             one ``Identification`` per pair.
         """
         self._check_open()
-        _check_top_k(top_k)
+        check_top_k(top_k)
         if errors not in ("return", "raise"):
             raise ConfigError(f"errors must be 'return' or 'raise', got {errors!r}")
         pairs = list(pairs)
@@ -275,17 +195,6 @@ class Engine:
                     raise InputError(f"coin {index}: {result.error.reason}", side=result.error.side)
         return results
 
-    def coerce(self, pair, *, index: int | None = None) -> CoinPair:
-        """A ``CoinPair`` from a CoinPair or an (obverse, reverse) tuple; InputError otherwise."""
-        where = "" if index is None else f"coin {index}: "
-        if isinstance(pair, tuple) and len(pair) == 2:
-            pair = CoinPair(obverse=pair[0], reverse=pair[1])
-        if not isinstance(pair, CoinPair):
-            raise InputError(f"{where}expected a CoinPair or an (obverse, reverse) tuple, got {type(pair).__name__}")
-        if pair.obverse is None and pair.reverse is None:
-            raise InputError(f"{where}neither side given: a coin needs an obverse, a reverse, or both")
-        return pair
-
     # ------------------------------------------------------------------ batched / concurrent API
 
     @property
@@ -294,12 +203,17 @@ class Engine:
         with self._lock:
             self._check_open()
             if self._batcher is None:
-                from denarius.engine.batcher import Batcher
-
                 self._batcher = Batcher(
-                    self, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, queue_size=self.queue_size, eager=self.eager_dispatch
+                    self.scorer, self._pool, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms,
+                    queue_size=self.queue_size, eager=self.eager_dispatch,
                 )
             return self._batcher
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests admitted by the batcher and not yet in a batch (0 before its first use)."""
+        batcher = self._batcher
+        return 0 if batcher is None else batcher.queue_depth
 
     def submit(self, pair, *, top_k: int = 5, deadline: float | None = None, timeout: float | None = None) -> Future:
         """Queue one coin on the dynamic batcher; see ``Batcher.submit``."""
@@ -334,115 +248,27 @@ class Engine:
         if self._closed:
             raise DenariusError("the engine is closed")
 
-    # ------------------------------------------------------------------ internals shared with the batcher
-
-    def preprocess_side(self, source, side: str, out: np.ndarray | None = None) -> np.ndarray:
-        """One side -> (3, S, S) float32 network input, written into ``out`` when given.
-
-        Raises:
-            InputError: undecodable/out-of-bounds image, or a float array of the wrong shape
-                (the message names the side).
-        """
-        size = self.spec.crop
-        if isinstance(source, np.ndarray) and source.ndim == 3 and source.shape[0] == 3 and source.dtype.kind == "f":
-            if source.shape != (3, size, size):
-                raise InputError(f"a preprocessed image must have shape (3, {size}, {size}), got {source.shape}", side=side)
-            image = source
-        elif isinstance(source, (bytes, bytearray, memoryview, str, Path, os.PathLike, np.ndarray)):
-            if isinstance(source, (bytearray, memoryview)):
-                source = bytes(source)
-            try:
-                image = preprocess(source, self.spec, side=side)
-            except (cv2.error, ValueError, TypeError) as error:
-                if isinstance(error, InputError):
-                    raise
-                # OpenCV/NumPy refusing an odd array is still this image's fault, not the batch's.
-                raise InputError(f"cannot preprocess this image ({type(error).__name__}: {error})", side=side) from None
-        else:
-            raise InputError(f"unsupported image type {type(source).__name__}: give bytes, a path or an array", side=side)
-        if out is None:
-            return np.ascontiguousarray(image, dtype=np.float32)
-        out[...] = image
-        return out
-
-    def score_batch(self, obverse, reverse, rows, coin_ids, top_ks) -> list[Identification]:
-        """Infer and rank one batch.
-
-        Args:
-            obverse: (No, 3, S, S) float32 obverse images, or None when No = 0.
-            reverse: (Nr, 3, S, S) float32 reverse images, or None when Nr = 0.
-            rows: per coin, (row in obverse or None, row in reverse or None).
-            coin_ids, top_ks: per coin.
-        Returns:
-            one Identification per coin, in ``rows`` order.
-        """
-        hierarchy = self.bundle.hierarchy
-        p_emp = softmax64(self.backend.infer("emperor", obverse)) if obverse is not None and len(obverse) else None
-        p_ric = softmax64(self.backend.infer("ric", reverse)) if reverse is not None and len(reverse) else None
-        both = [j for j, (o, r) in enumerate(rows) if o is not None and r is not None]
-        joint = {}
-        if both:
-            scores = hierarchy.joint_scores(p_emp[[rows[j][0] for j in both]], p_ric[[rows[j][1] for j in both]])
-            joint = dict(zip(both, scores))
-        results = []
-        for j, (o, r) in enumerate(rows):
-            pe = None if o is None else p_emp[o]
-            pr = None if r is None else p_ric[r]
-            results.append(self._rank(coin_ids[j], pe, pr, joint.get(j), top_ks[j]))
-        return results
-
-    def failed(self, coin_id, error: InputError) -> Identification:
-        return Identification(coin_id=coin_id, mode="error", candidates=(), model_version=self.version, error=error)
-
-    def _rank(self, coin_id, p_emp, p_ric, joint, top_k) -> Identification:
-        hierarchy, descriptions = self.bundle.hierarchy, self.bundle.descriptions
-        if p_ric is None:  # obverse only: an emperor ranking
-            order = np.argsort(-p_emp, kind="stable")[:top_k]
-            candidates = tuple(
-                Candidate(ric=None, emperor=hierarchy.emperors[e], score=float(p_emp[e]), p_ric=None, p_emperor=float(p_emp[e]))
-                for e in order
-            )
-            return Identification(coin_id, "emperor", candidates, self.version)
-        score = p_ric if joint is None else joint
-        order = np.argsort(-score, kind="stable")[:top_k]
-        candidates = []
-        for r in order:
-            ric, parent = hierarchy.rics[r], int(hierarchy.parent[r])
-            text = descriptions.get(ric) or {}
-            candidates.append(Candidate(
-                ric=ric,
-                emperor=hierarchy.emperors[parent],
-                score=float(score[r]),
-                p_ric=float(p_ric[r]),
-                p_emperor=None if p_emp is None else float(p_emp[parent]),
-                obverse_description=str(text.get("obverse", "")),
-                reverse_description=str(text.get("reverse", "")),
-            ))
-        return Identification(coin_id, "ric" if joint is None else "joint", tuple(candidates), self.version)
+    # ------------------------------------------------------------------ internals
 
     def _launch(self, pairs: list, start: int, results: list) -> dict:
         """Coerce one chunk's pairs and queue their preprocessing into pooled buffers."""
         indices = range(start, min(start + self.max_batch, len(pairs)))
         obverse, reverse = self._buffers.acquire(), self._buffers.acquire()
         buffers = {"obverse": obverse, "reverse": reverse}
-        counts = {"obverse": 0, "reverse": 0}
-        rows, futures, items = [], [], []
+        coins = []  # (index, pair) of the coins that coerce
         for index in indices:
             try:
-                pair = self.coerce(pairs[index], index=index)
+                coins.append((index, coerce_pair(pairs[index], index=index)))
             except InputError as error:
-                results[index] = self.failed(getattr(pairs[index], "coin_id", None), error)
-                continue
-            row = {}
-            for side in SIDES:
-                source = getattr(pair, side)
-                if source is None:
-                    continue
-                row[side] = counts[side]
-                counts[side] += 1
-                futures.append((index, side, self._pool.submit(self.preprocess_side, source, side, buffers[side][row[side]])))
-            rows.append((row.get("obverse"), row.get("reverse")))
-            items.append((index, pair.coin_id))
+                results[index] = self.scorer.failed(getattr(pairs[index], "coin_id", None), error)
+        rows, counts = batch_rows([side for side in SIDES if getattr(pair, side) is not None] for _, pair in coins)
+        futures = [
+            (index, side, self._pool.submit(self.scorer.preprocess_side, getattr(pair, side), side, buffers[side][row]))
+            for (index, pair), coin_rows in zip(coins, rows)
+            for side, row in zip(SIDES, coin_rows)
+            if row is not None
+        ]
+        items = [(index, pair.coin_id) for index, pair in coins]
         return {"rows": rows, "items": items, "futures": [f for _, _, f in futures], "tasks": futures,
                 "buffers": (obverse, reverse), "counts": counts}
 
@@ -465,7 +291,7 @@ class Engine:
         if not chunk["items"]:
             return
         no, nr = chunk["counts"]["obverse"], chunk["counts"]["reverse"]
-        scored = self.score_batch(
+        scored = self.scorer.score_batch(
             obverse[:no] if no else None,
             reverse[:nr] if nr else None,
             chunk["rows"],
@@ -473,9 +299,5 @@ class Engine:
             [top_k] * len(chunk["items"]),
         )
         for (index, coin_id), result in zip(chunk["items"], scored):
-            results[index] = self.failed(coin_id, failed[index]) if index in failed else result
+            results[index] = self.scorer.failed(coin_id, failed[index]) if index in failed else result
 
-
-def _check_top_k(top_k) -> None:
-    if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1:
-        raise InputError(f"top_k must be an integer >= 1, got {top_k!r}")

@@ -111,8 +111,7 @@ class Runtime:
         log.info("warm-up done in %.0f ms", 1000 * (time.perf_counter() - started))
 
     def queue_depth(self) -> int:
-        batcher = self.engine._batcher  # not created yet = nothing queued
-        return 0 if batcher is None else batcher.queue_depth
+        return self.engine.queue_depth
 
     def close(self) -> None:
         """Finish queued requests, then release the engine and the landmark models."""

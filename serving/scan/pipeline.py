@@ -234,7 +234,7 @@ class LocalScanner:
                 return error_record(item, kind="read", message=f"{side}: cannot read {path}: {error.strerror or error}",
                                     model_version=self.model_version)
             try:
-                arrays.append(self.engine.preprocess_side(data, side))
+                arrays.append(self.engine.scorer.preprocess_side(data, side))
             except InputError as error:
                 return error_record(item, kind="input", message=str(error), model_version=self.model_version)
         return tuple(arrays)

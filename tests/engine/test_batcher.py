@@ -11,11 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
+from denarius.engine.backends import open_backend
 from denarius.engine.batcher import Batcher, BatcherClosed
 from denarius.engine.bundle import load_bundle
 from denarius.engine.engine import CoinPair, Engine
 from denarius.engine.errors import DeadlineExceeded, InputError, Overloaded
 from denarius.engine.preprocess import preprocess
+from denarius.engine.scoring import Scorer
 
 
 def coin_jpeg(seed: int, size: int = 160) -> bytes:
@@ -167,8 +169,9 @@ def test_asyncio_callers(bundle, coins, expected):
 
 
 def test_standalone_batcher_and_top_k(bundle, coins, expected):
-    with Engine(bundle, backend="ort-cpu", precision="fp32") as engine:
-        with Batcher(engine, max_batch=2, max_wait_ms=0) as batcher:
+    """A Batcher needs only a Scorer (bundle + backend) and a thread pool, not an Engine."""
+    with open_backend(bundle, "ort-cpu", "fp32") as backend, ThreadPoolExecutor(2) as pool:
+        with Batcher(Scorer(bundle, backend), pool, max_batch=2, max_wait_ms=0) as batcher:
             futures = [batcher.submit(coins[i], top_k=2) for i in range(5)]
             results = [f.result(timeout=30) for f in futures]
             with pytest.raises(InputError, match="top_k"):
