@@ -52,15 +52,15 @@ from denarius.engine.bundle import SIDES
 from denarius.engine.errors import ConfigError, InputError
 from denarius.engine.landmarks import composition
 from denarius.engine.landmarks.api import METHODS, LandmarkConfig, compute_landmarks, make_regions
-from denarius.engine.landmarks.figures import grid, write_png
+from denarius.evaluation.figures import grid, write_png
 from denarius.engine.landmarks.geometry import crop_transform
-from denarius.engine.landmarks.metrics import (
+from denarius.evaluation.metrics import (
     NO_PART, deletion_auc, deletion_curve, energy, part_reliance, parts_at_maximum, parts_in_crop, pointing_hit, polygon_mask,
     polygons_in_crop,
 )
 from denarius.engine.landmarks.model import GradientModel
 from denarius.engine.landmarks.optimizer import OptimizerConfig
-from denarius.engine.landmarks.path_scores import PATH_CHECKPOINTS, PathScores, plot_path
+from denarius.evaluation.path_scores import PATH_CHECKPOINTS, PathScores, plot_path
 from denarius.engine.preprocess import canonical_image, crop_image
 
 __all__ = ["EvalConfig", "evaluate", "load_ground_truth"]
@@ -87,7 +87,7 @@ class EvalConfig:
         optimizer: optimiser settings.
         path_checkpoints: iteration counts at which the optimised heatmap (headline window)
             is also scored in the pointing game, as if the optimiser had stopped there
-            (see :mod:`denarius.engine.landmarks.path_scores`); () to skip.
+            (see :mod:`denarius.evaluation.path_scores`); () to skip.
     """
 
     methods: tuple[str, ...] = METHODS
@@ -335,7 +335,7 @@ def _part_scores(reliance: dict, maxima: dict, images_scored: dict, methods) -> 
 
 
 def _guidebooks(by_label: dict, out_dir: Path, count: int) -> list[str]:
-    from denarius.engine.landmarks.guidebook import guidebook_from_maps
+    from denarius.evaluation.guidebook import guidebook_from_maps
 
     written = []
     for side in SIDES:

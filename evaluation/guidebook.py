@@ -15,7 +15,7 @@ import numpy as np
 
 from denarius.engine.errors import InputError
 from denarius.engine.landmarks.api import LandmarkConfig, compute_landmarks
-from denarius.engine.landmarks.figures import grid, write_png
+from denarius.evaluation.figures import grid, write_png
 from denarius.engine.landmarks.model import LandmarkModel
 from denarius.engine.landmarks.result import LandmarkMap, overlay, rescale
 

@@ -1,4 +1,4 @@
-"""Ground-truth metrics of a landmark heatmap (see :mod:`denarius.engine.landmarks.eval`).
+"""Ground-truth metrics of a landmark heatmap (see :mod:`denarius.evaluation.eval`).
 
 Polygons are (N, 2) float32 (x, y) in crop pixels; heatmaps are (H, W) at the crop size.
 """

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from denarius.engine.landmarks import composition
-from denarius.engine.landmarks.metrics import pointing_hit
+from denarius.evaluation.metrics import pointing_hit
 from denarius.engine.landmarks.regions import Regions
 from denarius.engine.landmarks.result import LandmarkMap
 
@@ -76,7 +76,7 @@ def plot_path(scores: dict, path: Path) -> Path | None:
     """Pointing game vs iterations per side, the baselines as dashed lines (PNG).
 
     Args:
-        scores: the ``scores.json`` dict of :func:`denarius.engine.landmarks.eval.evaluate` (uses
+        scores: the ``scores.json`` dict of :func:`denarius.evaluation.eval.evaluate` (uses
             ``path``, ``window`` and ``by_side``).
     Returns:
         the PNG's path, or None when matplotlib is not installed (it comes with the

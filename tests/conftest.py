@@ -83,6 +83,49 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def grad_bundle(tiny_bundle) -> Path:
+    """The tiny bundle, skipping the test when it has no gradient graphs."""
+    from denarius.engine.bundle import load_bundle
+
+    if not load_bundle(tiny_bundle).has("ric", "grad"):
+        pytest.skip("tiny bundle has no gradient graph (denarius.export.gradgraph missing)")
+    return tiny_bundle
+
+
+def _symbol_coin(seed: int, size: tuple[int, int] = (180, 200)) -> tuple[np.ndarray, list]:
+    """A coin on a light background with a bright 'symbol' square.
+
+    Returns:
+        (H, W, 3) uint8 RGB photo and its regions in ``denarius synth``'s landmarks.jsonl
+        format (a discriminative "shield" square, moved 10 px right per seed, and a
+        non-discriminative "legend" triangle).
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    photo = np.full((*size, 3), 225, np.uint8)
+    cx, cy, r = size[1] // 2, size[0] // 2, 70
+    cv2.circle(photo, (cx, cy), r, (150, 120, 80), -1)
+    noise = rng.integers(-20, 20, photo.shape)
+    inside = np.zeros(size, bool)
+    cv2.circle(inside.view(np.uint8), (cx, cy), r, 1, -1)
+    photo[inside] = np.clip(photo[inside].astype(int) + noise[inside], 0, 255)
+    x0, y0 = cx - 25 + 10 * seed, cy - 20
+    cv2.rectangle(photo, (x0, y0), (x0 + 22, y0 + 22), (250, 240, 120), -1)
+    regions = [
+        {"word": "shield", "discriminative": True, "polygon": [[x0, y0], [x0 + 22, y0], [x0 + 22, y0 + 22], [x0, y0 + 22]]},
+        {"word": "legend", "discriminative": False, "polygon": [[cx - 60, cy + 40], [cx + 60, cy + 40], [cx, cy + 60]]},
+    ]
+    return photo, regions
+
+
+@pytest.fixture(scope="session")
+def symbol_coin():
+    """``symbol_coin(seed) -> (photo, regions)``: a drawn coin with one known landmark."""
+    return _symbol_coin
+
+
+@pytest.fixture(scope="session")
 def tiny_manifest(tmp_path_factory) -> Path:
     """The synthetic `tiny` preset (4 emperors, 8 RIC types, 64 coins, seed 0), generated once
     per session; the manifest's path."""

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = {"engine": "denarius.engine", "training": "denarius.training", "export": "denarius.export",
-          "serving": "denarius.serving", "denarius": "denarius"}
+          "serving": "denarius.serving", "evaluation": "denarius.evaluation", "denarius": "denarius"}
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ step pycuda_build build_pycuda
 namespace=/tmp/denarius-namespace
 rm -rf "$namespace" && mkdir -p "$namespace/denarius"
 ln -s "$PWD/denarius/__init__.py" "$namespace/denarius/__init__.py"
-for layer in engine training export serving; do ln -s "$PWD/$layer" "$namespace/denarius/$layer"; done
+for layer in engine training export serving evaluation; do ln -s "$PWD/$layer" "$namespace/denarius/$layer"; done
 export PYTHONPATH="/tmp/site:$namespace:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step kernel_check python3 -m denarius.serving.cli kernel-check --out "$out" --require-cuda
 step gpu_tests python3 -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_kernels.py tests/engine/test_backends.py

@@ -9,17 +9,16 @@ Modules::
     regions.py      windows (w, stride s), SLIC superpixels, pixels; coverage normaliser C
     composition.py  f_I(x) = (sum_k x_k I_k) * C and its adjoint (NumPy reference, CPU path)
     cuda.py         pycuda launchers of engine/kernels/landmarks.cu (same operations)
-    kernel_check.py CUDA kernels vs NumPy, errors and timings (denarius kernel-check)
     model.py        GradientModel: onnxruntime classifier + gradient graph, cost counter
     optimizer.py    batched projected subgradient descent with backprojection
     baselines.py    occlusion sensitivity, gradient saliency
     api.py          LandmarkConfig, compute_landmarks, landmarks_for_source
-    result.py       LandmarkMap and overlays;  figures.py  captioned grids
-    geometry.py     photo -> crop affine map;  guidebook.py  mean map of one class
-    eval.py         landmarks-eval driver: every method scored on a synthetic set
-    metrics.py      pointing game, energy, deletion curve, per-part reliance
-    path_scores.py  the pointing game along the optimiser's path (path.png)
+    result.py       LandmarkMap and overlays
+    geometry.py     photo -> crop affine map
     batcher.py      LandmarkBatcher: queued searches with the same settings share a run
+
+The scores against ground truth, figures, guidebooks and the kernel check are in
+:mod:`denarius.evaluation` (evaluation tooling, not the runtime).
 """
 
 from denarius.engine.landmarks.api import METHODS, SWEEP_EPSILONS, LandmarkConfig, compute_landmarks, landmarks_for_source, make_regions

@@ -1,6 +1,6 @@
 """`denarius kernel-check`: the landmark CUDA kernels against NumPy, errors and timings.
 
-See :mod:`denarius.engine.landmarks.kernel_check`. Exit status: 0 when every error is within the
+See :mod:`denarius.evaluation.kernel_check`. Exit status: 0 when every error is within the
 tolerance (or CUDA did not run), 1 when one is not, 2 with ``--require-cuda`` when CUDA
 could not run.
 """
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from denarius.engine.errors import ConfigError
-    from denarius.engine.landmarks.kernel_check import run_check, table
+    from denarius.evaluation.kernel_check import run_check, table
 
     if args.size < 32 or args.batch < 1 or args.repeats < 1:
         raise ConfigError("--size must be >= 32 (the check uses 21-px windows); --batch and --repeats >= 1")

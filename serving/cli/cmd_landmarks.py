@@ -79,8 +79,8 @@ def run_local(args: argparse.Namespace, config) -> int:
     from denarius.engine.bundle import load_bundle
     from denarius.engine.errors import ConfigError
     from denarius.engine.landmarks import SWEEP_EPSILONS, GradientModel, compute_landmarks
-    from denarius.engine.landmarks.figures import grid, write_png
     from denarius.engine.preprocess import canonical_image, crop_image
+    from denarius.evaluation.figures import grid, write_png
 
     bundle = load_bundle(args.bundle)
     name = GradientModel.model_for_side(bundle, args.side)
@@ -137,7 +137,7 @@ def run_remote(args: argparse.Namespace, config) -> int:
 
         from denarius.engine.errors import ConfigError
         from denarius.engine.landmarks import SWEEP_EPSILONS
-        from denarius.engine.landmarks.figures import grid, write_png
+        from denarius.evaluation.figures import grid, write_png
 
         if config.method != "optimized":
             raise ConfigError(f"--sweep needs --method optimized, got {config.method!r}")

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from denarius.engine.bundle import load_bundle
-    from denarius.engine.landmarks.eval import EvalConfig, evaluate
+    from denarius.evaluation.eval import EvalConfig, evaluate
 
     config = EvalConfig(
         methods=tuple(args.methods), windows=tuple(args.windows), stride=args.stride, epsilon=args.epsilon, reference=args.reference,

@@ -410,7 +410,7 @@ def test_occlusion_with_blur_reference_equals_reference_loop(model):
 
 
 def test_deletion_curve_ends_at_the_reference(model):
-    from denarius.engine.landmarks.metrics import deletion_curve
+    from denarius.evaluation.metrics import deletion_curve
 
     crop = _coin(13)
     blurred = _blurred(crop)
