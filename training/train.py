@@ -42,6 +42,7 @@ from denarius.engine.errors import ConfigError
 from denarius.engine.preprocess import PreprocessSpec
 from denarius.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from denarius.training.datasets import TASK_SIDE, CoinSideDataset, canonical_images, task_targets
+from denarius.training.metrics import mean_class_accuracy
 from denarius.training.model import HEAD_PREFIX, ModelConfig, build_model, load_pretrained
 
 __all__ = [
@@ -245,7 +246,6 @@ def predict_proba(model: nn.Module, loader: torch.utils.data.DataLoader) -> tupl
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader) -> dict:
     """Mean cross-entropy, top-1 and mean per-class accuracy on centre crops, plus the
     (N, C) float32 probabilities and (N,) int64 targets."""
-    from denarius.training.evaluate import mean_class_accuracy
 
     probs, targets = predict_proba(model, loader)
     picked = probs[np.arange(len(targets)), targets]

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from denarius.engine.bundle import Bundle
-
-if TYPE_CHECKING:
-    from denarius.serving.bench.suite import BenchConfig
+from denarius.serving.bench.config import BenchConfig
 
 __all__ = ["AT_CAP_IMAGES", "bench_landmarks", "bench_grpc_landmarks"]
 

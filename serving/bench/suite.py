@@ -32,15 +32,16 @@ import logging
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from denarius.engine.bundle import Bundle, load_bundle
+from denarius.serving.bench.config import BenchConfig
 from denarius.serving.bench.landmarks import AT_CAP_IMAGES, bench_grpc_landmarks, bench_landmarks
 
-__all__ = ["BenchConfig", "run_bench", "TARGETS"]
+__all__ = ["run_bench", "TARGETS"]
 
 log = logging.getLogger(__name__)
 
@@ -60,35 +61,6 @@ TARGETS = {
     **{f"landmarks_occlusion_vs_optimized_at_cap_{n}_per_run": ("min", 15.0) for n in AT_CAP_IMAGES},
     "scan_vs_engine": ("min", 0.9),
 }
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What to measure.
-
-    Attributes:
-        bundle: model bundle folder.
-        out: output folder (bench.json, bench.md, bench.png).
-        quick: small sample sizes (a smoke run, e.g. in tests); figures are noisier.
-        coins: coin pairs in the workload (JPEG photos made by the synthetic generator).
-        batch_sizes: model-only batch sizes.
-        concurrency: gRPC client concurrency levels.
-        seconds: target duration of each timed loop (longer = steadier figures).
-        sections: which sections to run.
-    """
-
-    bundle: Path
-    out: Path
-    quick: bool = False
-    coins: int = 96
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
-    concurrency: tuple[int, ...] = (1, 4, 16)
-    seconds: float = 4.0
-    sections: tuple[str, ...] = ("model_only", "engine", "torch_eager", "grpc", "landmarks", "scan")
-
-    @classmethod
-    def quick_config(cls, bundle: Path, out: Path, **overrides) -> BenchConfig:
-        return cls(bundle=Path(bundle), out=Path(out), quick=True, coins=16, seconds=0.5, **overrides)
 
 
 # ----------------------------------------------------------------------------- workload

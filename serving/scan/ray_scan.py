@@ -42,8 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
+from denarius.engine.engine import Engine
 from denarius.engine.errors import BackendUnavailable, ConfigError
 from denarius.serving.scan.inputs import CoinItem
+from denarius.serving.scan.local import LocalScanner
 
 __all__ = ["EngineActor", "RayRunner", "connect"]
 
@@ -120,9 +122,6 @@ class EngineActor:
 
     def __init__(self, *, bundle: str, backend: str, precision: str | None, batch_size: int, top_k: int,
                  landmarks: bool, threads: int):
-        from denarius.engine.engine import Engine
-        from denarius.serving.scan.pipeline import LocalScanner
-
         self.engine = Engine(bundle, backend=backend, precision=precision, max_batch=batch_size, preprocess_workers=1)
         self.scanner = LocalScanner(self.engine, top_k=top_k, workers=threads, landmarks=landmarks)
 

@@ -10,7 +10,7 @@ from denarius.engine.preprocess import PreprocessSpec
 from denarius.training.baseline_svm import BowSVM, SVMConfig, extract_descriptors, grid_keypoints, softmax
 from denarius.training.data import kfold_splits, load_dataset
 from denarius.training.datasets import canonical_images, task_targets
-from denarius.training.evaluate import mean_class_accuracy
+from denarius.training.metrics import mean_class_accuracy
 
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from denarius.engine.errors import ManifestError
 from denarius.engine.hierarchy import Hierarchy
-from denarius.training.evaluate import fold_metrics, mean_class_accuracy, summarise, task_metrics, top_k_accuracy
+from denarius.training.evaluate import fold_metrics, summarise
+from denarius.training.metrics import mean_class_accuracy, task_metrics, top_k_accuracy
 
 pytest.importorskip("torch")
 

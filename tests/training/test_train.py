@@ -58,7 +58,7 @@ def test_trained_models_are_well_above_chance(trained_run, tiny_manifest):
     Mean per-class accuracy, because one emperor owns most coins of the tiny set (a model
     that always answers him has top-1 0.62 but per-class accuracy 0.25).
     """
-    from denarius.training.evaluate import mean_class_accuracy
+    from denarius.training.metrics import mean_class_accuracy
 
     dataset = load_dataset(tiny_manifest)
     spec = PreprocessSpec.for_input_size(64)
