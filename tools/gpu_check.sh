@@ -62,11 +62,9 @@ print(\"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"onnxruntime\"
 print(\"providers\", onnxruntime.get_available_providers())"'
 step pycuda_build build_pycuda
 # The checkout seen as the installed namespace (denarius.engine = ./engine, ...) without pip:
-# a folder of symbolic links, the layout the wheel installs.
+# a folder of symbolic links, the layout the wheel installs (tools/namespace_view.py).
 namespace=/tmp/denarius-namespace
-rm -rf "$namespace" && mkdir -p "$namespace/denarius"
-ln -s "$PWD/denarius/__init__.py" "$namespace/denarius/__init__.py"
-for layer in engine training export serving evaluation; do ln -s "$PWD/$layer" "$namespace/denarius/$layer"; done
+python3 tools/namespace_view.py "$namespace" >/dev/null
 export PYTHONPATH="/tmp/site:$namespace:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step kernel_check python3 -m denarius.serving.cli kernel-check --out "$out" --require-cuda
 step gpu_tests python3 -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_kernels.py tests/engine/test_backends.py
