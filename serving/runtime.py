@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from denarius.engine.errors import ConfigError, InputError
+from denarius.engine.landmarks.service import LandmarkService
 from denarius.serving.denarius.v1 import coins_pb2, tensor_pb2
 
 __all__ = ["Runtime", "SERVER_VERSION"]
@@ -47,8 +47,8 @@ class Runtime:
         self.bundle = engine.bundle
         self.max_message_bytes = max_message_bytes
         self.stream_window = stream_window
-        self._landmark_models: dict = {}  # opened lazily: the gradient graphs cost memory
-        self._landmark_lock = threading.Lock()
+        # Shares the engine's backend; the gradient graphs open on first use (they cost memory).
+        self.landmarks = LandmarkService.from_engine(engine)
 
     @classmethod
     def open(
@@ -114,12 +114,9 @@ class Runtime:
         return self.engine.queue_depth
 
     def close(self) -> None:
-        """Finish queued requests, then release the engine and the landmark models."""
+        """Finish queued requests, then release the landmark service and the engine."""
+        self.landmarks.close()
         self.engine.close(drain=True)
-        with self._landmark_lock:
-            for model in self._landmark_models.values():
-                model.close()
-            self._landmark_models.clear()
 
     # -- Identify --------------------------------------------------------------------------
     def pair_from_request(self, request: coins_pb2.IdentifyRequest):
@@ -171,30 +168,22 @@ class Runtime:
         return response
 
     # -- Landmarks -------------------------------------------------------------------------
-    def landmark_model(self, name: str):
-        """The GradientModel of one bundle model, opened on first use (thread-safe)."""
-        from denarius.engine.landmarks import GradientModel
-
-        with self._landmark_lock:
-            if name not in self._landmark_models:
-                self._landmark_models[name] = GradientModel.from_bundle(self.bundle, name)
-            return self._landmark_models[name]
-
     def landmark_job(self, request: coins_pb2.LandmarksRequest):
         """Validate a LandmarksRequest (cheaply, no decoding) and describe its work.
 
         Returns:
             an :class:`denarius.engine.landmarks.batcher.LandmarkJob` for a
-            :class:`~denarius.engine.landmarks.batcher.LandmarkBatcher` whose ``model_for`` is
-            :meth:`landmark_model`. Its ``prepare`` decodes and crops the image; its result
-            is ``(LandmarkMap, probabilities (C,) float64, classes, overlay PNG bytes)``.
+            :class:`~denarius.engine.landmarks.batcher.LandmarkBatcher` on :attr:`landmarks`
+            (the engine's :class:`~denarius.engine.landmarks.service.LandmarkService`). Its
+            ``prepare`` has the service decode and crop the image; its result is
+            ``(LandmarkMap, probabilities (C,) float64, classes, overlay PNG bytes)``.
 
         Raises:
             InputError: no side, an image whose header is unusable, an unknown target label.
             ConfigError: epsilon outside (0, 1], negative sparsity, out-of-range settings.
         """
         from denarius.engine.imageio import read_header
-        from denarius.engine.landmarks import GradientModel, LandmarkConfig, OptimizerConfig
+        from denarius.engine.landmarks import LandmarkConfig, OptimizerConfig
         from denarius.engine.landmarks.batcher import LandmarkJob
 
         side = SIDE_NAMES.get(request.side)
@@ -208,12 +197,10 @@ class Runtime:
             read_header(request.image)  # empty, text, truncated header: answer before queueing
         except InputError as error:
             raise InputError(error.reason, side=side) from None
-        model_name = GradientModel.model_for_side(self.bundle, side)
-        classes = self.bundle.models[model_name].classes
-        target = request.target or None
-        if target is not None and target not in classes:
-            shown = ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else "")
-            raise InputError(f"unknown target label {target!r} for the {side}; valid labels: {shown}")
+        service = self.landmarks
+        model_name = service.model_name(side)
+        classes = service.classes(model_name)
+        target = service.check_target(model_name, request.target or None, side=side)
         optimizer = {}
         if request.HasField("sparsity"):
             optimizer["lam"] = float(request.sparsity)
@@ -238,7 +225,7 @@ class Runtime:
                 raise ConfigError("single-pixel regions need method OPTIMIZED or SALIENCY, not OCCLUSION")
             settings["pixels"] = True
         elif request.WhichOneof("regions") == "windows":
-            crop = self.engine.spec.crop
+            crop = service.input_size(model_name)
             settings["window"] = request.windows.size or 11
             settings["stride"] = request.windows.stride or 3
             if settings["window"] > crop or settings["stride"] > crop:
@@ -247,19 +234,15 @@ class Runtime:
             raise ConfigError(f"top_regions must be <= {MAX_TOP_REGIONS}, got {request.top_regions}")
         settings["top"] = request.top_regions or 5
         config = LandmarkConfig(**settings)
-        image, spec, overlay = bytes(request.image), self.engine.spec, request.include_overlay
+        image, overlay = bytes(request.image), request.include_overlay
 
         def prepare() -> np.ndarray:
-            from denarius.engine.preprocess import canonical_image, crop_image
-
-            return crop_image(canonical_image(image, spec, side=side), spec)  # (S, S, 3) uint8
+            return service.crop(image, side=side)  # (S, S, 3) uint8
 
         def finish(landmark_map, crop: np.ndarray) -> tuple:
             import cv2
 
-            from denarius.engine.preprocess import normalize
-
-            probabilities = self.landmark_model(model_name).probabilities(normalize(crop[None], spec))[0]
+            probabilities = service.probabilities(crop[None], model=model_name)[0]
             png = b""
             if overlay:
                 rgb = landmark_map.overlay(scale=max(1, 256 // crop.shape[0]))

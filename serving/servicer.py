@@ -98,7 +98,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         from denarius.engine.landmarks.batcher import LandmarkBatcher
 
         self._landmarks = LandmarkBatcher(
-            self.runtime.landmark_model, workers=config.landmark_workers, max_batch=config.landmark_batch,
+            self.runtime.landmarks, workers=config.landmark_workers, max_batch=config.landmark_batch,
             on_run=self.metrics.landmark_run_size.observe,
         )
 

@@ -8,7 +8,9 @@ them on host NumPy arrays::
 
 ``infer`` validates its feed (dtype, rank, spatial shape, batch >= 1) and splits batches
 larger than ``max_batch``; ``run`` is the dict-based form for graphs with several inputs
-or outputs (the gradient graphs). Both are safe to call from several threads at once.
+or outputs (the gradient graphs) and validates its feeds the same way, against the graph's
+own inputs (names, dtypes, ranks and fixed dimensions, like Polygraphy's ``check_inputs``).
+Both are safe to call from several threads at once.
 Lifecycles are explicit: ``close()`` or a ``with`` block, never ``__del__``.
 """
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from denarius.engine.errors import ConfigError, DenariusError, InputError
 
-__all__ = ["Backend", "GraphFile", "cpu_model_name", "physical_cores", "PRECISIONS"]
+__all__ = ["Backend", "GraphFile", "TensorSpec", "check_feeds", "cpu_model_name", "physical_cores", "PRECISIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,50 @@ class GraphFile:
     path: Path
     input_name: str = "image"
     output_name: str = "logits"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input of a graph: its name, NumPy dtype and shape (None for a free dimension)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+
+    def describe(self) -> str:
+        dims = ", ".join("N" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: ({dims}) {np.dtype(self.dtype).name}"
+
+
+def check_feeds(graph: str, feeds: Mapping[str, np.ndarray], specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+    """Validate named feeds against a graph's inputs; returns them as C-contiguous arrays.
+
+    Every input must be fed, no unknown name may be, and each array must have the input's
+    dtype, rank and fixed dimensions (free ones, None, take any size >= 1).
+
+    Raises:
+        InputError: the first problem found, naming the graph and the input, and listing
+            what the graph expects.
+    """
+    expected = "; ".join(spec.describe() for spec in specs.values())
+    unknown = sorted(set(feeds) - set(specs))
+    if unknown:
+        raise InputError(f"{graph}: unknown input(s) {unknown}; the graph takes {expected}")
+    missing = [name for name in specs if name not in feeds]
+    if missing:
+        raise InputError(f"{graph}: missing input(s) {missing}; the graph takes {expected}")
+    checked = {}
+    for name, spec in specs.items():
+        array = np.asarray(feeds[name])
+        if array.dtype != spec.dtype:
+            raise InputError(f"{graph}: input {name!r} must be {np.dtype(spec.dtype).name}, got {array.dtype}")
+        if array.ndim != len(spec.shape):
+            raise InputError(f"{graph}: input {name!r} must have rank {len(spec.shape)} ({spec.describe()}), got shape {array.shape}")
+        for axis, (want, got) in enumerate(zip(spec.shape, array.shape)):
+            if (want is not None and got != want) or got == 0:
+                raise InputError(f"{graph}: input {name!r} has size {got} on axis {axis}; expected {spec.describe()}")
+        checked[name] = np.ascontiguousarray(array)
+    return checked
 
 
 def physical_cores() -> int:
@@ -148,10 +194,37 @@ class Backend:
         """Run any opened graph with named feeds; returns {output name: array}.
 
         No batch splitting: the caller sizes the feeds (used for the gradient graphs).
+
+        Args:
+            feeds: {input name: array}, every input of the graph with its dtype and rank
+                (see :meth:`input_specs`).
+            outputs: output names to fetch (None: all, in graph order).
+        Raises:
+            InputError: a missing or unknown input, a wrong dtype, rank or fixed dimension.
+            ConfigError: an output the graph does not have (its outputs listed).
         """
         self._check_open()
         self._check_graph(graph)
-        return self._run(graph, dict(feeds), outputs)
+        feeds = check_feeds(graph, feeds, self.input_specs(graph))
+        if outputs is not None:
+            known = self.output_names(graph)
+            unknown = [name for name in outputs if name not in known]
+            if unknown:
+                raise ConfigError(f"{graph}: no output(s) {unknown}; the graph's outputs: {list(known)}")
+        return self._run(graph, feeds, outputs)
+
+    def input_specs(self, graph: str) -> dict[str, TensorSpec]:
+        """{input name: TensorSpec} of an opened graph (what :meth:`run` accepts)."""
+        raise NotImplementedError(f"the {self.name} backend runs classifier graphs only (use infer)")
+
+    def output_names(self, graph: str) -> tuple[str, ...]:
+        """Output names of an opened graph, in graph order."""
+        raise NotImplementedError(f"the {self.name} backend runs classifier graphs only (use infer)")
+
+    @property
+    def on_gpu(self) -> bool:
+        """True when the graphs run on a CUDA device (the landmark masking then uses CUDA too)."""
+        return False
 
     def close(self) -> None:
         """Release sessions/engines/device memory. Idempotent."""

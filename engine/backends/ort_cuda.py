@@ -19,14 +19,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from denarius.engine.backends.base import Backend, GraphFile
-from denarius.engine.errors import BackendUnavailable, BundleError
+from denarius.engine.backends.base import GraphFile
+from denarius.engine.backends.ort_base import OrtBackend
+from denarius.engine.backends.sessions import ORT_TYPES
+from denarius.engine.errors import BackendUnavailable
 
 __all__ = ["OrtCudaBackend", "cuda_provider_available"]
 
 logger = logging.getLogger(__name__)
 
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 # Device buffers kept per graph: batch sizes beyond this many distinct values evict the
 # least recently used pair (each pair is at most max_batch * 3 * S * S * 4 bytes).
 _CACHED_SHAPES = 8
@@ -41,7 +42,7 @@ def cuda_provider_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-class OrtCudaBackend(Backend):
+class OrtCudaBackend(OrtBackend):
     """onnxruntime ``CUDAExecutionProvider`` with IOBinding to device buffers.
 
     Args:
@@ -74,40 +75,28 @@ class OrtCudaBackend(Backend):
             "CUDAExecutionProvider",
             {"device_id": self.device_id, "cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True},
         )
-        self._sessions, self._io, self._buffers, self._locks = {}, {}, {}, {}
-        for graph, spec in self._files.items():
-            try:
-                session = ort.InferenceSession(str(spec.path), sess_options=options, providers=[provider, "CPUExecutionProvider"])
-            except Exception as error:
-                raise BundleError(f"onnxruntime (CUDA) cannot load {spec.path}: {error}") from None
+        self._open_sessions(options=options, providers=[provider, "CPUExecutionProvider"])
+        self._buffers, self._locks, self._classes, self._out_dtypes = {}, {}, {}, {}
+        for graph, session in self._sessions.items():
             if "CUDAExecutionProvider" not in session.get_providers():
                 raise BackendUnavailable(
                     f"onnxruntime could not start the CUDA provider on device {self.device_id} "
                     f"(no GPU visible, or a CUDA/cuDNN version mismatch); session providers: {session.get_providers()}"
                 )
-            inputs = {i.name: i for i in session.get_inputs()}
-            if spec.input_name not in inputs:
-                raise BundleError(f"{spec.path}: no input named {spec.input_name!r}; inputs: {sorted(inputs)}")
-            node = inputs[spec.input_name]
-            out = {o.name: o for o in session.get_outputs()}[spec.output_name]
-            self._sessions[graph] = session
-            self._io[graph] = {
-                "input": node.name,
-                "output": spec.output_name,
-                "dtype": _ORT_TYPES.get(node.type, np.float32),
-                "out_dtype": _ORT_TYPES.get(out.type, np.float32),
-                "shape": tuple(node.shape[1:]),
-                "classes": int(out.shape[1]),
-            }
+            io = self._classifiers.get(graph)
+            if io is not None:
+                out = {o.name: o for o in session.get_outputs()}[io.output]
+                self._out_dtypes[graph] = ORT_TYPES.get(out.type, np.dtype(np.float32))
+                self._classes[graph] = int(out.shape[1])
             self._buffers[graph] = OrderedDict()
             # One binding + buffer pair per graph in flight at a time: calls from several
             # threads serialise per graph (the GPU runs one kernel stream per session anyway).
             self._locks[graph] = threading.Lock()
         logger.info("ort-cuda: opened %s on cuda:%d (%s)", list(self._sessions), self.device_id, precision)
 
-    def input_shape(self, graph: str) -> tuple[int, ...]:
-        self._check_graph(graph)
-        return self._io[graph]["shape"]
+    @property
+    def on_gpu(self) -> bool:
+        return True
 
     def _device_buffers(self, graph: str, batch: int):
         import onnxruntime as ort
@@ -116,20 +105,20 @@ class OrtCudaBackend(Backend):
         if batch in cache:
             cache.move_to_end(batch)
             return cache[batch]
-        io = self._io[graph]
-        image = ort.OrtValue.ortvalue_from_shape_and_type((batch, *io["shape"]), io["dtype"], "cuda", self.device_id)
-        logits = ort.OrtValue.ortvalue_from_shape_and_type((batch, io["classes"]), io["out_dtype"], "cuda", self.device_id)
+        io = self._classifiers[graph]
+        image = ort.OrtValue.ortvalue_from_shape_and_type((batch, *io.shape), io.dtype, "cuda", self.device_id)
+        logits = ort.OrtValue.ortvalue_from_shape_and_type((batch, self._classes[graph]), self._out_dtypes[graph], "cuda", self.device_id)
         binding = self._sessions[graph].io_binding()
-        binding.bind_ortvalue_input(io["input"], image)
-        binding.bind_ortvalue_output(io["output"], logits)
+        binding.bind_ortvalue_input(io.input, image)
+        binding.bind_ortvalue_output(io.output, logits)
         cache[batch] = (image, logits, binding)
         while len(cache) > _CACHED_SHAPES:
             cache.popitem(last=False)
         return cache[batch]
 
     def _infer(self, graph: str, inputs: np.ndarray) -> np.ndarray:
-        io = self._io[graph]
-        host = inputs if io["dtype"] == np.float32 else inputs.astype(io["dtype"])
+        io = self._classifiers[graph]
+        host = inputs if io.dtype == np.float32 else inputs.astype(io.dtype)
         with self._locks[graph]:
             image, logits, binding = self._device_buffers(graph, host.shape[0])
             image.update_inplace(host)  # host -> device into the existing buffer
@@ -137,12 +126,7 @@ class OrtCudaBackend(Backend):
             out = logits.numpy()  # device -> host, a fresh array
         return out.astype(np.float32, copy=False)
 
-    def _run(self, graph: str, feeds: dict, outputs: list[str] | None) -> dict[str, np.ndarray]:
-        session = self._sessions[graph]
-        names = outputs or [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, feeds)))
-
     def _close(self) -> None:
         for cache in self._buffers.values():
             cache.clear()
-        self._sessions.clear()
+        super()._close()

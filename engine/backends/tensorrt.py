@@ -94,6 +94,10 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
+    @property
+    def on_gpu(self) -> bool:
+        return True
+
     def __init__(self, graphs: Mapping[str, GraphFile], *, precision: str = "fp16", max_batch: int = 64, device_id: int = 0):
         super().__init__(graphs, precision=precision, max_batch=max_batch)
         ok, reason = tensorrt_available()

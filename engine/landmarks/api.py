@@ -21,7 +21,7 @@ from denarius.engine.landmarks.optimizer import NumpyOps, OptimizerConfig, check
 from denarius.engine.landmarks.regions import Regions, pixel_regions, superpixel_regions, window_regions
 from denarius.engine.landmarks.result import LandmarkMap, rescale, top_regions
 
-__all__ = ["METHODS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source"]
+__all__ = ["METHODS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source", "source_crop"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ def compute_landmarks(
     should_stop=None,
     progress: bool = False,
     checkpoints: Sequence[int] = (),
+    regions_for=make_regions,
 ) -> list[LandmarkMap]:
     """Landmark maps for a batch of crops.
 
@@ -143,6 +144,8 @@ def compute_landmarks(
         checkpoints: optimised method only - iteration counts at which each map keeps
             its persistence (``LandmarkMap.persistence_by_iteration``), to see how the
             heatmap evolves along the optimiser's path.
+        regions_for: (config, crop) -> Regions; default :func:`make_regions` (the landmark
+            service passes its cache: window and pixel regions do not depend on the image).
     Returns:
         One :class:`LandmarkMap` per image (per image and epsilon, epsilon fastest for a
         sweep), in input order.
@@ -163,7 +166,7 @@ def compute_landmarks(
     results: dict[int, list[LandmarkMap]] = {}
     with single_threaded_blas():
         for group in groups:
-            regions = make_regions(config, crops[group[0]])
+            regions = regions_for(config, crops[group[0]])
             group_targets = [index_targets[i] for i in group]
             fixed = None if any(t is None for t in group_targets) else group_targets
             if config.method == "optimized":
@@ -304,19 +307,34 @@ def landmarks_for_source(
     Raises:
         InputError: the photo cannot be decoded (the message names the side).
     """
+    crop, matrix, size = source_crop(source, model.spec, side=side)
+    maps = compute_landmarks(model, crop, config=config, targets=target, epsilons=epsilons, ops=ops)
+    for m in maps:
+        m.source_transform = matrix
+        m.source_size = size
+    return maps
+
+
+def source_crop(source, spec, *, side: str | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Decode a photo and cut the network's centre crop, keeping the way back to the photo.
+
+    Args:
+        source: encoded bytes, a path, or a decoded (H, W, 3) uint8 RGB array.
+        spec: the model's :class:`~denarius.engine.preprocess.PreprocessSpec`.
+        side: "obverse"/"reverse", named in error messages.
+    Returns:
+        the (S, S, 3) uint8 crop, the crop -> photo affine matrix (``LandmarkMap.source_transform``)
+        and the photo's (height, width).
+    Raises:
+        InputError: the photo cannot be decoded (the message names the side).
+    """
     from denarius.engine.imageio import decode_image
     from denarius.engine.landmarks.geometry import crop_transform
     from denarius.engine.preprocess import canonical_image, crop_image
 
-    spec = model.spec
     try:
         rgb = decode_image(source, max_pixels=spec.max_pixels, min_side=spec.min_side)
     except InputError as error:
         raise InputError(error.reason, side=side) from None
     crop = crop_image(canonical_image(rgb, spec, side=side), spec)
-    matrix = crop_transform(rgb, spec)
-    maps = compute_landmarks(model, crop, config=config, targets=target, epsilons=epsilons, ops=ops)
-    for m in maps:
-        m.source_transform = matrix
-        m.source_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-    return maps
+    return crop, crop_transform(rgb, spec), (int(rgb.shape[0]), int(rgb.shape[1]))

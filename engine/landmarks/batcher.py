@@ -9,7 +9,8 @@ many images the batch holds. Measured with ``denarius bench --sections landmarks
 
 :class:`LandmarkBatcher` runs :class:`LandmarkJob` s on ``workers`` threads. A free worker
 takes the oldest queued job plus every other queued job that may share its run, up to
-``max_batch``, and makes one :func:`compute_landmarks` call for them. Jobs may share a run
+``max_batch``, and makes one :meth:`LandmarkService.compute
+<denarius.engine.landmarks.service.LandmarkService.compute>` call for them. Jobs may share a run
 when they ask for the same model and the same :class:`LandmarkConfig`, with the optimised
 method on window or pixel regions, and either all name their target class or none does.
 Superpixels differ per image and occlusion batches its occluded copies of one image, so
@@ -41,8 +42,7 @@ from typing import Any
 import numpy as np
 
 from denarius.engine.errors import BatcherClosed, Cancelled, DeadlineExceeded
-from denarius.engine.landmarks.api import LandmarkConfig, compute_landmarks
-from denarius.engine.landmarks.model import LandmarkModel
+from denarius.engine.landmarks.api import LandmarkConfig
 
 __all__ = ["LandmarkJob", "LandmarkBatcher"]
 
@@ -63,7 +63,7 @@ class LandmarkJob:
 
     Attributes:
         model: the model's name in the bundle ("emperor" or "ric"), resolved by the
-            batcher's ``model_for``.
+            batcher's service.
         config: what to compute.
         prepare: returns the (S, S, 3) uint8 centre crop (decoding happens here, on a worker).
         target: a class label, or None for the predicted class.
@@ -102,17 +102,19 @@ class LandmarkBatcher:
     """Worker threads that run landmark jobs, coalescing those that can share a run.
 
     Args:
-        model_for: model name -> :class:`LandmarkModel` (called on a worker thread).
+        service: a :class:`~denarius.engine.landmarks.service.LandmarkService` (anything with
+            its ``compute(crops, *, model, config, targets, should_stop)``), called on a
+            worker thread.
         workers: threads running jobs (runs in parallel).
         max_batch: most jobs in one run.
         on_run: optional callback with the number of jobs in each run, after the run.
     """
 
-    def __init__(self, model_for: Callable[[str], LandmarkModel], *, workers: int = 1, max_batch: int = 8,
+    def __init__(self, service, *, workers: int = 1, max_batch: int = 8,
                  on_run: Callable[[int], None] | None = None):
         if workers < 1 or max_batch < 1:
             raise ValueError(f"workers and max_batch must be >= 1, got workers={workers}, max_batch={max_batch}")
-        self._model_for = model_for
+        self._service = service
         self._max_batch = max_batch
         self._on_run = on_run
         self._queue: collections.deque[tuple[LandmarkJob, Future]] = collections.deque()
@@ -206,9 +208,9 @@ class LandmarkBatcher:
             return
         first = live[0][0]
         try:
-            maps = compute_landmarks(
-                self._model_for(first.model),
+            maps = self._service.compute(
                 np.stack([crop for _, _, crop in live]),
+                model=first.model,
                 config=first.config,
                 targets=None if first.target is None else [job.target for job, _, _ in live],
                 should_stop=lambda: all(job.should_stop() for job, _, _ in live),

@@ -1,34 +1,42 @@
 """The network as the landmark methods see it: class probabilities and loss gradients.
 
-:class:`GradientModel` runs a bundle's fp32 classifier (``<name>.onnx``) for forward
-passes and its gradient graph (``<name>.grad.onnx``: inputs ``image``, ``target``;
-outputs ``logits``, ``loss`` = -log softmax[target], ``grad_image``) for loss gradients,
-both with onnxruntime, and counts the cost in forward-pass equivalents: a forward pass of
-one image is 1, a forward + backward pass of one image is 3 (a backward counts as two).
+:class:`GradientModel` is a thin adaptor over engine backends: forward passes run the
+classifier graph (``"ric"`` / ``"emperor"``) with ``Backend.infer`` on the backend the
+caller gives (the Engine's own, so a served landmark search and Identify share one
+session), loss gradients run the bundle's gradient graph (``"<name>.grad"``: inputs the
+classifier's input and ``target``; outputs the classifier's output, ``loss`` =
+-log softmax[target], ``grad_image``) with ``Backend.run``. Tensor names come from the
+bundle manifest (``ModelInfo.input_name`` / ``output_name``). It counts the cost in
+forward-pass equivalents: a forward pass of one image is 1, a forward + backward pass of
+one image is 3 (a backward counts as two).
 
-The optimiser and the baselines only need the small :class:`LandmarkModel` protocol, so an
-engine backend (CUDA, TensorRT) can stand in for it.
+:class:`denarius.engine.landmarks.service.LandmarkService` builds these on the engine's
+backends; the optimiser and the baselines only need the small :class:`LandmarkModel`
+protocol.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from denarius.engine.errors import BundleError, ConfigError, InputError
 from denarius.engine.preprocess import PreprocessSpec
+from denarius.engine.scoring import softmax64 as softmax  # the one softmax; optimiser and baselines import it from here
 
-__all__ = ["LandmarkModel", "GradientModel", "softmax", "FORWARD", "FORWARD_BACKWARD"]
+__all__ = ["LandmarkModel", "GradientModel", "softmax", "model_for_side", "FORWARD", "FORWARD_BACKWARD",
+           "GRAD_TARGET", "GRAD_LOSS", "GRAD_IMAGE"]
 
 logger = logging.getLogger(__name__)
 
 FORWARD = 1  # forward-pass equivalents of one image's forward pass
 FORWARD_BACKWARD = 3  # forward + backward (a backward counts as two)
+# The gradient graph's own tensors (export/gradgraph.py); its image input and logits output
+# carry the classifier's names from the manifest.
+GRAD_TARGET, GRAD_LOSS, GRAD_IMAGE = "target", "loss", "grad_image"
 
 
 @runtime_checkable
@@ -52,40 +60,38 @@ class LandmarkModel(Protocol):
         """-> logits (N, C), loss (N,) = -log softmax[target], grad_image (N, 3, S, S)."""
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """(N, C) -> (N, C) float64 probabilities, stable for any finite logits."""
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def model_for_side(bundle, side: str) -> str:
+    """Name of the bundle model that reads ``side`` ("obverse" -> emperor, "reverse" -> ric).
+
+    Raises:
+        InputError: no model reads that side (the valid sides listed).
+    """
+    for name, info in bundle.models.items():
+        if info.side == side:
+            return name
+    valid = sorted(info.side for info in bundle.models.values())
+    raise InputError(f"no model reads side {side!r}; valid sides: {valid}")
 
 
-def _session(source, providers: Sequence[str] | None, threads: int | None):
-    if not isinstance(source, (str, os.PathLike)):
-        return source  # an InferenceSession made elsewhere (the engine's backend)
-    import onnxruntime as ort
-
-    path = Path(source)
-    if not path.is_file():
-        raise BundleError(f"ONNX file {path} does not exist")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+def model_spec(bundle, model: str) -> PreprocessSpec:
+    """The bundle's preprocessing with the crop at ``model``'s input size."""
+    spec, size = bundle.preprocess, bundle.models[model].input_size
+    return spec if spec.crop == size else PreprocessSpec.from_dict({**spec.to_dict(), "crop": size})
 
 
 class GradientModel:
-    """onnxruntime classifier + gradient graph with a forward-pass-equivalent counter.
+    """A classifier + its gradient graph on engine backends, with a forward-pass-equivalent counter.
 
     Args:
-        classifier: path of the fp32 ONNX classifier (input ``image``, output ``logits``)
-            or an onnxruntime InferenceSession.
-        gradient: path (or session) of the gradient graph; None allows forward passes only.
+        classifier: a :class:`~denarius.engine.backends.Backend` with graph ``name`` open.
+        gradient: a Backend with graph ``"<name>.grad"`` open; None allows forward passes only.
+        name: the bundle model ("emperor" or "ric").
         spec: the model's preprocessing (the crop size is the network input size).
         classes: class names in logit order.
-        providers: onnxruntime execution providers (default CPU).
-        max_batch: images per session call; larger requests are split.
+        input_name, output_name: the classifier's tensor names (bundle manifest).
+        max_batch: images per gradient-graph call; larger requests are split (the
+            classifier backend splits its own calls).
+        owned: backends this model closes in :meth:`close` (those it opened itself).
     """
 
     def __init__(
@@ -93,41 +99,64 @@ class GradientModel:
         classifier,
         gradient=None,
         *,
+        name: str,
         spec: PreprocessSpec,
         classes: Sequence[str],
-        providers: Sequence[str] | None = None,
+        input_name: str = "image",
+        output_name: str = "logits",
         max_batch: int = 64,
-        threads: int | None = None,
+        owned: Sequence = (),
     ):
         if max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+        if name not in classifier.graphs:
+            raise ConfigError(f"graph {name!r} is not open in the classifier backend; open graphs: {list(classifier.graphs)}")
+        if gradient is not None and f"{name}.grad" not in gradient.graphs:
+            raise ConfigError(f"graph {name + '.grad'!r} is not open in the gradient backend; open graphs: {list(gradient.graphs)}")
+        self.name = name
         self.spec = spec
         self.classes = tuple(classes)
         self.max_batch = int(max_batch)
         self.forward_equivalents = 0
-        self._forward = _session(classifier, providers, threads)
-        self._gradient = _session(gradient, providers, threads) if gradient is not None else None
+        self.input_name, self.output_name = input_name, output_name
+        self._forward = classifier
+        self._gradient = gradient
+        self._owned = tuple(owned)
 
     @classmethod
-    def from_bundle(cls, bundle, model: str, *, providers: Sequence[str] | None = None, max_batch: int = 64, threads: int | None = None) -> GradientModel:
-        """Model ``"ric"`` or ``"emperor"`` of a loaded :class:`denarius.engine.bundle.Bundle`."""
+    def on_backends(cls, bundle, model: str, classifier, gradient=None, *, max_batch: int = 64) -> GradientModel:
+        """Model ``model`` of ``bundle`` on already opened backends (not closed by :meth:`close`).
+
+        Args:
+            classifier: a Backend with graph ``model`` open (e.g. ``engine.backend``).
+            gradient: a Backend with graph ``"<model>.grad"`` open, or None (forward only).
+        """
         if model not in bundle.models:
             raise ConfigError(f"unknown model {model!r}; the bundle has {sorted(bundle.models)}")
         info = bundle.models[model]
-        gradient = bundle.file(model, "grad") if bundle.has(model, "grad") else None
-        spec = bundle.preprocess
-        if spec.crop != info.input_size:
-            spec = PreprocessSpec.from_dict({**spec.to_dict(), "crop": info.input_size})
-        return cls(bundle.file(model, "fp32"), gradient, spec=spec, classes=info.classes, providers=providers, max_batch=max_batch, threads=threads)
+        return cls(classifier, gradient, name=model, spec=model_spec(bundle, model), classes=info.classes,
+                   input_name=info.input_name, output_name=info.output_name, max_batch=max_batch)
+
+    @classmethod
+    def from_bundle(cls, bundle, model: str, *, backend: str = "ort-cpu", max_batch: int = 64, threads: int | None = None) -> GradientModel:
+        """Model ``"ric"`` or ``"emperor"`` of a loaded :class:`denarius.engine.bundle.Bundle`
+        on backends of its own (fp32 classifier + gradient graph, opened with ``open_backend``
+        and closed by :meth:`close`); the served path uses :class:`LandmarkService` instead."""
+        from denarius.engine.backends import open_backend
+
+        if model not in bundle.models:
+            raise ConfigError(f"unknown model {model!r}; the bundle has {sorted(bundle.models)}")
+        graphs = (model, f"{model}.grad") if bundle.has(model, "grad") else (model,)
+        opened = open_backend(bundle, backend, "fp32", graphs=graphs, max_batch=max_batch, threads=threads)
+        info = bundle.models[model]
+        return cls(opened, opened if len(graphs) == 2 else None, name=model, spec=model_spec(bundle, model),
+                   classes=info.classes, input_name=info.input_name, output_name=info.output_name,
+                   max_batch=max_batch, owned=(opened,))
 
     @staticmethod
     def model_for_side(bundle, side: str) -> str:
-        """Name of the bundle model that reads ``side`` ("obverse" -> emperor, "reverse" -> ric)."""
-        for name, info in bundle.models.items():
-            if info.side == side:
-                return name
-        valid = sorted(info.side for info in bundle.models.values())
-        raise InputError(f"no model reads side {side!r}; valid sides: {valid}")
+        """Name of the bundle model that reads ``side`` (see :func:`model_for_side`)."""
+        return model_for_side(bundle, side)
 
     @property
     def has_gradient(self) -> bool:
@@ -159,9 +188,11 @@ class GradientModel:
     def logits(self, images: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 normalised -> (N, C) float32; costs N forward equivalents."""
         images = self._check(images)
-        out = [self._forward.run(["logits"], {"image": images[i : i + self.max_batch]})[0] for i in range(0, len(images), self.max_batch)]
+        if not len(images):
+            return np.zeros((0, len(self.classes)), np.float32)
+        out = self._forward.infer(self.name, images)
         self.forward_equivalents += FORWARD * len(images)
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+        return out
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) -> (N, C) float64 softmax probabilities."""
@@ -181,18 +212,22 @@ class GradientModel:
         if len(targets) != len(images):
             raise InputError(f"{len(images)} images but {len(targets)} targets")
         logits, losses, grads = [], [], []
+        graph, names = f"{self.name}.grad", [self.output_name, GRAD_LOSS, GRAD_IMAGE]
         for i in range(0, len(images), self.max_batch):
-            lo, ls, gr = self._gradient.run(
-                ["logits", "loss", "grad_image"], {"image": images[i : i + self.max_batch], "target": targets[i : i + self.max_batch]}
+            out = self._gradient.run(
+                graph, {self.input_name: images[i : i + self.max_batch], GRAD_TARGET: targets[i : i + self.max_batch]}, names
             )
-            logits.append(lo)
-            losses.append(ls)
-            grads.append(gr)
+            logits.append(out[names[0]])
+            losses.append(out[GRAD_LOSS])
+            grads.append(out[GRAD_IMAGE])
         self.forward_equivalents += FORWARD_BACKWARD * len(images)
         return np.concatenate(logits), np.concatenate(losses), np.concatenate(grads)
 
     def close(self) -> None:
-        self._forward = self._gradient = None
+        """Close the backends this model opened itself (not shared ones). Idempotent."""
+        for backend in self._owned:
+            backend.close()
+        self._owned = ()
 
     def __enter__(self) -> GradientModel:
         return self

@@ -28,24 +28,31 @@ def bench_landmarks(bundle: Bundle, config: BenchConfig, pairs) -> dict:
     with 1, 2 and 8 images per run: a run of one image reads the classifier's weights
     twice per iteration for one image, a run of eight for eight.
     """
-    from denarius.engine.landmarks import GradientModel, LandmarkConfig, OptimizerConfig, composition, compute_landmarks
-    from denarius.engine.preprocess import canonical_image, crop_image, normalize
+    from denarius.engine.landmarks.service import LandmarkService
 
-    spec = bundle.preprocess
     images = 1 if config.quick else 2
     cap_images = (1,) if config.quick else AT_CAP_IMAGES
     cap_images = tuple(n for n in cap_images if n <= len(pairs))
     count = max(images, *cap_images)
-    crops = np.stack([crop_image(canonical_image(r, spec, side="reverse"), spec) for _, r in pairs[:count]])
-    model = GradientModel.from_bundle(bundle, "ric")
+    with LandmarkService.open(bundle, backend="ort-cpu", models=("ric",)) as service:
+        crops = np.stack([service.crop(r, side="reverse") for _, r in pairs[:count]])
+        return _bench_methods(service, crops, images=images, cap_images=cap_images)
+
+
+def _bench_methods(service, crops: np.ndarray, *, images: int, cap_images: tuple[int, ...]) -> dict:
+    """The timings of :func:`bench_landmarks` on (N, S, S, 3) uint8 reverse crops."""
+    from denarius.engine.landmarks import LandmarkConfig, OptimizerConfig
+
+    model = service.model("ric")  # its forward-equivalent counter measures the cost
+    spec = model.spec
     result = {"images": images, "input_size": spec.crop, "window": 11, "stride": 3, "methods": {}, "at_cap_by_images_per_run": {}}
     # A weak model is vacuous for any epsilon (the blurred image keeps its tiny p(c)) and
     # its default run stops early, so two more runs explain, for each image, the class the
     # detail supports most (largest p(c | image) - p(c | blurred image)) with epsilon half
     # that gap, where the constraint binds: "optimized_binding" with default settings, and
     # "optimized_at_cap" held to the 100-iteration cap (patience = cap), the worst case.
-    reference = composition.reference_images(crops, "blur")
-    gap = model.probabilities(normalize(crops, spec)) - model.probabilities(normalize(reference, spec))
+    reference = service.reference(crops, "blur")
+    gap = service.probabilities(crops, model="ric") - service.probabilities(reference, model="ric")
     binding_targets = gap.argmax(axis=1)
     binding_epsilon = float(np.clip(gap[:images].max(axis=1).min() / 2, 1e-4, 1.0))
     windows = {"window": 11, "stride": 3}
@@ -60,7 +67,7 @@ def bench_landmarks(bundle: Bundle, config: BenchConfig, pairs) -> dict:
     def timed(landmark_config, n: int, targets) -> dict:
         before = model.forward_equivalents
         start = time.perf_counter()
-        maps = compute_landmarks(model, crops[:n], config=landmark_config, targets=targets)
+        maps = service.compute(crops[:n], model="ric", config=landmark_config, targets=targets)
         seconds = time.perf_counter() - start
         optimized = landmark_config.method == "optimized"
         return {

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds.add_argument("--superpixels", type=int, metavar="N", help="SLIC superpixels (about N) instead of windows")
     kinds.add_argument("--pixels", action="store_true", help="single pixels instead of windows")
     parser.add_argument("--top", type=int, default=5, help="top regions reported (default 5)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "ort-cpu", "ort-cuda"),
+                        help="in-process backend (default auto: ort-cuda on a GPU host, else ort-cpu); fp32")
     remote_landmarks.add_arguments(parser, add_server=False)
 
 
@@ -78,18 +80,19 @@ def _caption(landmark_map) -> str:
 def run_local(args: argparse.Namespace, config) -> int:
     from denarius.engine.bundle import load_bundle
     from denarius.engine.errors import ConfigError
-    from denarius.engine.landmarks import SWEEP_EPSILONS, GradientModel, compute_landmarks
-    from denarius.engine.preprocess import canonical_image, crop_image
+    from denarius.engine.landmarks import SWEEP_EPSILONS
+    from denarius.engine.landmarks.model import model_for_side
+    from denarius.engine.landmarks.service import LandmarkService
     from denarius.evaluation.figures import grid, write_png
 
     bundle = load_bundle(args.bundle)
-    name = GradientModel.model_for_side(bundle, args.side)
+    name = model_for_side(bundle, args.side)
     if args.sweep and config.method != "optimized":
         raise ConfigError(f"--sweep needs --method optimized, got {config.method!r}")
-    with GradientModel.from_bundle(bundle, name) as model:
-        crop = crop_image(canonical_image(args.image, model.spec, side=args.side), model.spec)
+    with LandmarkService.open(bundle, backend=args.backend, models=(name,)) as service:
         epsilons = SWEEP_EPSILONS if args.sweep else None
-        maps = compute_landmarks(model, crop, config=config, targets=args.target, epsilons=epsilons, progress=True)
+        maps = service.for_source(args.image, side=args.side, config=config, target=args.target, epsilons=epsilons, progress=True)
+        crop = maps[0].image
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.image.stem
     scale = max(1, 256 // crop.shape[0])

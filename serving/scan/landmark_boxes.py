@@ -2,8 +2,9 @@
 
 For every coin of a batch, the obverse is explained for the identified emperor and the
 reverse for the identified RIC type (the best candidate), with the paper's optimised mask
-(``denarius.engine.landmarks.compute_landmarks``, default ``LandmarkConfig``: 11 px windows, stride
-3, epsilon 0.5) on the same centre crops the classifiers saw. Sliding windows do not depend
+(the engine's :class:`~denarius.engine.landmarks.service.LandmarkService`, default
+``LandmarkConfig``: 11 px windows, stride 3, epsilon 0.5) on the same centre crops the
+classifiers saw, through the engine's own backend. Sliding windows do not depend
 on the image, so each side of a whole batch is one batched optimisation.
 
 Per side the line gets::
@@ -16,13 +17,13 @@ with boxes in pixels of the network input (crop x crop), best first.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
 
 from denarius.engine.bundle import SIDES
 from denarius.engine.errors import BundleError
+from denarius.engine.landmarks.service import LandmarkService
 
 __all__ = ["LandmarkBoxes", "region_boxes"]
 
@@ -37,32 +38,20 @@ def region_boxes(top_regions: list[dict]) -> list[dict]:
 
 
 class LandmarkBoxes:
-    """Gradient models of an engine's bundle, opened on first use.
+    """The landmark service of an engine, checked for gradient graphs up front.
 
-    Raises (on first use):
+    Raises:
         BundleError: the bundle has no gradient graph for a classifier (export it with one).
     """
 
     def __init__(self, engine):
         self.engine = engine
-        self._models: dict = {}
-        self._lock = threading.Lock()
+        self.service = LandmarkService.from_engine(engine)
         for side in SIDES:
-            from denarius.engine.landmarks import GradientModel
-
-            name = GradientModel.model_for_side(engine.bundle, side)
-            if not engine.bundle.has(name, "grad"):
-                raise BundleError(
-                    f"--landmarks needs the gradient graph of the {name} model, which {engine.bundle.path} lacks; "
-                    "export the bundle with gradient graphs (denarius export)")
-
-    def _model(self, side: str):
-        from denarius.engine.landmarks import GradientModel
-
-        with self._lock:
-            if side not in self._models:
-                self._models[side] = GradientModel.from_bundle(self.engine.bundle, GradientModel.model_for_side(self.engine.bundle, side))
-            return self._models[side]
+            try:
+                self.service.require_gradient(self.service.model_name(side))
+            except BundleError as error:
+                raise BundleError(f"--landmarks: {error}") from None
 
     def annotate(self, arrays: Sequence[tuple[np.ndarray, np.ndarray]], results: Sequence) -> list[dict]:
         """Landmarks of identified coins.
@@ -73,19 +62,17 @@ class LandmarkBoxes:
         Returns:
             per coin ``{"obverse": {...}, "reverse": {...}}`` (see the module docstring).
         """
-        from denarius.engine.landmarks import LandmarkConfig, compute_landmarks
-        from denarius.engine.preprocess import denormalize
+        from denarius.engine.landmarks import LandmarkConfig
 
         if not arrays:
             return []
-        spec = self.engine.spec
         out: list[dict] = [{} for _ in arrays]
         for s, side in enumerate(SIDES):
-            # denormalize inverts normalize exactly on uint8 pixels: these are the crops
-            crops = denormalize(np.stack([pair[s] for pair in arrays]), spec)  # (B, S, S, 3) uint8
+            model = self.service.model_name(side)
+            crops = self.service.crops_from_inputs(np.stack([pair[s] for pair in arrays]), model=model)  # (B, S, S, 3) uint8
             top = [r.candidates[0] for r in results]
             targets = [c.emperor if side == "obverse" else c.ric for c in top]
-            maps = compute_landmarks(self._model(side), crops, config=LandmarkConfig(), targets=targets)
+            maps = self.service.compute(crops, model=model, config=LandmarkConfig(), targets=targets)
             for i, landmark_map in enumerate(maps):
                 out[i][side] = {
                     "target": landmark_map.label,
@@ -96,7 +83,5 @@ class LandmarkBoxes:
         return out
 
     def close(self) -> None:
-        with self._lock:
-            for model in self._models.values():
-                model.close()
-            self._models.clear()
+        """Close the gradient backends; the engine's backend stays the engine's."""
+        self.service.close()

@@ -1,7 +1,8 @@
 """LandmarkBatcher: queued optimised searches with the same settings share one run.
 
-Real GradientModel on the tiny bundle's onnxruntime sessions; a first job whose prepare()
-blocks on an event keeps the single worker busy while the others queue behind it.
+A real LandmarkService on the tiny bundle's ort-cpu backend; a first job whose prepare()
+blocks on an event keeps the single worker busy while the others queue behind it. Runs are
+compared with compute_landmarks on a separately opened GradientModel.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ CONFIG = LandmarkConfig(epsilon=0.01)
 class Runs:
     """A batcher with one worker, its run sizes, and a gate that holds the worker."""
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, service, **kwargs):
         self.sizes: list[int] = []
         self.gate = threading.Event()
         self.entered = threading.Event()  # the worker is inside the holding job
-        self.batcher = LandmarkBatcher(lambda name: model, on_run=self.sizes.append, **kwargs)
+        self.batcher = LandmarkBatcher(service, on_run=self.sizes.append, **kwargs)
 
     def hold(self):
         """Occupy the worker (a job that runs alone) until ``gate`` is set."""
@@ -43,8 +44,8 @@ class Runs:
         return self.batcher.submit(LandmarkJob("ric", config, lambda: crop, **fields))
 
 
-def test_queued_searches_share_one_run_and_equal_separate_runs(model):
-    runs = Runs(model)
+def test_queued_searches_share_one_run_and_equal_separate_runs(service, model):
+    runs = Runs(service)
     with runs.batcher:
         runs.hold()
         crops = [_coin(seed) for seed in (1, 2, 3)]
@@ -60,8 +61,8 @@ def test_queued_searches_share_one_run_and_equal_separate_runs(model):
         assert shared.p_masked == pytest.approx(alone.p_masked, abs=1e-5)
 
 
-def test_only_compatible_searches_share_and_max_batch_caps_a_run(model):
-    runs = Runs(model, max_batch=2)
+def test_only_compatible_searches_share_and_max_batch_caps_a_run(service, model):
+    runs = Runs(service, max_batch=2)
     with runs.batcher:
         runs.hold()
         crop = _coin(4)
@@ -80,8 +81,8 @@ def test_only_compatible_searches_share_and_max_batch_caps_a_run(model):
     assert maps[1].epsilon == 0.02 and maps[2].label == model.classes[1] and maps[4].method == "occlusion"
 
 
-def test_a_corrupt_image_fails_only_its_own_job(model):
-    runs = Runs(model)
+def test_a_corrupt_image_fails_only_its_own_job(service, model):
+    runs = Runs(service)
     with runs.batcher:
         runs.hold()
 
@@ -98,8 +99,8 @@ def test_a_corrupt_image_fails_only_its_own_job(model):
     assert runs.sizes == [1, 2]
 
 
-def test_jobs_given_up_before_their_run_are_not_run(model):
-    runs = Runs(model)
+def test_jobs_given_up_before_their_run_are_not_run(service, model):
+    runs = Runs(service)
     with runs.batcher:
         runs.hold()
         cancelled = runs.submit(_coin(7))
@@ -127,8 +128,8 @@ class GivesUpOnceRunning:
         return self.calls > 1
 
 
-def test_a_shared_run_stops_only_when_everyone_gave_up(model):
-    runs = Runs(model)
+def test_a_shared_run_stops_only_when_everyone_gave_up(service, model):
+    runs = Runs(service)
     slow = LandmarkConfig(epsilon=0.01, window=3, stride=1)
     with runs.batcher:
         runs.hold()
@@ -159,8 +160,8 @@ def test_a_shared_run_stops_only_when_everyone_gave_up(model):
     assert runs.sizes == [1, 2, 1, 2, 1, 2]
 
 
-def test_close_cancels_queued_jobs_and_refuses_new_ones(model):
-    runs = Runs(model)
+def test_close_cancels_queued_jobs_and_refuses_new_ones(service, model):
+    runs = Runs(service)
     running = runs.hold()
     assert runs.entered.wait(30)
     queued = runs.submit(_coin(10))
