@@ -157,7 +157,7 @@ def _load_records(manifest: Path | None, *, required: bool):
         if required:
             raise ConfigError("--int8 needs calibration photographs: pass --calibration MANIFEST (run.json names no manifest)")
         return []
-    from denarius.training.data import read_manifest
+    from denarius.engine.manifest import read_manifest
 
     try:
         return read_manifest(manifest)

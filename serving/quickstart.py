@@ -170,7 +170,7 @@ def identify_and_draw(config: QuickstartConfig, client, held: Path, merged: dict
     ``merged`` is run.json's {class label: [original RIC labels]}: a held-out coin of a
     merged type counts as correct when the merged class is predicted.
     """
-    from denarius.training.data import read_manifest
+    from denarius.engine.manifest import read_manifest
 
     rename = {label: merged_label for merged_label, labels in merged.items() for label in labels}
     pictures = config.out / "pictures"

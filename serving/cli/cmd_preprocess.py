@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _collect(inputs: list[Path]) -> list[Path]:
-    from denarius.training.data import read_manifest  # torch-free module
+    from denarius.engine.manifest import read_manifest
 
     paths: list[Path] = []
     for item in inputs:

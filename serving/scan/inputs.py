@@ -3,7 +3,7 @@
 Two input forms, one result, :class:`ScanInput` (a list of :class:`CoinItem` in a stable
 order plus what could not be paired):
 
-- a manifest CSV (``training/data.py`` format, read with ``check_files=False``); rows whose
+- a manifest CSV (``engine/manifest.py`` format, read with ``check_files=False``); rows whose
   image files are missing become items with a ``problem`` (an error line in the output),
   not a failed scan;
 - a folder, searched recursively, holding either ``<id>_obv.<ext>`` + ``<id>_rev.<ext>``
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from denarius.engine.bundle import SIDES
 from denarius.engine.errors import InputError, ManifestError
+from denarius.engine.manifest import read_manifest
 
 __all__ = ["IMAGE_SUFFIXES", "CoinItem", "ScanInput", "discover", "read_scan_manifest", "scan_folder"]
 
@@ -96,7 +97,7 @@ def read_scan_manifest(path: str | Path) -> ScanInput:
     """Items of a manifest CSV, in row order.
 
     A full training manifest (``coin_id,obverse,reverse,emperor,ric,...``) is read with
-    ``denarius.training.data.read_manifest(check_files=False)``, the one manifest reader. A scan of
+    ``denarius.engine.manifest.read_manifest(check_files=False)``, the one manifest reader. A scan of
     unlabelled coins may also give just ``coin_id,obverse,reverse``; that header is read
     here with the same rules (paths relative to the manifest, ids unique, no empty field).
     """
@@ -104,8 +105,6 @@ def read_scan_manifest(path: str | Path) -> ScanInput:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         header = [name.strip() for name in (csv.DictReader(handle).fieldnames or [])]
     if {"emperor", "ric"} <= set(header):
-        from denarius.training.data import read_manifest
-
         records = read_manifest(path, check_files=False)
         items = [_missing_files(r.coin_id, r.obverse, r.reverse) for r in records]
         return ScanInput(source=path, kind="manifest", items=tuple(items))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from denarius.engine.errors import ManifestError
-from denarius.training.data import COLUMNS, kfold_splits, load_dataset, merge_classes, read_manifest, word_difference
+from denarius.engine.manifest import COLUMNS, read_manifest
+from denarius.training.data import kfold_splits, load_dataset, merge_classes, word_difference
 
 
 def write_manifest(folder, rows, *, make_files=True):
