@@ -23,7 +23,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from denarius.engine.errors import ConfigError
@@ -154,7 +154,7 @@ class CoinServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.metrics = ServerMetrics()
-        self.health = HealthServicer()
+        self.health = health_aio.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -230,7 +230,7 @@ class CoinServer:
         if self._server is None:
             return
         server, self._server = self._server, None
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.enter_graceful_shutdown()  # NOT_SERVING for good: no later set() revives it
         if delay > 0:
             log.info("draining: NOT_SERVING, still accepting calls for %.1f s", delay)
             await asyncio.sleep(delay)
