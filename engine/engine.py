@@ -40,6 +40,7 @@ from denarius.engine.backends import open_backend
 from denarius.engine.batcher import Batcher
 from denarius.engine.bundle import SIDES, Bundle, load_bundle
 from denarius.engine.errors import BundleError, ConfigError, DenariusError, InputError
+from denarius.engine.lookahead import lookahead
 from denarius.engine.scoring import CoinPair, Candidate, Identification, Scorer, batch_rows, check_top_k, coerce_pair
 
 # The result types live in denarius.engine.scoring; they are named here too because they are
@@ -174,13 +175,9 @@ class Engine:
             raise ConfigError(f"errors must be 'return' or 'raise', got {errors!r}")
         pairs = list(pairs)
         results: list[Identification | None] = [None] * len(pairs)
-        starts = list(range(0, len(pairs), self.max_batch))
         # Preprocessing of the next two chunks overlaps inference of the current one.
-        running = [self._launch(pairs, start, results) for start in starts[:2]]
-        for k in range(len(starts)):
-            chunk = running[k]
-            if k + 2 < len(starts):
-                running.append(self._launch(pairs, starts[k + 2], results))
+        starts = range(0, len(pairs), self.max_batch)
+        for _, chunk in lookahead(starts, start=lambda start: self._launch(pairs, start, results), depth=2):
             try:
                 wait(chunk["futures"])
                 self._finish(chunk, results, top_k)
@@ -188,7 +185,6 @@ class Engine:
                 if all(f.done() for f in chunk["futures"]):  # never recycle a buffer still being written
                     for buffer in chunk["buffers"]:
                         self._buffers.release(buffer)
-                running[k] = None
         if errors == "raise":
             for index, result in enumerate(results):
                 if result.error is not None:

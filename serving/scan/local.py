@@ -8,15 +8,15 @@ both write the same lines.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from denarius.engine.bundle import SIDES
 from denarius.engine.errors import InputError
+from denarius.engine.lookahead import lookahead
 from denarius.engine.scoring import CoinPair
 from denarius.serving.scan.inputs import CoinItem
 from denarius.serving.scan.landmark_boxes import LandmarkBoxes
@@ -133,14 +133,9 @@ class LocalScanner:
         """prepare (in the pool) + finish, for one group (the Ray actors' entry point)."""
         return self.finish(items, list(self._pool.map(self.prepare, items)))
 
-    def iter_batches(self, items: Sequence[CoinItem], *, batch_size: int, lookahead: int = 2) -> Iterator[list[dict]]:
-        """Lines of ``items``, one list per group, preprocessing ``lookahead`` groups ahead."""
-        window: deque[tuple[list[CoinItem], list[Future]]] = deque()
-        for group in group_items(items, batch_size):
-            window.append((group, [self._pool.submit(self.prepare, item) for item in group]))
-            if len(window) > lookahead:
-                head, futures = window.popleft()
-                yield self.finish(head, [f.result() for f in futures])
-        while window:
-            head, futures = window.popleft()
-            yield self.finish(head, [f.result() for f in futures])
+    def iter_batches(self, items: Sequence[CoinItem], *, batch_size: int, depth: int = 2) -> Iterator[list[dict]]:
+        """Lines of ``items``, one list per group, preprocessing ``depth`` groups ahead."""
+        groups = group_items(items, batch_size)
+        for group, futures in lookahead(groups, start=lambda group: [self._pool.submit(self.prepare, i) for i in group],
+                                        depth=depth):
+            yield self.finish(group, [f.result() for f in futures])

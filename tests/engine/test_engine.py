@@ -256,3 +256,17 @@ def test_int8_not_default_when_agreement_is_low(int8_bundle, tmp_path):
         assert engine.precision == "fp32"
     with Engine(tmp_path, backend="ort-cpu", precision="int8") as engine:
         assert engine.precision == "int8"
+
+
+def test_lookahead_starts_depth_groups_ahead_and_keeps_order():
+    from denarius.engine.lookahead import lookahead
+
+    started = []
+    seen = []
+    for group, handle in lookahead(range(5), start=lambda g: started.append(g) or g * 10, depth=2):
+        assert started == list(range(min(group + 3, 5)))  # the consumed group plus two ahead
+        seen.append((group, handle))
+    assert seen == [(g, g * 10) for g in range(5)]
+    assert [g for g, _ in lookahead([], start=lambda g: g, depth=2)] == []
+    with pytest.raises(ValueError, match="depth"):
+        list(lookahead(range(2), start=lambda g: g, depth=-1))
