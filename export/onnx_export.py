@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from denarius.engine.backends.sessions import open_session
 from denarius.engine.errors import BundleError, ConfigError
 from denarius.engine.preprocess import PreprocessSpec, preprocess_batch
 
@@ -215,7 +216,6 @@ def check_parity(
     Raises:
         BundleError: the relative difference is not below ``tolerance`` (message has the figures).
     """
-    import onnxruntime as ort
     import torch
 
     images = np.ascontiguousarray(images, dtype=np.float32)
@@ -223,7 +223,7 @@ def check_parity(
         raise ConfigError(f"parity images must be a non-empty (N, 3, S, S) batch, got shape {images.shape}")
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(images)).numpy().astype(np.float64)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = open_session(onnx_path)
     actual = session.run([OUTPUT_NAME], {INPUT_NAME: images})[0].astype(np.float64)
     max_abs = float(np.max(np.abs(actual - expected)))
     scale = float(np.max(np.abs(expected)))

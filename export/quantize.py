@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from denarius.engine.backends.sessions import open_session, quiet_options
 from denarius.engine.errors import BundleError, ConfigError, InputError
 from denarius.engine.preprocess import PreprocessSpec, preprocess_batch
+from denarius.export.onnx_export import INPUT_NAME, OUTPUT_NAME
 
 __all__ = [
     "QuantizeConfig",
@@ -193,13 +195,13 @@ except ImportError:  # pragma: no cover - only without onnxruntime
 
 
 class ImageCalibrationReader(_ReaderBase):
-    """Feeds ``{"image": (B, 3, S, S) float32}`` batches of preprocessed photographs.
+    """Feeds ``{input_name: (B, 3, S, S) float32}`` batches of preprocessed photographs.
 
     Images are decoded and preprocessed lazily, one batch at a time (a few hundred
     224-px images would otherwise hold ~180 MB); unreadable ones are skipped with a warning.
     """
 
-    def __init__(self, sources: Sequence, spec: PreprocessSpec, *, batch_size: int = 16, input_name: str = "image"):
+    def __init__(self, sources: Sequence, spec: PreprocessSpec, *, batch_size: int = 16, input_name: str = INPUT_NAME):
         if not sources:
             raise ConfigError("calibration needs at least one image")
         self.sources = list(sources)
@@ -364,29 +366,29 @@ def measure_agreement(
     variant: str = "int8",
     batch_size: int = 32,
     calibration_images: int = 0,
+    input_name: str = INPUT_NAME,
+    output_name: str = OUTPUT_NAME,
 ) -> AgreementReport:
     """Compare a reduced-precision file with fp32 on onnxruntime CPU.
 
     Args:
         images: (N, 3, S, S) float32 preprocessed held-out photographs, N >= 1.
         labels: (N,) int64 class indices, -1 for unknown; None if there are no labels.
+        input_name, output_name: the classifier's tensor names (those the bundle manifest
+            records, ``ModelInfo.input_name`` / ``output_name``).
 
     Raises:
         ConfigError: empty image batch.
     """
-    import onnxruntime as ort
-
     if len(images) == 0:
         raise ConfigError(f"no evaluation image for the {variant} agreement report")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    reference = ort.InferenceSession(str(fp32_path), options, providers=["CPUExecutionProvider"])
-    candidate = ort.InferenceSession(str(variant_path), options, providers=["CPUExecutionProvider"])
+    reference = open_session(fp32_path, options=quiet_options())
+    candidate = open_session(variant_path, options=quiet_options())
     ref_logits, var_logits = [], []
     for start in range(0, len(images), batch_size):
         batch = np.ascontiguousarray(images[start : start + batch_size], np.float32)
-        ref_logits.append(reference.run(None, {"image": batch})[0])
-        var_logits.append(candidate.run(None, {"image": batch})[0].astype(np.float32))
+        ref_logits.append(reference.run([output_name], {input_name: batch})[0])
+        var_logits.append(candidate.run([output_name], {input_name: batch})[0].astype(np.float32))
     ref, var = np.concatenate(ref_logits), np.concatenate(var_logits)
     ref_top, var_top = ref.argmax(1), var.argmax(1)
     agreement = float(np.mean(ref_top == var_top))

@@ -79,7 +79,7 @@ def make_workload(folder: Path, *, coins: int, seed: int = 7) -> list[tuple[byte
     generate(data, preset="tiny", seed=seed, force=True, progress=False, n_coins=max(coins, 48))
     pairs_dir = folder / "pairs"
     pairs_dir.mkdir(parents=True, exist_ok=True)
-    from denarius.training.data import read_manifest
+    from denarius.engine.manifest import read_manifest
 
     pairs = []
     for record in read_manifest(data / "manifest.csv")[:coins]:
@@ -111,9 +111,8 @@ def _percentiles(latencies_s: list[float]) -> dict:
 
 def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
     """Raw onnxruntime, default session options, both models, random-free real inputs."""
-    import onnxruntime as ort
-
     from denarius.engine.backends.registry import file_variant
+    from denarius.engine.backends.sessions import open_session
     from denarius.engine.preprocess import preprocess_batch
 
     spec = bundle.preprocess
@@ -130,17 +129,18 @@ def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
             continue
         # The file ort-cpu runs for this precision (int8: the uint8-activation "int8-cpu" file when present).
         variants = {m: file_variant(bundle, "ort-cpu", m, precision) for m in ("emperor", "ric")}
-        sessions = {m: ort.InferenceSession(str(bundle.file(m, variants[m])), providers=["CPUExecutionProvider"]) for m in ("emperor", "ric")}
+        sessions = {m: open_session(bundle.file(m, variants[m])) for m in ("emperor", "ric")}  # onnxruntime's default options
+        inputs = {m: bundle.models[m].input_name for m in ("emperor", "ric")}
         by_batch = {}
         for batch in config.batch_sizes:
             def run(batch=batch):
-                sessions["emperor"].run(None, {"image": obverse[:batch]})
-                sessions["ric"].run(None, {"image": reverse[:batch]})
+                sessions["emperor"].run(None, {inputs["emperor"]: obverse[:batch]})
+                sessions["ric"].run(None, {inputs["ric"]: reverse[:batch]})
 
             by_batch[str(batch)] = _timed(run, seconds=config.seconds, items_per_call=batch)
         result["precisions"][precision] = {"coins_per_s_by_batch": by_batch, "files": variants}
         top1[precision] = np.concatenate(
-            [np.argmax(sessions["emperor"].run(None, {"image": obverse})[0], 1), np.argmax(sessions["ric"].run(None, {"image": reverse})[0], 1)]
+            [np.argmax(sessions[m].run([bundle.models[m].output_name], {inputs[m]: side})[0], 1) for m, side in (("emperor", obverse), ("ric", reverse))]
         )
     if len(top1) == 2:
         result["int8_top1_agreement"] = round(float(np.mean(top1["fp32"] == top1["int8"])), 4)
