@@ -6,7 +6,8 @@ Public API::
     summary = generate("data/synth-tiny", preset="tiny", seed=1)
 
 Modules: ``presets`` (the config), ``catalogue`` (emperors, RIC types, descriptions),
-``relief`` (the die height map), ``portrait`` / ``reverse`` / ``legend`` (what is drawn),
+``relief`` (the die height map), ``layout`` (where a die puts its design),
+``portrait`` / ``reverse`` / ``legend`` (what is drawn),
 ``render`` (from height map to photograph), ``coin`` (one coin), ``writer`` (the dataset).
 """
 

@@ -53,21 +53,54 @@ def _strip(text: str, *, height: int, font: int, thickness: int, spacing: float)
 
 def arc_legend(die: Die, text: str, *, rng: np.random.Generator, level: float = 0.75,
                span_deg: float = 300.0, radius: float = 0.84, letter: float = 0.12,
-               discriminative: bool = False, word: str = "legend"):
+               discriminative: bool = False, word: str = "legend",
+               gap_deg: float = 0.0, gap_at_deg: float = 0.0):
     """Draw ``text`` clockwise around the rim, centred on 12 o'clock, letter bases inward.
 
-    radius: outer edge of the letters in die radii; letter: letter height in die radii.
-    The element records an arc-band polygon covering the letters.
+    radius: outer edge of the letters in die radii; letter: letter height in die radii;
+    span_deg: the most the legend may cover, centred on 12 o'clock (the rest is the gap
+    at the bottom). ``gap_deg`` > 0 divides the legend where the portrait breaks through
+    it, as on many late Roman coins: the text is split at the space nearest its middle,
+    the first part ends ``gap_deg / 2`` before ``gap_at_deg`` (degrees clockwise from
+    12 o'clock), the second starts as far after it. Each part records an arc-band
+    polygon covering its letters (one region named ``word`` per part).
     """
     font = _FONTS[int(rng.integers(len(_FONTS)))]
     height = int(round(letter * DIE_RADIUS))
     thickness = max(2, int(round(height / 7)))
-    strip = _strip(text, height=height, font=font, thickness=thickness, spacing=0.12)
     r_out = radius * DIE_RADIUS
     r_mid = r_out - height / 2.0
-    natural = strip.shape[1] / r_mid  # radians the text needs at its natural width
-    span = min(np.deg2rad(span_deg), natural * 1.15)
-    start = -span / 2.0
+    limit = np.deg2rad(span_deg) / 2.0
+    parts = _split(text) if gap_deg > 0 else None
+    if parts is None:
+        strip = _strip(text, height=height, font=font, thickness=thickness, spacing=0.12)
+        span = min(2.0 * limit, strip.shape[1] / r_mid * 1.15)
+        pieces = [(strip, -span / 2.0, span)]
+    else:
+        gap_at, half_gap = np.deg2rad(gap_at_deg), np.deg2rad(gap_deg) / 2.0
+        first, second = (_strip(t, height=height, font=font, thickness=thickness, spacing=0.12) for t in parts)
+        room_first = max(gap_at - half_gap + limit, 1e-3)
+        room_second = max(limit - gap_at - half_gap, 1e-3)
+        span_first = min(room_first, first.shape[1] / r_mid * 1.15)
+        span_second = min(room_second, second.shape[1] / r_mid * 1.15)
+        pieces = [(first, gap_at - half_gap - span_first, span_first), (second, gap_at + half_gap, span_second)]
+    for strip, start, span in pieces:
+        _arc_piece(die, strip, start=start, span=span, r_out=r_out, height=height, level=level,
+                   word=word, discriminative=discriminative)
+
+
+def _split(text: str) -> tuple[str, str] | None:
+    """``text`` cut at the space nearest its middle, or None when it is one word."""
+    spaces = [i for i, ch in enumerate(text) if ch == " "]
+    if not spaces:
+        return None
+    cut = min(spaces, key=lambda i: abs(i - len(text) / 2.0))
+    return text[:cut], text[cut + 1 :]
+
+
+def _arc_piece(die: Die, strip: np.ndarray, *, start: float, span: float, r_out: float, height: int,
+               level: float, word: str, discriminative: bool):
+    """Bend ``strip`` onto the arc [start, start + span] (radians clockwise from 12 o'clock)."""
     r, a = _polar()
     # strip x runs along the arc, strip y from the outer edge inwards
     map_x = ((a - start) * (strip.shape[1] / span)).astype(np.float32)

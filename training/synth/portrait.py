@@ -2,7 +2,15 @@
 
 The portrait is drawn facing right in a local frame and mirrored for left-facing
 emperors. The identity comes from :class:`denarius.training.synth.catalogue.Portrait`; the type
-chooses the crown and bust variant; ``rng`` adds the small differences between dies.
+chooses the crown and bust variant; the die chooses the layout
+(:func:`denarius.training.synth.layout.portrait_layout`: head size and place, a legend
+broken by a raised head); ``rng`` adds the small differences between dies.
+
+Elements recorded (landmark regions): ``bust`` (shoulders, drapery, cuirass and the neck;
+not discriminative), ``head`` (skull, face, hair, ear; for a bare "head" type also the
+truncated neck), ``beard``, the crown (``laureate`` / ``radiate`` / ``diademed``) and
+``legend`` (one region per part of a broken legend). Head, beard, crown and legend are
+discriminative for the emperor classifier: the legend spells the emperor's name.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from denarius.training.synth.catalogue import Emperor
+from denarius.training.synth.layout import portrait_layout
 from denarius.training.synth.legend import arc_legend
 from denarius.training.synth.relief import Die, smooth
 
@@ -27,15 +36,22 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
     """Draw the portrait (head right in its frame; mirrored when the emperor faces left)."""
     p = emperor.portrait
     j = lambda s: float(rng.normal(0.0, s * noise))  # die-to-die jitter  # noqa: E731
-    H = p.head * 1.42 * (1.0 + j(0.02))  # head radius in die units
+    layout = portrait_layout(p, crown=crown, bust=bust, rng=rng)
+    H = p.head * 1.42 * (1.0 + j(0.02))  # head radius in the head frame's units
     die.push(dx=j(0.015), dy=j(0.015), angle=j(2.0), flip=p.facing < 0)
-    hx, hy = 0.04, -0.16  # head centre
+    hx, hy = layout.hx, layout.hy  # head centre
+    head_frame = {"dx": hx, "dy": hy, "scale": layout.scale}  # head, neck, beard, crown
+    neck_bottom = 1.35 * H if bust != "head" else 1.25 * H
+    neck = np.array([
+        [0.40 * H, 0.60 * H], [0.48 * H, 0.95 * H], [0.52 * H, neck_bottom],
+        [-p.neck * 1.4, neck_bottom + 0.03], [-p.neck * 1.4 - 0.03, 0.55 * H], [-0.60 * H, 0.20 * H],
+    ])
 
     # ---------------------------------------------------------------- bust (drawn first, lowest)
     has_bust = bust != "head"
     if has_bust:
         die.begin("bust", False)
-        top = hy + 1.05 * H
+        top = hy + 1.05 * H * layout.scale
         shoulders = np.array([
             [-0.95, 1.0], [-0.80, top + 0.22], [-0.55, top + 0.02], [-0.20, top - 0.04],
             [0.18, top], [0.45, top + 0.12], [0.62, top + 0.40], [0.75, 1.0],
@@ -59,18 +75,16 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
                 die.lines(_clip_to_die(np.array([[x, top + 0.12], [x + 0.07, top + 0.32], [x + 0.04, 0.98]])), 0.5, 0.014, record=False)
             die.circle([-0.30, top + 0.10], 0.045, 0.95, record=False)
             die.ring([-0.30, top + 0.10], 0.03, 0.75, 0.01, record=False)
+        die.push(**head_frame)  # the neck rises from the bust: part of it, not of the head
+        die.poly(smooth(neck, 1), 0.82)
+        die.pop()
         die.end()
 
-    # ------------------------------------------------------------------------- head and neck
+    # ------------------------------------------------------------------------- head (and neck)
     die.begin("head", True)
-    die.push(dx=hx, dy=hy)
-    neck_bottom = 1.35 * H if has_bust else 1.25 * H
-    neck = np.array([
-        [0.40 * H, 0.60 * H], [0.48 * H, 0.95 * H], [0.52 * H, neck_bottom],
-        [-p.neck * 1.4, neck_bottom + 0.03], [-p.neck * 1.4 - 0.03, 0.55 * H], [-0.60 * H, 0.20 * H],
-    ])
-    die.poly(smooth(neck, 1), 0.82)
-    if not has_bust:  # truncation line of the neck
+    die.push(**head_frame)
+    if not has_bust:  # a bare head: the neck and its truncation line belong to the head
+        die.poly(smooth(neck, 1), 0.82)
         die.lines([[0.52 * H, neck_bottom], [-p.neck * 1.4, neck_bottom + 0.03]], 0.6, 0.02, record=False)
     # skull, then the face profile (forward = +x, in head radii)
     sl = p.skull_long
@@ -155,4 +169,5 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
     die.pop()
     die.pop()
 
-    arc_legend(die, emperor.legend, rng=rng, span_deg=295.0 + j(8.0), radius=0.88 + j(0.006))
+    arc_legend(die, emperor.legend, rng=rng, span_deg=295.0 + j(8.0), radius=0.88 + j(0.006),
+               discriminative=True, gap_deg=layout.gap_deg, gap_at_deg=layout.gap_at_deg)

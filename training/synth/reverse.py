@@ -1,8 +1,14 @@
 """The reverse: a figure with its attributes, field symbols, legend and exergue.
 
 Figures are drawn in a local frame whose +x is the direction the figure faces, so one
-drawing serves "standing left" and "standing right". Attribute positions follow the
-hands and the field positions of :data:`denarius.training.synth.catalogue.FIELD_POSITIONS`.
+drawing serves "standing left" and "standing right". The die chooses the layout
+(:func:`denarius.training.synth.layout.figure_layout`): the figure's size and place, and
+where each field mark sits within its named position of
+:data:`denarius.training.synth.vocabulary.FIELD_POSITIONS`. Attributes follow the hands.
+
+Elements recorded (landmark regions): the figure (named after it), ``throne``, every
+attribute, ``legend`` and ``exergue``; discriminative are the elements that differ from
+the type's nearest sibling types (:attr:`denarius.training.synth.catalogue.RicType.discriminative`).
 """
 
 from __future__ import annotations
@@ -10,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from denarius.training.synth.catalogue import RicType
+from denarius.training.synth.layout import figure_layout
 from denarius.training.synth.legend import arc_legend, exergue_text
 from denarius.training.synth.relief import Die, smooth
-from denarius.training.synth.vocabulary import FIELD_POSITIONS, FIGURES
+from denarius.training.synth.vocabulary import FIGURES
 
 __all__ = ["draw_reverse"]
 
@@ -225,7 +232,8 @@ def draw_reverse(die: Die, ric: RicType, *, rng: np.random.Generator, noise: flo
     disc = {k[0] if k[0] in ("figure", "legend", "exergue") else (k[0], k[1]) for k in ric.discriminative}
     j = lambda s: float(rng.normal(0.0, s * noise))  # noqa: E731
     kind, headgear, _, _ = FIGURES[d.figure]
-    die.push(dx=j(0.02), dy=-0.05 + j(0.015), scale=1.1 + j(0.025), angle=j(1.5))
+    layout = figure_layout(d.field, rng=rng)
+    die.push(dx=layout.dx + j(0.02), dy=layout.dy + j(0.015), scale=layout.scale + j(0.025), angle=j(1.5))
     figure_disc = "figure" in disc
     hand_point = None
     flip = d.facing < 0
@@ -251,7 +259,7 @@ def draw_reverse(die: Die, ric: RicType, *, rng: np.random.Generator, noise: flo
     die.pop()
     die.pop()
     for attribute, position in d.field:
-        x, y = FIELD_POSITIONS[position][1]
+        x, y = layout.field[position]
         _field_attr(die, attribute, x + j(0.012), y + j(0.012), ("field", attribute) in disc)
     # exergue line and mark
     die.lines([[-0.62, 0.56], [0.62, 0.56]], 0.6, 0.02, record=False)

@@ -5,8 +5,18 @@ Layout of ``out_dir``::
     images/c00000_obverse.jpg, images/c00000_reverse.jpg, ...
     manifest.csv        the dataset manifest (denarius.training.data.COLUMNS)
     landmarks.jsonl     one line per image: coin_id, side, width, height, regions
+                        [{word, discriminative, polygon: [[x, y], ...]}] (stored-image px)
     README.md           what was generated: counts, seed, preset, merged near-duplicates
     contact_sheet.png   one coin per RIC type with its descriptions, for people to look at
+
+Ground truth (generator version 2): obverse regions ``head``, ``beard``, the crown
+(``laureate`` / ``radiate`` / ``diademed``), ``bust`` and ``legend`` (two regions when a
+raised head breaks it); head, beard, crown and legend are discriminative (the legend
+spells the emperor's name), the bust is not. Reverse regions: the figure (its name),
+``throne``, each attribute, ``legend`` and ``exergue``; discriminative are the elements
+that differ from the type's nearest siblings. Each die draws its layout
+(:mod:`denarius.training.synth.layout`), so the discriminative elements are not at the
+coin's centre. Version 1 centred the portrait and did not mark the obverse legend.
 
 ``manifest.csv`` is written last, through a temporary name and ``os.replace``, so an
 interrupted run never leaves a manifest that points at missing or half-written files.
@@ -41,7 +51,7 @@ __all__ = ["SynthSummary", "generate", "GENERATOR_VERSION"]
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 OUTPUTS = ("manifest.csv", "landmarks.jsonl", "README.md", "contact_sheet.png")
 
 
@@ -322,10 +332,15 @@ def _readme(catalogue: Catalogue, config: SynthConfig, preset: str, seed: int, c
         "- `manifest.csv`: coin_id, obverse, reverse, emperor, ric, obverse_description, reverse_description",
         "- `landmarks.jsonl`: one line per image, `{coin_id, side, width, height, regions: [{word,",
         "  discriminative, polygon: [[x, y], ...]}]}` in pixels of the stored image. Regions: obverse",
-        "  head, beard, crown (laureate/radiate/diademed), bust, legend; reverse figure (its name),",
-        "  throne, every attribute, legend, exergue. `discriminative` marks, on the reverse, the",
-        "  elements that differ from the type's nearest sibling types; on the obverse, the head,",
-        "  beard and crown (the emperor's identity).",
+        "  head (skull, face, hair; the neck too on a bare-head type), beard, crown",
+        "  (laureate/radiate/diademed), bust (shoulders, drapery, cuirass, neck), legend (two",
+        "  regions where the head breaks it); reverse figure (its name), throne, every attribute,",
+        "  legend, exergue. `discriminative` marks, on the reverse, the elements that differ from",
+        "  the type's nearest sibling types; on the obverse, the head, beard, crown and legend (the",
+        "  emperor's identity: the legend spells his name). The bust is not discriminative.",
+        "- Layout: each die draws where its design sits (portrait scale 0.58-0.82 and position,",
+        "  mostly raised on the bust; figure size, sideways offset; field marks within their named",
+        "  positions), so the coin's centre is not where the discriminative elements are.",
         "- `contact_sheet.png`: one coin per RIC type (up to 24 types spread over the catalogue) with",
         "  its descriptions.",
         "",
