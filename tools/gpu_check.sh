@@ -15,6 +15,10 @@
 #                  NumPy for windows 11/21 and superpixels, errors and timings
 #                  (OUT_DIR/kernel_check.json)
 #   gpu_tests      pytest -m gpu: CudaOps vs NumPy, the GPU backends
+#   landmark_gpu   pytest -m gpu tests/engine/test_landmark_service.py: the landmark service on
+#                  ort-cuda, its gradient graph on CUDA vs ort-cpu (<= 1e-4 relative per output),
+#                  CudaOps chosen for the masking; the bundle is CARRY_DIR/bundle when present
+#                  (a host without PyTorch cannot build the tests' tiny bundle), else the tiny one
 # Every step runs even after a failure; the exit status is the first failing step's.
 set -uo pipefail
 carry=${1:-.gpu_carry}
@@ -68,5 +72,11 @@ python3 tools/namespace_view.py "$namespace" >/dev/null
 export PYTHONPATH="/tmp/site:$namespace:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step kernel_check python3 -m denarius.serving.cli kernel-check --out "$out" --require-cuda
 step gpu_tests python3 -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_kernels.py tests/engine/test_backends.py
+landmark_gpu() {
+    if [ -d "$carry/bundle" ]; then export DENARIUS_GPU_BUNDLE="$carry/bundle"; fi
+    echo "bundle: ${DENARIUS_GPU_BUNDLE:-the tiny test bundle}"
+    python3 -m pytest -q -p no:cacheprovider -m gpu -rs -s tests/engine/test_landmark_service.py
+}
+step landmark_gpu landmark_gpu
 cat "$out/kernel_check.log"
 exit "$status"

@@ -33,6 +33,14 @@ logger = logging.getLogger(__name__)
 _CACHED_SHAPES = 8
 
 
+def _version(text: str) -> tuple[int, ...]:
+    """"1.18.1" -> (1, 18); anything unparsable -> (0,)."""
+    try:
+        return tuple(int(part) for part in text.split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
 def cuda_provider_available() -> bool:
     """True when this onnxruntime build has the CUDA execution provider."""
     try:
@@ -71,10 +79,13 @@ class OrtCudaBackend(OrtBackend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
-        provider = (
-            "CUDAExecutionProvider",
-            {"device_id": self.device_id, "cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True},
-        )
+        cuda_options = {"device_id": self.device_id, "cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True}
+        if precision == "fp32" and _version(ort.__version__) >= (1, 18):
+            # TF32 (on by default since onnxruntime 1.18, Ampere and later) rounds conv
+            # inputs to 10 mantissa bits: fp32 here means fp32 (the gradient graphs are
+            # checked against ort-cpu to 1e-4 relative).
+            cuda_options["use_tf32"] = 0
+        provider = ("CUDAExecutionProvider", cuda_options)
         self._open_sessions(options=options, providers=[provider, "CPUExecutionProvider"])
         self._buffers, self._locks, self._classes, self._out_dtypes = {}, {}, {}, {}
         for graph, session in self._sessions.items():

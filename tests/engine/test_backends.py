@@ -111,6 +111,55 @@ def test_gradient_graph_runs_through_run(bundle, images):
     np.testing.assert_allclose(out["logits"], reference_logits(bundle, "emperor", images), atol=1e-4)
 
 
+def test_run_validates_its_feeds_like_infer(bundle, images):
+    if not bundle.has("ric", "grad"):
+        pytest.skip("the tiny bundle has no gradient graph (denarius.export.gradgraph not available)")
+    target = np.zeros(5, np.int64)
+    with open_backend(bundle, "ort-cpu", graphs=("ric", "ric.grad")) as backend:
+        specs = backend.input_specs("ric.grad")
+        assert set(specs) == {"image", "target"} and specs["target"].dtype == np.int64
+        assert specs["image"].shape == (None, 3, 64, 64)
+        assert backend.output_names("ric.grad") == ("logits", "loss", "grad_image")
+        with pytest.raises(InputError, match=r"missing input\(s\) \['target'\]; the graph takes image: \(N, 3, 64, 64\) float32"):
+            backend.run("ric.grad", {"image": images})
+        with pytest.raises(InputError, match=r"unknown input\(s\) \['labels'\]"):
+            backend.run("ric.grad", {"image": images, "target": target, "labels": target})
+        with pytest.raises(InputError, match="'target' must be int64, got int32"):
+            backend.run("ric.grad", {"image": images, "target": target.astype(np.int32)})
+        with pytest.raises(InputError, match="'image' must be float32, got float64"):
+            backend.run("ric.grad", {"image": images.astype(np.float64), "target": target})
+        with pytest.raises(InputError, match="'image' must have rank 4"):
+            backend.run("ric.grad", {"image": images[0], "target": target})
+        with pytest.raises(InputError, match="'image' has size 32 on axis 2"):
+            backend.run("ric.grad", {"image": images[:, :, :32], "target": target})
+        with pytest.raises(InputError, match="size 0 on axis 0"):
+            backend.run("ric", {"image": images[:0]})
+        with pytest.raises(ConfigError, match=r"no output\(s\) \['probabilities'\]; the graph's outputs: \['logits'"):
+            backend.run("ric.grad", {"image": images, "target": target}, ["probabilities"])
+        with pytest.raises(ConfigError, match="not a classifier"):
+            OrtCpuBackend({"g": _grad_only(bundle)}).infer("g", images)
+        strided = images[::2]  # not contiguous: copied once, same answer
+        out = backend.run("ric", {"image": strided}, ["logits"])
+        np.testing.assert_allclose(out["logits"], reference_logits(bundle, "ric", np.ascontiguousarray(strided)), atol=1e-5)
+
+
+def _grad_only(bundle):
+    from denarius.engine.backends import GraphFile
+
+    return GraphFile(path=bundle.file("ric", "grad"), input_name="pixels")
+
+
+def test_one_session_factory_says_which_file_is_wrong(tmp_path):
+    from denarius.engine.backends.sessions import open_session
+
+    with pytest.raises(BundleError, match="does not exist"):
+        open_session(tmp_path / "missing.onnx")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf")
+    with pytest.raises(BundleError, match=r"onnxruntime cannot load .*broken\.onnx"):
+        open_session(broken)
+
+
 def test_explicit_thread_count(bundle, images):
     with OrtCpuBackend({"emperor": _graph(bundle, "emperor")}, threads=1, max_batch=8) as backend:
         assert backend.session("emperor").get_session_options().intra_op_num_threads == 1
@@ -139,6 +188,7 @@ def test_importing_the_engine_loads_no_torch_tensorrt_or_pycuda(tiny_bundle):
 # ------------------------------------------------------------------ GPU backends
 
 
+@pytest.mark.gpu
 def test_ort_cuda_matches_cpu(bundle, images):
     reason = backend_status(bundle)["ort-cuda"]
     if reason is not None:
@@ -153,6 +203,7 @@ def test_ort_cuda_matches_cpu(bundle, images):
             np.testing.assert_allclose(backend.infer(model, images[:2]), reference_logits(bundle, model, images[:2]), atol=1e-3)
 
 
+@pytest.mark.gpu
 def test_tensorrt_plan_for_this_gpu(bundle, images):
     reason = backend_status(bundle)["tensorrt"]
     if reason is not None:

@@ -260,7 +260,7 @@ def test_gpu_check_script_runs_every_step_and_keeps_the_logs(tmp_path):
                           capture_output=True, text=True, timeout=300)
     if shutil.which("nvidia-smi") is None:
         assert done.returncode != 0 and "== environment\n   FAILED" in done.stdout
-    for step in ("environment", "pycuda_build", "kernel_check", "gpu_tests"):
+    for step in ("environment", "pycuda_build", "kernel_check", "gpu_tests", "landmark_gpu"):
         assert f"== {step}" in done.stdout and (out / f"{step}.log").is_file()
     assert "no pycuda-*.tar.gz in" in (out / "pycuda_build.log").read_text()  # says how to prepare the folder
     result = json.loads((out / "kernel_check.json").read_text())
