@@ -11,8 +11,10 @@ Choosing the cluster (``--ray``):
 - ``auto``: the cluster this machine belongs to (``RAY_ADDRESS``, or a ``ray start`` head
   running here); when there is none, a local Ray instance is started for the scan;
 - ``local``: always a fresh local instance;
-- anything else is passed to ``ray.init(address=...)``: ``ray://head:10001`` (Ray Client)
-  or ``head:6379`` from a node of the cluster.
+- ``HOST:PORT``: the cluster's GCS address (``ray start --head`` prints it; port 6379 by
+  default), from a driver running on a node of that cluster.
+- ``ray://...`` (Ray Client) is refused: Ray Data does not run through Ray Client. Run the
+  driver on a cluster node instead (e.g. ``ray job submit`` or a shell on the head).
 
 Running against a real cluster:
 
@@ -20,13 +22,15 @@ Running against a real cluster:
    (``pip install 'denarius[cpu,ray]'`` or ``[gpu,ray]``), or ship it with a runtime env.
 2. Put the bundle and the images on storage every node mounts at the same path (NFS, a
    FUSE-mounted bucket): actors open the bundle by the path given to ``--bundle`` and read
-   the images by the paths in the manifest. The output is written by the driver only.
-3. Run the driver on the head node or through Ray Client::
+   the images by the paths in the manifest (the rows carry paths, not bytes). The output is
+   written by the driver only.
+3. Run the driver on a node of the cluster (the head, or any worker)::
 
        denarius scan /mnt/coins/manifest.csv --bundle /mnt/bundles/v3 \\
-           --out results.jsonl --ray ray://head:10001 --workers 8 --batch-size 64
+           --out results.jsonl --ray auto --workers 8 --batch-size 64
 
-   ``--workers`` is the number of engine actors (one engine each). GPUs: with
+   (``--ray 10.0.0.5:6379``, the GCS address, does the same from a node where
+   ``RAY_ADDRESS`` is not set.) ``--workers`` is the number of engine actors (one engine each). GPUs: with
    ``--backend ort-cuda|tensorrt``, or ``auto`` on a cluster that has GPUs, every actor
    requests ``num_gpus=1``; a TensorRT bundle needs plans for the workers' GPU.
 4. Killed or failed, rerun the same command: finished coins are skipped.
@@ -64,7 +68,17 @@ def _import_ray():
 
 
 def connect(address: str):
-    """Connect to (or start) Ray for ``address`` (see the module docstring); returns ``ray``."""
+    """Connect to (or start) Ray for ``address`` (see the module docstring); returns ``ray``.
+
+    Raises:
+        ConfigError: a Ray Client address (``ray://``), which Ray Data cannot use.
+        BackendUnavailable: Ray is not installed, or the cluster cannot be reached.
+    """
+    if address.startswith("ray://"):
+        raise ConfigError(
+            f"--ray {address}: Ray Data does not run through Ray Client (ray://). Run the scan on a node of the "
+            "cluster with --ray auto, or give the cluster's GCS address (HOST:6379, printed by `ray start --head`)"
+        )
     ray = _import_ray()
     if ray.is_initialized():
         return ray

@@ -70,3 +70,15 @@ def test_ray_scan_resumes_and_matches_the_local_scan(local_ray, tiny_bundle, tmp
     assert ray_lines.splitlines() == [line.rstrip(b"\n") for line in local_lines]
     records = [json.loads(line) for line in ray_lines.splitlines()]
     assert sorted(r["coin_id"] for r in records) == sorted(ids + ["stray"])
+
+
+def test_a_ray_client_address_is_refused_with_what_to_use_instead(tiny_bundle, tmp_path):
+    from denarius.engine.errors import ConfigError
+
+    folder = tmp_path / "coins"
+    write_pairs(folder, 2)
+    with pytest.raises(ConfigError, match=r"Ray Client.*--ray auto.*GCS address"):
+        run_scan(ScanConfig(input=folder, bundle=tiny_bundle, out=tmp_path / "out.jsonl", ray="ray://head:10001",
+                            progress=False))
+    assert not (tmp_path / "out.jsonl").exists()
+
