@@ -4,21 +4,32 @@ Input: a folder written by ``denarius synth`` (``manifest.csv`` with ``coin_id, 
 reverse, emperor, ric`` and ``landmarks.jsonl``: per image ``coin_id, side, width, height,
 regions: [{word, discriminative, polygon: [[x, y], ...]}]`` in stored-image pixels).
 Polygons are mapped into the network's crop with :func:`denarius.engine.landmarks.geometry.crop_transform`
-(the same affine map as preprocessing).
+(the same affine map as preprocessing). Our methods run through the
+:class:`~denarius.engine.landmarks.service.LandmarkService` (its models, crops, region
+cache, reference and masking operations); the methods scored are named in
+:mod:`denarius.evaluation.methods` (add a variant there), the Captum peers in
+:mod:`denarius.evaluation.peers`. Every figure (see :mod:`denarius.evaluation.summary`)
+comes with a 95% bootstrap interval over images.
 
 Per method and window size:
 
-- pointing game: the heatmap's maximum lies within 15 px (at 224-px scale, i.e.
-  ``15 * crop / 224`` crop pixels) of a discriminative polygon (images without one are skipped);
+- pointing game (the earlier rule): the heatmap's maximum lies within 15 px (at 224-px
+  scale, i.e. ``15 * crop / 224`` crop pixels) of a discriminative polygon (images without
+  one are skipped);
+- the pointing game by TorchRay's rule, its tie-robust variant and its difficult subset
+  (the images where the centre point misses), beside the centre and random-point
+  baselines (:mod:`denarius.evaluation.pointing`);
 - energy: the fraction of the heatmap's mass inside the discriminative polygons;
 - deletion AUC: p(c) as the most salient pixels are removed first (0, 1/n, ..., 1 of the
   pixels; removed = replaced by the reference, as in the methods), averaged with the
   trapezoid rule; lower is better; needs no ground truth;
+- sufficiency: p(c) with only the top 5, 10, 20, 40% of the map kept, the rest the
+  reference, and its AUC over q (:mod:`denarius.evaluation.sufficiency`); higher is better;
 - vacuous rate (optimised): images whose reference image (everything removed) already
   satisfies the constraint, so the optimum is the empty mask (a weak model, or a class
   recognisable without detail, or epsilon >= p(c));
 - seconds per image (wall time of the method's batched call / images) and forward-pass
-  equivalents per image (forward 1, forward + backward 3; deletion passes not included).
+  equivalents per image (forward 1, forward + backward 3; metric passes not included).
 
 Per side and ground-truth part (the first word of a region, e.g. "head", "bust", "legend",
 "owl"), independent of any method:
@@ -31,7 +42,8 @@ Per side and ground-truth part (the first word of a region, e.g. "head", "bust",
 
 The class explained is the coin's true class (emperor for the obverse, RIC for the
 reverse, mapped through the bundle's ``extra.merged`` table of merged RIC labels) when the
-model knows it, else the predicted class.
+model knows it, else the predicted class. The maps scored are saved per side
+(:mod:`denarius.evaluation.heatmaps`).
 """
 
 from __future__ import annotations
@@ -41,8 +53,7 @@ import json
 import logging
 import platform
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -50,18 +61,41 @@ import numpy as np
 
 from denarius.engine.bundle import SIDES
 from denarius.engine.errors import ConfigError, InputError
-from denarius.engine.landmarks import composition
-from denarius.engine.landmarks.api import METHODS, LandmarkConfig, compute_landmarks, make_regions
-from denarius.evaluation.figures import grid, write_png
+from denarius.engine.landmarks.api import LandmarkConfig
 from denarius.engine.landmarks.geometry import crop_transform
+from denarius.engine.landmarks.optimizer import OptimizerConfig
+from denarius.engine.landmarks.service import LandmarkService
+from denarius.engine.preprocess import canonical_transform
+from denarius.evaluation.bootstrap import RESAMPLES, SEED
+from denarius.evaluation.figures import grid, write_png
+from denarius.evaluation.heatmaps import HeatmapStore
+from denarius.evaluation.methods import EVAL_METHODS, check_methods, method_config
 from denarius.evaluation.metrics import (
-    NO_PART, deletion_auc, deletion_curve, energy, part_reliance, parts_at_maximum, parts_in_crop, pointing_hit, polygon_mask,
+    NO_PART,
+    deletion_auc,
+    deletion_curve,
+    energy,
+    part_reliance,
+    parts_at_maximum,
+    parts_in_crop,
+    pointing_hit,
+    polygon_mask,
     polygons_in_crop,
 )
-from denarius.engine.landmarks.model import GradientModel
-from denarius.engine.landmarks.optimizer import OptimizerConfig
 from denarius.evaluation.path_scores import PATH_CHECKPOINTS, PathScores, plot_path
-from denarius.engine.preprocess import canonical_image, crop_image
+from denarius.evaluation.pointing import (
+    centre_point,
+    coin_mask_in_crop,
+    hit_map,
+    point_hits,
+    random_point_hit,
+    scaled_tolerance,
+    tie_robust_hit,
+    torchray_hit,
+)
+from denarius.evaluation.scores_md import markdown
+from denarius.evaluation.sufficiency import SUFFICIENCY_QS, sufficiency_curve
+from denarius.evaluation.summary import SideTable, baselines, summarize
 
 __all__ = ["EvalConfig", "evaluate", "load_ground_truth"]
 
@@ -73,13 +107,14 @@ class EvalConfig:
     """Settings of :func:`evaluate`.
 
     Attributes:
-        methods: subset of ``METHODS``. windows: window sizes (the first is the headline).
+        methods: names in :data:`denarius.evaluation.methods.EVAL_METHODS`.
+        windows: window sizes (the first is the headline).
         stride: window stride. epsilon: optimiser epsilon.
         reference: what removed regions become ("blur" or "black"), for the optimiser,
-            occlusion and the deletion curve alike.
+            occlusion, the Captum baselines, the deletion curve and sufficiency alike.
         sides: which sides to score ("obverse", "reverse").
         limit: at most this many images per side (None: all).
-        tolerance: pointing-game tolerance in px at 224-px scale.
+        tolerance: pointing-game tolerance in px at 224-px scale (TorchRay's 15).
         deletion_steps: points of the deletion curve minus one.
         batch: images per landmark call. figure_rows: coins in the Fig. 7 figure.
         guidebooks: write class guidebooks (mean optimised map over the coins of one
@@ -88,9 +123,15 @@ class EvalConfig:
         path_checkpoints: iteration counts at which the optimised heatmap (headline window)
             is also scored in the pointing game, as if the optimiser had stopped there
             (see :mod:`denarius.evaluation.path_scores`); () to skip.
+        peers: peer libraries to score beside ours (``("captum",)``; see
+            :mod:`denarius.evaluation.peers`), on the headline window and stride.
+        ig_steps: integration steps of the integrated-gradients peer.
+        resamples, seed: the bootstrap's resamples and seed.
+        backend: the LandmarkService's classifier backend ("auto", "ort-cpu", ...).
+        save_heatmaps: write ``heatmaps_<side>.npz``.
     """
 
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = tuple(EVAL_METHODS)
     windows: tuple[int, ...] = (11, 21)
     stride: int = 3
     epsilon: float = 0.5
@@ -104,11 +145,17 @@ class EvalConfig:
     guidebooks: int = 2
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     path_checkpoints: tuple[int, ...] = PATH_CHECKPOINTS
+    peers: tuple[str, ...] = ()
+    ig_steps: int = 32
+    resamples: int = RESAMPLES
+    seed: int = SEED
+    backend: str = "auto"
+    save_heatmaps: bool = True
 
     def __post_init__(self):
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ConfigError(f"unknown landmark methods {unknown}; valid methods: {', '.join(METHODS)}")
+        from denarius.evaluation.peers import PEERS
+
+        check_methods(self.methods)
         bad = [s for s in self.sides if s not in SIDES]
         if bad or not self.sides:
             raise ConfigError(f"unknown sides {bad}; valid sides: {', '.join(SIDES)}")
@@ -118,6 +165,11 @@ class EvalConfig:
             raise ConfigError(f"limit must be >= 1, got {self.limit}")
         if self.deletion_steps < 1 or self.batch < 1:
             raise ConfigError("deletion_steps and batch must be >= 1")
+        unknown = [p for p in self.peers if p not in PEERS]
+        if unknown:
+            raise ConfigError(f"unknown peers {unknown}; valid peers: {', '.join(PEERS)}")
+        if self.resamples < 1 or self.ig_steps < 1:
+            raise ConfigError(f"resamples and ig_steps must be >= 1, got {self.resamples}, {self.ig_steps}")
 
 
 # ------------------------------------------------------------------ data
@@ -162,8 +214,58 @@ def load_ground_truth(synth_dir: Path) -> list[_Item]:
 # ------------------------------------------------------------------ driver
 
 
+@dataclass
+class _Truth:
+    """One image's ground truth in crop pixels."""
+
+    polygons: list  # discriminative polygons, (n, 2) float32
+    inside: np.ndarray  # (S, S) bool union of them
+    hits: np.ndarray  # (S, S) bool: where a point hits by TorchRay's rule
+    parts: dict  # part name -> polygons
+    coin: np.ndarray  # (S, S) bool coin disc
+    matrix: np.ndarray  # (2, 3) photo -> crop
+    tolerance_px: float  # TorchRay's tolerance at this crop size
+
+
+def _ground_truth(item: _Item, rgb: np.ndarray, spec, tolerance_px: float) -> _Truth:
+    matrix = crop_transform(rgb, spec)
+    _, disc = canonical_transform(rgb, spec)
+    polygons = polygons_in_crop(item.regions, matrix)
+    inside = polygon_mask(polygons, (spec.crop, spec.crop))
+    return _Truth(polygons, inside, hit_map(inside, tolerance_px), parts_in_crop(item.regions, matrix),
+                  coin_mask_in_crop(disc, matrix, spec.crop), matrix, tolerance_px)
+
+
+class _Scorer:
+    """Scores maps of one side into its :class:`SideTable` and :class:`HeatmapStore`."""
+
+    def __init__(self, model, table: SideTable, store: HeatmapStore | None, config: EvalConfig, tolerance_px: float):
+        self.model, self.table, self.store, self.config, self.tolerance_px = model, table, store, config, tolerance_px
+
+    def add(self, key: str, heatmap: np.ndarray, *, crop, truth: _Truth, target: int, reference, vacuous=None) -> None:
+        values = self.table.values[key]
+        nan = float("nan")
+        if truth.polygons:
+            values["pointing_game"].append(float(pointing_hit(heatmap, truth.polygons, tolerance_px=self.tolerance_px)))
+            values["pointing_game_torchray"].append(float(torchray_hit(heatmap, truth.hits)))
+            values["pointing_game_tie_robust"].append(tie_robust_hit(heatmap, truth.hits))
+            values["energy"].append(energy(heatmap, truth.inside))
+        else:
+            for name in ("pointing_game", "pointing_game_torchray", "pointing_game_tie_robust", "energy"):
+                values[name].append(nan)
+        curve = deletion_curve(self.model, crop, heatmap, target, steps=self.config.deletion_steps, reference=reference)
+        values["deletion_auc"].append(deletion_auc(curve))
+        sufficiency = sufficiency_curve(self.model, crop, heatmap, target, reference=reference)
+        values["sufficiency"].append(sufficiency)
+        if vacuous is not None:
+            values["vacuous"].append(float(vacuous))
+        if self.store is not None:
+            self.store.add_map(key, heatmap, sufficiency=sufficiency, deletion_auc=values["deletion_auc"][-1])
+
+
 def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
-    """Score every method on a synthetic set; writes scores.json, scores.md and figure.png.
+    """Score every method on a synthetic set; writes scores.json, scores.md, figure.png and
+    heatmaps_<side>.npz.
 
     Args:
         bundle: a loaded :class:`denarius.engine.bundle.Bundle` with gradient graphs.
@@ -179,129 +281,102 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     out_dir.mkdir(parents=True, exist_ok=True)
     items = load_ground_truth(Path(synth_dir))
     headline = config.windows[0]
+    keys = [(name, window) for window in config.windows for name in config.methods]
     # RIC labels merged at training time (near-duplicate descriptions) -> their class label
     merged = (getattr(bundle, "extra", None) or {}).get("merged") or {}
     merged_into = {original: label for label, originals in merged.items() for original in originals}
-    sums: dict = defaultdict(lambda: defaultdict(list))  # (side, method, window) -> metric -> values
+    tables: dict[str, SideTable] = {}
     figure_rows: list = []
-    by_label: dict = defaultdict(list)  # (side, label) -> headline optimised maps
-    reliance: dict = defaultdict(lambda: defaultdict(list))  # side -> part -> [(p_full, p_removed, area)]
-    maxima: dict = defaultdict(lambda: defaultdict(int))  # (side, method) -> part -> images
+    by_label: dict = {}  # (side, label) -> headline maps of the guidebook method
+    reliance: dict = {}  # side -> part -> [(p_full, p_removed, area)]
+    maxima: dict = {}  # (side, method) -> part -> images
     path_scores = PathScores(config.path_checkpoints)
-    images_done = 0
-    for side in config.sides:
-        side_items = [it for it in items if it.side == side][: config.limit]
-        if not side_items:
-            continue
-        name = GradientModel.model_for_side(bundle, side)
-        with GradientModel.from_bundle(bundle, name) as model:
+    peer_names: tuple[str, ...] = ()
+    written: list[str] = []
+    base = LandmarkConfig(stride=config.stride, epsilon=config.epsilon, reference=config.reference, optimizer=config.optimizer)
+    with LandmarkService.open(bundle, backend=config.backend) as service:
+        backend = f"{service.backend.name} {service.backend.precision} (gradient graphs on {service.gradient_kind})"
+        for side in config.sides:
+            side_items = [it for it in items if it.side == side][: config.limit]
+            if not side_items:
+                continue
+            name = service.model_name(side)
+            model = service.model(name)
             spec = model.spec
-            tolerance_px = config.tolerance * spec.crop / 224.0
+            tolerance_px = scaled_tolerance(config.tolerance, spec.crop)
+            table = tables[side] = SideTable(side)
+            store = HeatmapStore(side, tolerance_px=tolerance_px, crop_size=spec.crop, qs=SUFFICIENCY_QS) if config.save_heatmaps else None
+            scorer = _Scorer(model, table, store, config, tolerance_px)
+            peers = _open_peers(bundle, name, config, headline)
+            peer_names = tuple(peers.methods) if peers else ()
             batches = [side_items[i : i + config.batch] for i in range(0, len(side_items), config.batch)]
             for batch in tqdm(batches, desc=f"landmarks-eval {side}", unit="batch", disable=not progress):
-                crops, inside, discriminative, targets, parts = [], [], [], [], []
+                crops, truths, targets = [], [], []
                 for it in batch:
                     rgb = decode_image(it.path, max_pixels=spec.max_pixels, min_side=spec.min_side)
-                    crops.append(crop_image(canonical_image(rgb, spec), spec))
-                    matrix = crop_transform(rgb, spec)
-                    parts.append(parts_in_crop(it.regions, matrix))
-                    polygons = polygons_in_crop(it.regions, matrix)
-                    discriminative.append(polygons)
-                    inside.append(polygon_mask(polygons, (spec.crop, spec.crop)))
+                    crops.append(service.crop(rgb, side=side))
+                    truths.append(_ground_truth(it, rgb, spec, tolerance_px))
                     label = merged_into.get(it.label, it.label)
                     targets.append(label if label in model.classes else None)
                 crops = np.stack(crops)
-                references = composition.reference_images(crops, config.reference)
-                images_done += len(batch)
-                row_tiles: dict = defaultdict(dict)
-                for window in config.windows:
-                    for method in config.methods:
-                        lc = LandmarkConfig(
-                            method=method, window=window, stride=config.stride, epsilon=config.epsilon,
-                            reference=config.reference, optimizer=config.optimizer,
-                        )
-                        along_path = method == "optimized" and window == headline and config.path_checkpoints
-                        path_regions = make_regions(lc, crops[0]) if along_path else None  # windows: the same for every crop
-                        before = model.forward_equivalents
-                        start = time.perf_counter()
-                        maps = compute_landmarks(model, crops, config=lc, targets=targets, checkpoints=config.path_checkpoints if along_path else ())
-                        seconds = time.perf_counter() - start
-                        cost = model.forward_equivalents - before
-                        bucket = sums[(side, method, window)]
-                        bucket["seconds"].append(seconds)
-                        bucket["forward"].append(cost)
-                        bucket["images"].append(len(batch))
-                        for i, m in enumerate(maps):
-                            bucket["vacuous"].append(bool(m.vacuous))
-                            if discriminative[i]:
-                                bucket["pointing"].append(pointing_hit(m.heatmap, discriminative[i], tolerance_px=tolerance_px))
-                                bucket["energy"].append(energy(m.heatmap, inside[i]))
-                                if along_path:
-                                    path_scores.add(side, m, path_regions, discriminative[i], tolerance_px=tolerance_px)
-                            reference = None if references is None else references[i]
-                            curve = deletion_curve(model, crops[i], m.heatmap, m.target, steps=config.deletion_steps, reference=reference)
-                            bucket["deletion"].append(deletion_auc(curve))
-                            if window == headline:
-                                for part in parts_at_maximum(m.heatmap, parts[i]):
-                                    maxima[(side, method)][part] += 1
-                                if method == config.methods[0]:  # once per image: the class it explained
-                                    for part, (p_removed, area) in part_reliance(model, crops[i], parts[i], target=m.target, reference=reference).items():
-                                        reliance[side][part].append((m.p_full, p_removed, area))
-                            if len(figure_rows) < config.figure_rows:
-                                row_tiles[i][(method, window)] = (m.overlay(), m.p_full)
-                            if method == "optimized" and window == headline and config.guidebooks and targets[i] is not None:
-                                by_label[(side, batch[i].label)].append(m)
+                references = service.reference(crops, config.reference)
+                row_tiles: dict = {}
+                explained: list[int] = []
+                for name_, window in keys:
+                    method = EVAL_METHODS[name_]
+                    lc = method_config(name_, replace(base, window=window))
+                    along_path = method.path_scores and window == headline and bool(config.path_checkpoints)
+                    before = model.forward_equivalents
+                    start = time.perf_counter()
+                    maps = service.compute(crops, model=name, config=lc, targets=targets, checkpoints=config.path_checkpoints if along_path else ())
+                    seconds = time.perf_counter() - start
+                    key = f"{name_}@{window}"
+                    table.cost[key].append((seconds, model.forward_equivalents - before, len(batch)))
+                    if not explained:
+                        explained = [m.target for m in maps]
+                        _add_images(table, store, batch, truths, maps)
+                    path_regions = service.regions(lc, crops[0]) if along_path else None
+                    for i, m in enumerate(maps):
+                        reference = None if references is None else references[i]
+                        scorer.add(key, m.heatmap, crop=crops[i], truth=truths[i], target=m.target, reference=reference,
+                                   vacuous=m.vacuous if lc.method == "optimized" else None)
+                        if along_path and truths[i].polygons:
+                            path_scores.add(side, m, path_regions, truths[i].polygons, tolerance_px=tolerance_px)
+                        if window == headline:
+                            for part in parts_at_maximum(m.heatmap, truths[i].parts):
+                                maxima.setdefault((side, name_), {}).setdefault(part, 0)
+                                maxima[(side, name_)][part] += 1
+                            if (name_, window) == keys[0]:  # once per image: what the model needs
+                                for part, (p_removed, area) in part_reliance(model, crops[i], truths[i].parts, target=m.target, reference=reference).items():
+                                    reliance.setdefault(side, {}).setdefault(part, []).append((m.p_full, p_removed, area))
+                            if method.guidebook and config.guidebooks and targets[i] is not None:
+                                by_label.setdefault((side, batch[i].label), []).append(m)
+                        if len(figure_rows) < config.figure_rows:
+                            row_tiles.setdefault(i, {})[(name_, window)] = (m.overlay(), m.p_full)
+                if peers:
+                    peer_maps, peer_seconds = peers.heatmaps(crops, explained, references=references)
+                    for key, batch_maps in peer_maps.items():
+                        table.cost[key].append((peer_seconds[key], peers.forward_equivalents(key) * len(batch), len(batch)))
+                        for i, heatmap in enumerate(batch_maps):
+                            scorer.add(key, heatmap, crop=crops[i], truth=truths[i], target=explained[i],
+                                       reference=None if references is None else references[i])
                 for i in sorted(row_tiles):
                     if len(figure_rows) < config.figure_rows:
-                        figure_rows.append((crops[i], discriminative[i], row_tiles[i], f"{batch[i].coin_id} {side}"))
-    if images_done == 0:
-        raise InputError(f"no images for sides {config.sides} in {synth_dir}")
-
-    def summary(method: str, window: int, sides=config.sides) -> dict:
-        bucket = defaultdict(list)
-        for side in sides:
-            for key, values in sums[(side, method, window)].items():
-                bucket[key] += values
-        images = sum(bucket["images"])
-        if not images:
-            return None
-        mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
-        return {
-            "pointing_game": mean(bucket["pointing"]),
-            "energy": mean(bucket["energy"]),
-            "deletion_auc": mean(bucket["deletion"]),
-            "seconds_per_image": sum(bucket["seconds"]) / images,
-            "forward_equivalents": sum(bucket["forward"]) / images,
-            "images": images,
-            "images_with_ground_truth": len(bucket["pointing"]),
-            "vacuous_rate": mean(bucket["vacuous"]),
-        }
-
-    scores = {
-        "bundle": str(bundle.path),
-        "bundle_version": bundle.version,
-        "synth_dir": str(synth_dir),
-        "images": images_done,
-        "sides": list(config.sides),
-        "window": headline,
-        "stride": config.stride,
-        "epsilon": config.epsilon,
-        "reference": config.reference,
-        "tolerance_px_at_224": config.tolerance,
-        "backend": "onnxruntime CPUExecutionProvider fp32",
-        "hardware": f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores",
-        "methods": {m: summary(m, headline) for m in config.methods},
-        "by_window": {str(w): {m: summary(m, w) for m in config.methods} for w in config.windows},
-        "by_side": {
-            side: {str(w): {m: summary(m, w, (side,)) for m in config.methods} for w in config.windows} for side in config.sides
-        },
-    }
-    images_scored = {(side, method): sum(sums[(side, method, headline)]["images"]) for side in config.sides for method in config.methods}
-    scores["parts"] = _part_scores(reliance, maxima, images_scored, config.methods)
-    scores["path"] = path_scores.summary()
-    scores["guidebooks"] = _guidebooks(by_label, out_dir, config.guidebooks)
+                        figure_rows.append((crops[i], truths[i].polygons, row_tiles[i], f"{batch[i].coin_id} {side}"))
+            if store is not None:
+                path = store.save(out_dir)
+                if path is not None:
+                    written.append(str(path))
+        images_done = sum(len(t.labels) for t in tables.values())
+        if images_done == 0:
+            raise InputError(f"no images for sides {config.sides} in {synth_dir}")
+        scores = _scores(bundle, synth_dir, config, tables, keys, peer_names, backend)
+        scores["parts"] = _part_scores(reliance, maxima, tables, config.methods)
+        scores["path"] = path_scores.summary()
+        scores["guidebooks"] = _guidebooks(by_label, out_dir, config.guidebooks)
+        scores["heatmaps"] = written
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
-    (out_dir / "scores.md").write_text(_markdown(scores))
+    (out_dir / "scores.md").write_text(markdown(scores))
     if figure_rows:
         write_png(out_dir / "figure.png", _figure(figure_rows, config))
     if scores["path"]:
@@ -309,14 +384,79 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     return scores
 
 
-def _part_scores(reliance: dict, maxima: dict, images_scored: dict, methods) -> dict:
+def _open_peers(bundle, name: str, config: EvalConfig, window: int):
+    """The peers of one side's model (None without ``config.peers``)."""
+    if "captum" not in config.peers:
+        return None
+    from denarius.evaluation.peers import CaptumPeers
+
+    return CaptumPeers(bundle, name, window=window, stride=config.stride, ig_steps=config.ig_steps)
+
+
+def _add_images(table: SideTable, store: HeatmapStore | None, batch, truths: list[_Truth], maps) -> None:
+    """A batch's images in the side's table (and store): the class explained, ground truth, baselines."""
+    for it, truth, m in zip(batch, truths, maps):
+        size = truth.inside.shape
+        table.coin_ids.append(it.coin_id)
+        table.labels.append(m.label)
+        table.has_ground_truth.append(bool(truth.polygons))
+        table.centre.append(float(point_hits(truth.inside, centre_point(size), truth.tolerance_px)))
+        table.random.append(random_point_hit(truth.hits, truth.coin))
+        if store is not None:
+            store.add_image(coin_id=it.coin_id, label=m.label, target=m.target, ground_truth=truth.inside,
+                            has_ground_truth=bool(truth.polygons), coin=truth.coin, crop_matrix=truth.matrix)
+
+
+def _scores(bundle, synth_dir, config: EvalConfig, tables: dict, keys, peer_names, backend: str) -> dict:
+    """The scores.json dict without parts, path and guidebooks."""
+    headline = config.windows[0]
+    every = list(tables.values())
+    figures = dict(resamples=config.resamples, seed=config.seed)
+
+    def ours(window: int, sides) -> dict:
+        return {name: summarize(sides, f"{name}@{window}", **figures) for name in config.methods}
+
+    scores = {
+        "bundle": str(bundle.path),
+        "bundle_version": bundle.version,
+        "synth_dir": str(synth_dir),
+        "images": sum(len(t.labels) for t in every),
+        "sides": list(tables),
+        "window": headline,
+        "stride": config.stride,
+        "epsilon": config.epsilon,
+        "reference": config.reference,
+        "tolerance_px_at_224": config.tolerance,
+        "bootstrap": {"resamples": config.resamples, "seed": config.seed, "level": 0.95, "resampled": "images"},
+        "backend": backend,
+        "hardware": f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores",
+        "methods": ours(headline, every),
+        "by_window": {str(w): ours(w, every) for w in config.windows},
+        "by_side": {side: {str(w): ours(w, [t]) for w in config.windows} for side, t in tables.items()},
+        "baselines": {"all": baselines(every, **figures), **{side: baselines([t], **figures) for side, t in tables.items()}},
+    }
+    if peer_names:
+        import captum
+
+        scores["peers"] = {
+            "library": f"captum {captum.__version__}", "window": headline, "stride": config.stride, "ig_steps": config.ig_steps,
+            "methods": {p: summarize(every, p, **figures) for p in peer_names},
+            "by_side": {side: {p: summarize([t], p, **figures) for p in peer_names} for side, t in tables.items()},
+        }
+    else:
+        scores["peers"] = {}
+    return scores
+
+
+def _part_scores(reliance: dict, maxima: dict, tables: dict, methods) -> dict:
     """side -> part -> {images, p_full, p_removed, area, maximum_inside: {method: share}},
     parts by frequency, then ``NO_PART`` (maxima inside no part; reliance does not apply).
 
     Args:
         reliance: side -> part -> [(p_full, p_removed, area)] per image with that part.
-        maxima: (side, method) -> part -> images whose heatmap maximum lies in that part.
-        images_scored: (side, method) -> images scored.
+        maxima: (side, method) -> part -> images whose heatmap maximum (headline window)
+            lies in that part.
+        tables: side -> its :class:`SideTable` (every method scores every image).
     """
     scores = {}
     for side, by_part in reliance.items():
@@ -325,11 +465,9 @@ def _part_scores(reliance: dict, maxima: dict, images_scored: dict, methods) -> 
             p_full, p_removed, area = np.mean(np.asarray(values, np.float64), axis=0)
             rows[part] = {"images": len(values), "p_full": float(p_full), "p_removed": float(p_removed), "area": float(area)}
         rows[NO_PART] = {}
+        images = len(tables[side].labels)
         for part, row in rows.items():
-            row["maximum_inside"] = {
-                method: maxima[(side, method)].get(part, 0) / images_scored[(side, method)]
-                for method in methods if images_scored[(side, method)]
-            }
+            row["maximum_inside"] = {method: maxima.get((side, method), {}).get(part, 0) / images for method in methods}
         scores[side] = rows
     return scores
 
@@ -351,61 +489,6 @@ def _cpu_count() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _markdown(scores: dict) -> str:
-    lines = [
-        f"Landmark scores on {scores['synth_dir']} ({scores['images']} images, sides {', '.join(scores['sides'])}), "
-        f"bundle {scores['bundle_version']}, stride {scores['stride']}, epsilon {scores['epsilon']}, reference {scores['reference']}, {scores['backend']}, {scores['hardware']}.",
-        "",
-        "| side | window | method | pointing game | energy | deletion AUC (lower is better) | s / image | forward equivalents / image | vacuous |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    tables = [("all", scores["by_window"])] + (list(scores["by_side"].items()) if len(scores["by_side"]) > 1 else [])
-    for side, by_window in tables:
-        for window, methods in by_window.items():
-            for method, s in methods.items():
-                if s is None:
-                    continue
-                lines.append(
-                    f"| {side} | {window} | {method} | {_fmt(s['pointing_game'])} | {_fmt(s['energy'])} | {_fmt(s['deletion_auc'])} | "
-                    f"{_fmt(s['seconds_per_image'], 3)} | {s['forward_equivalents']:.0f} | {_fmt(s['vacuous_rate'], 2) if method == 'optimized' else '-'} |"
-                )
-    lines += ["", "vacuous: share of images whose reference image (every region removed) already satisfies the constraint, "
-              "so the empty mask is optimal; the optimised heatmap (persistence) still ranks the regions."]
-    for side, parts in scores.get("parts", {}).items():
-        methods = list(scores["methods"])
-        total = max((v.get("images", 0) for v in parts.values()), default=0)
-        lines += [
-            "",
-            f"Ground-truth parts, {side}: what the model needs (p(c) with the part replaced by the reference) and where "
-            f"each method's heatmap maximum lies (window {scores['window']}). Parts on at least 5% of the images.",
-            "",
-            "| part | images | area | p(c) whole | p(c) part removed | " + " | ".join(f"max in part: {m}" for m in methods) + " |",
-            "|---|---|---|---|---|" + "---|" * len(methods),
-        ]
-        for part, v in parts.items():
-            if part != NO_PART and v["images"] < 0.05 * total:
-                continue
-            cells = [str(v.get("images", "-")), _fmt(v.get("area")), _fmt(v.get("p_full")), _fmt(v.get("p_removed"))]
-            lines.append(f"| {part} | " + " | ".join(cells) + " | " + " | ".join(_fmt(v["maximum_inside"].get(m), 2) for m in methods) + " |")
-    if scores.get("path"):
-        checkpoints = next(iter(scores["path"].values()))["iterations"]
-        lines += [
-            "",
-            f"Pointing game along the optimiser's path (window {scores['window']}): the optimised heatmap had the optimiser "
-            "stopped after t iterations (rows that stopped sooner keep their final heatmap). See path.png.",
-            "",
-            "| side | images | " + " | ".join(f"t = {t}" for t in checkpoints) + " |",
-            "|---|---|" + "---|" * len(checkpoints),
-        ]
-        for side, curve in scores["path"].items():
-            lines.append(f"| {side} | {curve['images']} | " + " | ".join(_fmt(v) for v in curve["pointing_game"]) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def _figure(rows, config: EvalConfig) -> np.ndarray:

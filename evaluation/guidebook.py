@@ -15,9 +15,9 @@ import numpy as np
 
 from denarius.engine.errors import InputError
 from denarius.engine.landmarks.api import LandmarkConfig, compute_landmarks
-from denarius.evaluation.figures import grid, write_png
 from denarius.engine.landmarks.model import LandmarkModel
 from denarius.engine.landmarks.result import LandmarkMap, overlay, rescale
+from denarius.evaluation.figures import grid, write_png
 
 __all__ = ["Guidebook", "guidebook_from_maps", "class_guidebook"]
 

@@ -17,7 +17,7 @@ from denarius.engine.preprocess import normalize
 
 __all__ = [
     "NO_PART", "polygons_in_crop", "pointing_hit", "polygon_mask", "energy", "deletion_curve", "deletion_auc",
-    "parts_in_crop", "parts_at_maximum", "part_reliance",
+    "parts_in_crop", "parts_at_maximum", "part_reliance", "salience_rank", "removed_probabilities",
 ]
 
 
@@ -65,11 +65,30 @@ def deletion_curve(model, crop: np.ndarray, heatmap: np.ndarray, target: int, *,
     Returns:
         (steps + 1,) float64 for deleted fractions 0, 1/steps, ..., 1.
     """
+    rank = salience_rank(heatmap)
     pixels = heatmap.size
-    rank = np.empty(pixels, np.int64)
-    rank[np.argsort(-heatmap.ravel(), kind="stable")] = np.arange(pixels)  # 0 = most salient
     counts = np.array([round(pixels * i / steps) for i in range(steps + 1)])
     removed = (rank[None, :] < counts[:, None]).reshape(steps + 1, *heatmap.shape)  # (steps + 1, H, W)
+    return removed_probabilities(model, crop, removed, target=target, reference=reference)
+
+
+def salience_rank(heatmap: np.ndarray) -> np.ndarray:
+    """(H * W,) int64 rank of each pixel, 0 = most salient (ties in raster order)."""
+    pixels = heatmap.size
+    rank = np.empty(pixels, np.int64)
+    rank[np.argsort(-np.asarray(heatmap).ravel(), kind="stable")] = np.arange(pixels)
+    return rank
+
+
+def removed_probabilities(model, crop: np.ndarray, removed: np.ndarray, *, target: int, reference: np.ndarray | None = None) -> np.ndarray:
+    """p(target) of copies of ``crop`` with the ``removed`` pixels replaced by the reference.
+
+    Args:
+        crop: (H, W, 3) in [0, 255]. removed: (n, H, W) bool. reference: (H, W, 3) what a
+            removed pixel becomes (None: black).
+    Returns:
+        (n,) float64, in one forward call.
+    """
     images = composition.replace_pixels(crop, removed, reference)
     return softmax(model.logits(normalize(images, model.spec)))[:, target]
 
@@ -112,6 +131,5 @@ def part_reliance(model, crop: np.ndarray, parts: dict[str, list[np.ndarray]], *
     if not names:
         return {}
     masks = np.stack([polygon_mask(parts[name], crop.shape[:2]) for name in names])  # (n, H, W)
-    images = composition.replace_pixels(crop, masks, reference)
-    p = softmax(model.logits(normalize(images, model.spec)))[:, target]
+    p = removed_probabilities(model, crop, masks, target=target, reference=reference)
     return {name: (float(p[i]), float(masks[i].mean())) for i, name in enumerate(names)}

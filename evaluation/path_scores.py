@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from denarius.engine.landmarks import composition
-from denarius.evaluation.metrics import pointing_hit
 from denarius.engine.landmarks.regions import Regions
 from denarius.engine.landmarks.result import LandmarkMap
+from denarius.evaluation.metrics import pointing_hit
 
 __all__ = ["PATH_CHECKPOINTS", "PathScores", "plot_path"]
 

@@ -1,15 +1,18 @@
 """Characteristic landmarks (Kim & Pavlovic, section 3.3): the constrained mask optimiser,
 its baselines (occlusion, gradient saliency), regions, masking operations and scores.
 
-Entry points: :func:`compute_landmarks` (a :class:`GradientModel` or any
-:class:`LandmarkModel` and uint8 centre crops) and :func:`landmarks_for_source` (a photo).
+Entry points: :class:`LandmarkService` (a bundle's landmarks on the engine's backends: what
+the server, the CLI, the scanner, the bench and the evaluation call), :func:`compute_landmarks`
+(a :class:`GradientModel` or any :class:`LandmarkModel` and uint8 centre crops) and
+:func:`landmarks_for_source` (a photo).
 
 Modules::
 
     regions.py      windows (w, stride s), SLIC superpixels, pixels; coverage normaliser C
     composition.py  f_I(x) = (sum_k x_k I_k) * C and its adjoint (NumPy reference, CPU path)
     cuda.py         pycuda launchers of engine/kernels/landmarks.cu (same operations)
-    model.py        GradientModel: onnxruntime classifier + gradient graph, cost counter
+    service.py      LandmarkService: models, preprocessing, region cache, reference, ops on the engine's backends
+    model.py        GradientModel: classifier + gradient graph on engine backends, cost counter
     optimizer.py    batched projected subgradient descent with backprojection
     baselines.py    occlusion sensitivity, gradient saliency
     api.py          LandmarkConfig, compute_landmarks, landmarks_for_source
@@ -26,6 +29,7 @@ from denarius.engine.landmarks.model import GradientModel, LandmarkModel
 from denarius.engine.landmarks.optimizer import OptimizerConfig
 from denarius.engine.landmarks.regions import LabelRegions, Regions, WindowRegions, pixel_regions, superpixel_regions, window_regions
 from denarius.engine.landmarks.result import LandmarkMap
+from denarius.engine.landmarks.service import LandmarkService
 
 __all__ = [
     "METHODS",
@@ -38,6 +42,7 @@ __all__ = [
     "GradientModel",
     "LandmarkModel",
     "LandmarkMap",
+    "LandmarkService",
     "Regions",
     "WindowRegions",
     "LabelRegions",

@@ -16,7 +16,7 @@ import numpy as np
 
 from denarius.engine.errors import ConfigError, InputError
 from denarius.engine.landmarks import baselines, composition
-from denarius.engine.landmarks.model import LandmarkModel
+from denarius.engine.landmarks.model import LandmarkModel, unknown_label
 from denarius.engine.landmarks.optimizer import NumpyOps, OptimizerConfig, check_epsilon, optimize_masks
 from denarius.engine.landmarks.regions import Regions, pixel_regions, superpixel_regions, window_regions
 from denarius.engine.landmarks.result import LandmarkMap, rescale, top_regions
@@ -99,8 +99,7 @@ def _resolve_targets(model: LandmarkModel, targets, count: int) -> list[int | No
             out.append(int(target))
         else:
             if str(target) not in model.classes:
-                shown = ", ".join(model.classes[:20]) + (" ..." if len(model.classes) > 20 else "")
-                raise InputError(f"unknown target label {target!r}; valid labels: {shown}")
+                raise unknown_label(target, model.classes)
             out.append(model.classes.index(str(target)))
     return out
 

@@ -27,7 +27,7 @@ from denarius.engine.errors import BundleError, ConfigError, InputError
 from denarius.engine.preprocess import PreprocessSpec
 from denarius.engine.scoring import softmax64 as softmax  # the one softmax; optimiser and baselines import it from here
 
-__all__ = ["LandmarkModel", "GradientModel", "softmax", "model_for_side", "FORWARD", "FORWARD_BACKWARD",
+__all__ = ["LandmarkModel", "GradientModel", "softmax", "model_for_side", "unknown_label", "FORWARD", "FORWARD_BACKWARD",
            "GRAD_TARGET", "GRAD_LOSS", "GRAD_IMAGE"]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,13 @@ class LandmarkModel(Protocol):
 
     def loss_and_grad(self, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> logits (N, C), loss (N,) = -log softmax[target], grad_image (N, 3, S, S)."""
+
+
+def unknown_label(label, classes: Sequence[str], *, side: str | None = None) -> InputError:
+    """The InputError for a class label a model does not have (the first 20 valid ones listed)."""
+    shown = ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else "")
+    where = f" for the {side}" if side else ""
+    return InputError(f"unknown target label {label!r}{where}; valid labels: {shown}")
 
 
 def model_for_side(bundle, side: str) -> str:
@@ -175,8 +182,7 @@ class GradientModel:
         try:
             return self.classes.index(str(label))
         except ValueError:
-            shown = ", ".join(self.classes[:20]) + (" ..." if len(self.classes) > 20 else "")
-            raise InputError(f"unknown target label {label!r}; valid labels: {shown}") from None
+            raise unknown_label(label, self.classes) from None
 
     def _check(self, images: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(images, np.float32)

@@ -51,7 +51,7 @@ import numpy as np
 from denarius.engine.errors import BackendUnavailable, BundleError, DenariusError, InputError
 from denarius.engine.landmarks import composition
 from denarius.engine.landmarks.api import LandmarkConfig, compute_landmarks, make_regions, source_crop
-from denarius.engine.landmarks.model import GradientModel, model_for_side, model_spec
+from denarius.engine.landmarks.model import GradientModel, model_for_side, model_spec, unknown_label
 from denarius.engine.landmarks.regions import Regions
 
 __all__ = ["LandmarkService"]
@@ -143,9 +143,7 @@ class LandmarkService:
         classes = self.classes(model)
         if target is None or target in classes:
             return target
-        shown = ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else "")
-        where = f" for the {side}" if side else ""
-        raise InputError(f"unknown target label {target!r}{where}; valid labels: {shown}")
+        raise unknown_label(target, classes, side=side)
 
     def require_gradient(self, model: str) -> None:
         """Raises BundleError when the bundle has no gradient graph for ``model``."""

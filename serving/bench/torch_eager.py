@@ -3,7 +3,7 @@
 It does the same work as ``Engine.identify`` - the same ``denarius.engine.preprocess`` pipeline, both
 AlexNets, both softmaxes and the hierarchical combination - the way a researcher's script
 would: one coin at a time, in PyTorch eager mode, fp32. The weights come straight from the
-bundle's fp32 ONNX files (their initializers keep the torchvision state-dict names), so no
+bundle's fp32 ONNX files (:func:`denarius.training.onnx_weights.model_from_onnx`), so no
 training run directory is needed. torch is imported inside, never at module level.
 """
 
@@ -19,20 +19,6 @@ from denarius.engine.preprocess import preprocess
 __all__ = ["TorchEagerPipeline"]
 
 
-def _alexnet_from_onnx(path, *, num_classes: int, input_size: int):
-    import onnx
-    import torch
-    from onnx import numpy_helper
-
-    from denarius.training.model import ModelConfig, build_model
-
-    state = {init.name: torch.from_numpy(numpy_helper.to_array(init).copy()) for init in onnx.load(str(path)).graph.initializer}
-    width = state["features.0.weight"].shape[0] / 64.0
-    model = build_model(ModelConfig(num_classes=num_classes, width=width, input_size=input_size))
-    model.load_state_dict(state)
-    return model.eval()
-
-
 class TorchEagerPipeline:
     """identify(pairs) one coin at a time with PyTorch eager fp32.
 
@@ -46,9 +32,11 @@ class TorchEagerPipeline:
     def __init__(self, bundle: Bundle, *, threads: int | None = None):
         import torch
 
+        from denarius.training.onnx_weights import model_from_onnx
+
         self.bundle = bundle
         self.models = {
-            name: _alexnet_from_onnx(bundle.file(name, "fp32"), num_classes=len(info.classes), input_size=info.input_size)
+            name: model_from_onnx(bundle.file(name, "fp32"), num_classes=len(info.classes), input_size=info.input_size)
             for name, info in bundle.models.items()
         }
         self.threads = threads or self._fastest_thread_count()

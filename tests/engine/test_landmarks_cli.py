@@ -19,7 +19,8 @@ def photo_path(tmp_path_factory, symbol_coin):
 
 def test_landmarks_command_writes_png_and_json(grad_bundle, photo_path, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["landmarks", "--bundle", str(grad_bundle), str(photo_path), "--side", "reverse", "--epsilon", "0.05", "--out", str(out)])
+    code = main(["landmarks", "--bundle", str(grad_bundle), str(photo_path), "--side", "reverse", "--epsilon", "0.05",
+                 "--backend", "ort-cpu", "--out", str(out)])
     assert code == 0
     data = json.loads((out / "coin_optimized.json").read_text())
     assert data["method"] == "optimized" and data["side"] == "reverse" and data["epsilon"] == 0.05

@@ -10,12 +10,13 @@ import pytest
 from denarius.evaluation.path_scores import PATH_CHECKPOINTS
 from denarius.serving.cli import main
 
+FAIR = ("pointing_game_torchray", "pointing_game_tie_robust", "pointing_game_difficult", "sufficiency_auc", "deletion_auc", "energy")
 
-def test_landmarks_eval_scores(grad_bundle, synth_dir, tmp_path):
-    out = tmp_path / "eval"
-    assert main(["landmarks-eval", "--bundle", str(grad_bundle), str(synth_dir), "--out", str(out), "--windows", "21", "11", "--batch", "2"]) == 0
+
+def test_landmarks_eval_scores(eval_run):
+    out = eval_run
     scores = json.loads((out / "scores.json").read_text())
-    assert scores["window"] == 21 and scores["images"] == 4
+    assert scores["window"] == 21 and scores["images"] == 6
     for method in ("optimized", "occlusion", "saliency"):
         s = scores["methods"][method]
         assert set(s) >= {"pointing_game", "energy", "deletion_auc", "seconds_per_image", "forward_equivalents"}
@@ -37,14 +38,14 @@ def test_landmarks_eval_scores(grad_bundle, synth_dir, tmp_path):
     # Ground-truth parts: every image has a shield and a legend; each method's maximum lies
     # in some part or in none, on every image.
     reverse = scores["parts"]["reverse"]
-    assert reverse["shield"]["images"] == reverse["legend"]["images"] == 2
+    assert reverse["shield"]["images"] == reverse["legend"]["images"] == 3
     for part in ("shield", "legend"):
         assert 0 <= reverse[part]["p_removed"] <= 1 and 0 < reverse[part]["area"] < 1
     for method in ("optimized", "occlusion", "saliency"):
         for side, parts in scores["parts"].items():
             shares = [v["maximum_inside"][method] for v in parts.values()]
             assert all(0 <= x <= 1 for x in shares) and sum(shares) >= 1 - 1e-9  # parts may overlap
-    assert "| shield | 2 |" in (out / "scores.md").read_text()
+    assert "| shield | 3 |" in (out / "scores.md").read_text()
     # The pointing game along the optimiser's path: every checkpoint, both sides, and the
     # last checkpoint (past every row's end) is the optimised score itself.
     for side, curve in scores["path"].items():
@@ -55,3 +56,44 @@ def test_landmarks_eval_scores(grad_bundle, synth_dir, tmp_path):
         assert curve["pointing_game"][-1] == pytest.approx(optimised["pointing_game"])
     assert set(scores["path"]) == {"obverse", "reverse"} and cv2.imread(str(out / "path.png")) is not None
     assert "Pointing game along the optimiser's path" in (out / "scores.md").read_text()
+
+
+def _inside(value, interval):
+    return interval is not None and interval[0] - 1e-12 <= value <= interval[1] + 1e-12
+
+
+def test_landmarks_eval_fair_figures_baselines_and_peers(eval_run):
+    scores = json.loads((eval_run / "scores.json").read_text())
+    assert scores["bootstrap"] == {"resamples": 200, "seed": 0, "level": 0.95, "resampled": "images"}
+    rows = dict(scores["methods"])
+    if scores["peers"]:
+        assert scores["peers"]["library"].startswith("captum ")
+        assert set(scores["peers"]["methods"]) == {"captum_occlusion", "captum_saliency", "captum_integrated_gradients", "captum_gradcam"}
+        rows.update(scores["peers"]["methods"])
+        assert scores["peers"]["methods"]["captum_integrated_gradients"]["forward_equivalents"] == 12  # 4 steps x (forward + backward)
+    for name, row in rows.items():
+        for figure in FAIR:
+            assert 0 <= row[figure] <= 1 and _inside(row[figure], row["intervals"][figure]), (name, figure)
+        assert list(row["sufficiency"]) == ["0.05", "0.10", "0.20", "0.40"]
+        for q, value in row["sufficiency"].items():
+            assert _inside(value, row["intervals"]["sufficiency"][q]), (name, q)
+        # the coin whose shield lies right of the centre: the centre point misses it on both sides
+        assert row["difficult_images"] == 2 and row["images_with_ground_truth"] == 6
+    for scope in ("all", "obverse", "reverse"):
+        centre, random = scores["baselines"][scope]["centre"], scores["baselines"][scope]["random"]
+        assert centre["pointing_game_difficult"] == 0.0  # by definition of the subset
+        assert 0 < centre["pointing_game_torchray"] < 1 and 0 < random["pointing_game_torchray"] < 1
+        assert _inside(random["pointing_game_torchray"], random["intervals"]["pointing_game_torchray"])
+    text = (eval_run / "scores.md").read_text()
+    assert "| all | centre point (baseline) |" in text and "| reverse | random point (baseline) |" in text
+    assert "Sufficiency: p(c) with only the top q" in text and " [" in text  # figures with intervals
+
+
+def test_landmarks_eval_bad_input(grad_bundle, synth_dir, tmp_path, capsys):
+    argv = ["landmarks-eval", "--bundle", str(grad_bundle), str(synth_dir), "--out", str(tmp_path)]
+    assert main([*argv, "--methods", "optimized", "lime"]) == 2
+    assert "unknown landmark methods ['lime']; valid methods: optimized, occlusion, saliency" in capsys.readouterr().err
+    assert main([*argv, "--resamples", "0"]) == 2
+    assert "resamples and ig_steps must be >= 1" in capsys.readouterr().err
+    assert main(["landmarks-eval", "--bundle", str(grad_bundle), str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
+    assert "manifest.csv not found" in capsys.readouterr().err

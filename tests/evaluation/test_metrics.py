@@ -26,8 +26,8 @@ def test_metrics_on_known_maps():
 
 def test_part_reliance_removes_each_part_and_finds_the_maximum(grad_bundle):
     from denarius.engine.landmarks import GradientModel
-    from denarius.evaluation.metrics import NO_PART, part_reliance, parts_at_maximum
     from denarius.engine.preprocess import normalize
+    from denarius.evaluation.metrics import NO_PART, part_reliance, parts_at_maximum
 
     model = GradientModel.from_bundle(load_bundle(grad_bundle), "ric")
     crop = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
@@ -55,3 +55,24 @@ def test_deletion_curve_ends_at_blank_image(grad_bundle):
     p = model.probabilities(normalize(np.stack([crop, np.zeros_like(crop)]), model.spec))[:, 2]
     assert curve.shape == (5,)
     assert curve[0] == pytest.approx(p[0], rel=1e-5) and curve[-1] == pytest.approx(p[1], rel=1e-5)
+
+
+def test_sufficiency_curve_keeps_the_top_of_the_map(grad_bundle):
+    from denarius.engine.landmarks import GradientModel
+    from denarius.engine.preprocess import normalize
+    from denarius.evaluation.sufficiency import SUFFICIENCY_QS, sufficiency_auc, sufficiency_curve
+
+    model = GradientModel.from_bundle(load_bundle(grad_bundle), "ric")
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    heat = np.zeros((64, 64), np.float32)
+    heat[:32] = 1.0  # the top half first
+    reference = np.full((64, 64, 3), 90.0, np.float32)
+    curve = sufficiency_curve(model, crop, heat, 1, qs=(0.0, 0.5, 1.0), reference=reference)
+    half = crop.astype(np.float32).copy()
+    half[32:] = 90.0
+    p = model.probabilities(normalize(np.stack([reference, half, crop.astype(np.float32)]), model.spec))[:, 1]
+    np.testing.assert_allclose(curve, p, rtol=1e-5)
+    assert sufficiency_curve(model, crop, heat, 1).shape == (len(SUFFICIENCY_QS),)
+    assert sufficiency_auc(np.full(4, 0.3)) == pytest.approx(0.3)
+    assert sufficiency_auc(np.array([0.0, 1.0]), qs=(0.0, 1.0)) == pytest.approx(0.5)

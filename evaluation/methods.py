@@ -1,0 +1,71 @@
+"""The methods ``landmarks-eval`` scores, by name: ours and their variants.
+
+Each entry turns the evaluation's base :class:`~denarius.engine.landmarks.api.LandmarkConfig`
+(the window being scored, the stride, epsilon, reference and optimiser settings of the run)
+into the configuration of that method; :func:`denarius.engine.landmarks.api.compute_landmarks`
+then computes it, so a variant is scored by every metric, at every window, with no other
+change.
+
+To add a variant of the optimiser (e.g. an epsilon-ladder "survival" heatmap), register it
+here once the engine can compute it from a ``LandmarkConfig``::
+
+    EVAL_METHODS["optimized_ladder"] = EvalMethod(
+        lambda base: replace(base, method="optimized", heatmap="survival"),  # the engine's option
+        help="epsilon ladder 0.1 .. 1.0, heatmap = largest epsilon a region survives",
+    )
+
+and run ``denarius landmarks-eval ... --methods optimized optimized_ladder occlusion
+saliency``; its rows appear in scores.json (``methods``, ``by_window``, ``by_side``), in
+scores.md and in the saved heatmaps under the same name. ``path_scores`` marks the method
+whose heatmap is also scored along the optimiser's path (it must be computable with
+``checkpoints``); ``guidebook`` the one whose maps make the class guidebooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from denarius.engine.errors import ConfigError
+from denarius.engine.landmarks.api import LandmarkConfig
+
+__all__ = ["EvalMethod", "EVAL_METHODS", "method_config", "check_methods"]
+
+
+@dataclass(frozen=True)
+class EvalMethod:
+    """One scored method.
+
+    Attributes:
+        config: base LandmarkConfig -> this method's LandmarkConfig.
+        help: one line for ``--help`` and the docs.
+        path_scores: also score its heatmap along the optimiser's path (headline window).
+        guidebook: its headline maps make the class guidebooks.
+    """
+
+    config: Callable[[LandmarkConfig], LandmarkConfig]
+    help: str
+    path_scores: bool = False
+    guidebook: bool = False
+
+
+EVAL_METHODS: dict[str, EvalMethod] = {
+    "optimized": EvalMethod(lambda base: replace(base, method="optimized"),
+                            "the paper's constrained mask optimiser (persistence heatmap)", path_scores=True, guidebook=True),
+    "occlusion": EvalMethod(lambda base: replace(base, method="occlusion"), "occlusion sensitivity over the same windows"),
+    "saliency": EvalMethod(lambda base: replace(base, method="saliency"), "gradient saliency averaged over the same windows"),
+}
+
+
+def check_methods(names) -> tuple[str, ...]:
+    """The names as a tuple; ConfigError naming the valid ones when one is unknown or none is given."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in EVAL_METHODS]
+    if unknown or not names:
+        raise ConfigError(f"unknown landmark methods {unknown}; valid methods: {', '.join(EVAL_METHODS)}")
+    return names
+
+
+def method_config(name: str, base: LandmarkConfig) -> LandmarkConfig:
+    """The LandmarkConfig of method ``name`` for the run's ``base`` settings."""
+    return EVAL_METHODS[check_methods([name])[0]].config(base)
