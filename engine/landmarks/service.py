@@ -173,10 +173,16 @@ class LandmarkService:
             return None
         from denarius.engine.backends import open_backend
 
-        opened = open_backend(
-            self.bundle, self.gradient_kind, "fp32", graphs=(f"{name}.grad",), max_batch=self.max_batch,
-            threads=getattr(self.backend, "threads", None), device_id=getattr(self.backend, "device_id", 0),
-        )
+        try:
+            opened = open_backend(
+                self.bundle, self.gradient_kind, "fp32", graphs=(f"{name}.grad",), max_batch=self.max_batch,
+                threads=getattr(self.backend, "threads", None), device_id=getattr(self.backend, "device_id", 0),
+            )
+        except BundleError as error:
+            # The bundle lists the file and passed verification when it was loaded: a file
+            # that cannot be opened now is this host's fault (a server answers INTERNAL and
+            # keeps the path in its log), not something the caller can fix.
+            raise DenariusError(f"the {name} gradient graph of the loaded bundle cannot be opened: {error}") from error
         self._gradients[name] = opened
         logger.info("landmarks: %s gradient graph on %s, forward passes on %s (%s)",
                     name, opened.name, self.backend.name, self.backend.precision)

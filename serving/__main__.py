@@ -1,5 +1,0 @@
-import sys
-
-from denarius.serving.cli import main
-
-sys.exit(main())
