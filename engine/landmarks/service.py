@@ -88,6 +88,12 @@ class LandmarkService:
     @classmethod
     def from_engine(cls, engine) -> LandmarkService:
         """The service of an open :class:`~denarius.engine.engine.Engine`: its bundle, its backend."""
+        if engine.backend.precision != "fp32":
+            # The optimiser's iterations read p(c) from the fp32 gradient graph, its probe
+            # and final check from these forward passes: a mask on the constraint's edge
+            # may fail the check and fall back to x = 1 where the two precisions disagree.
+            logger.info("landmarks: forward passes at the engine's %s, gradients fp32; serve with --precision fp32 "
+                        "for landmark forward passes in the gradient's precision", engine.backend.precision)
         return cls(engine.bundle, engine.backend, max_batch=max(64, getattr(engine, "max_batch", 64)))
 
     @classmethod
