@@ -64,6 +64,7 @@ from denarius.engine.errors import ConfigError, InputError
 from denarius.engine.landmarks.api import LandmarkConfig
 from denarius.engine.landmarks.geometry import crop_transform
 from denarius.engine.landmarks.optimizer import OptimizerConfig
+from denarius.engine.landmarks.result import overlay
 from denarius.engine.landmarks.service import LandmarkService
 from denarius.engine.preprocess import canonical_transform
 from denarius.evaluation.bootstrap import RESAMPLES, SEED
@@ -360,6 +361,8 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                         for i, heatmap in enumerate(batch_maps):
                             scorer.add(key, heatmap, crop=crops[i], truth=truths[i], target=explained[i],
                                        reference=None if references is None else references[i])
+                            if i in row_tiles:
+                                row_tiles[i][(key, headline)] = (overlay(crops[i], heatmap), float("nan"))
                 for i in sorted(row_tiles):
                     if len(figure_rows) < config.figure_rows:
                         figure_rows.append((crops[i], truths[i].polygons, row_tiles[i], f"{batch[i].coin_id} {side}"))
@@ -492,8 +495,9 @@ def _cpu_count() -> int:
 
 
 def _figure(rows, config: EvalConfig) -> np.ndarray:
-    """Paper Fig. 7 layout: input with ground truth, then each method for each window."""
+    """Paper Fig. 7 layout: input with ground truth, then each method for each window, then the peers."""
     columns = [(m, w) for w in config.windows for m in config.methods]
+    columns += sorted({key for _, _, maps, _ in rows for key in maps} - set(columns))
     tiles, captions = [], []
     for crop, polygons, maps, title in rows:
         shown = np.ascontiguousarray(crop.copy())
@@ -501,10 +505,10 @@ def _figure(rows, config: EvalConfig) -> np.ndarray:
             cv2.polylines(shown, [np.round(p).astype(np.int32).reshape(-1, 1, 2)], True, (0, 255, 0), 1)
         row, caption = [shown], [title]
         for key in columns:
-            overlay_rgb, p_full = maps.get(key, (np.zeros_like(crop), 0.0))
+            overlay_rgb, p_full = maps.get(key, (np.zeros_like(crop), float("nan")))
             row.append(overlay_rgb)
-            caption.append(f"p(c)={p_full:.3f}")
+            caption.append("" if np.isnan(p_full) else f"p(c)={p_full:.3f}")
         tiles.append(row)
         captions.append(caption)
-    titles = ["input + ground truth"] + [f"{m} {w}x{w}" for m, w in columns]
+    titles = ["input + ground truth"] + [f"{m} {w}x{w}" if m in EVAL_METHODS else m for m, w in columns]
     return grid(tiles, captions=captions, column_titles=titles, tile_size=160)

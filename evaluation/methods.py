@@ -6,15 +6,16 @@ into the configuration of that method; :func:`denarius.engine.landmarks.api.comp
 then computes it, so a variant is scored by every metric, at every window, with no other
 change.
 
-To add a variant of the optimiser (e.g. an epsilon-ladder "survival" heatmap), register it
-here once the engine can compute it from a ``LandmarkConfig``::
+To add a variant of the optimiser (e.g. the paper's single-epsilon persistence map beside
+an epsilon-ladder "survival" default), register it here once the engine can compute it
+from a ``LandmarkConfig`` field::
 
-    EVAL_METHODS["optimized_ladder"] = EvalMethod(
-        lambda base: replace(base, method="optimized", heatmap="survival"),  # the engine's option
-        help="epsilon ladder 0.1 .. 1.0, heatmap = largest epsilon a region survives",
+    EVAL_METHODS["optimized_persistence"] = EvalMethod(
+        lambda base: replace(base, method="optimized", heatmap="persistence"),  # the engine's option
+        help="mean of the mask over the iterations at epsilon alone",
     )
 
-and run ``denarius landmarks-eval ... --methods optimized optimized_ladder occlusion
+and run ``denarius landmarks-eval ... --methods optimized optimized_persistence occlusion
 saliency``; its rows appear in scores.json (``methods``, ``by_window``, ``by_side``), in
 scores.md and in the saved heatmaps under the same name. ``path_scores`` marks the method
 whose heatmap is also scored along the optimiser's path (it must be computable with

@@ -95,5 +95,31 @@ def test_landmarks_eval_bad_input(grad_bundle, synth_dir, tmp_path, capsys):
     assert "unknown landmark methods ['lime']; valid methods: optimized, occlusion, saliency" in capsys.readouterr().err
     assert main([*argv, "--resamples", "0"]) == 2
     assert "resamples and ig_steps must be >= 1" in capsys.readouterr().err
-    assert main(["landmarks-eval", "--bundle", str(grad_bundle), str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
+    # a missing input is a failed run (1), not a usage error (2)
+    assert main(["landmarks-eval", "--bundle", str(grad_bundle), str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 1
     assert "manifest.csv not found" in capsys.readouterr().err
+
+
+def test_a_registered_variant_is_scored_like_the_others(grad_bundle, synth_dir, tmp_path, monkeypatch):
+    """The extension point of denarius.evaluation.methods: a variant registered by name is
+    computed, scored at every figure and saved, with no other change."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from denarius.engine.bundle import load_bundle
+    from denarius.evaluation.eval import EvalConfig, evaluate
+    from denarius.evaluation.methods import EVAL_METHODS, EvalMethod
+
+    monkeypatch.setitem(EVAL_METHODS, "occlusion_black", EvalMethod(lambda base: replace(base, method="occlusion", reference="black"),
+                                                                    "occlusion with a black occluder"))
+    config = EvalConfig(methods=("occlusion", "occlusion_black"), windows=(21,), sides=("reverse",), limit=2,
+                        path_checkpoints=(), guidebooks=0, resamples=50, figure_rows=1)
+    scores = evaluate(load_bundle(grad_bundle), synth_dir, tmp_path, config=config, progress=False)
+    assert set(scores["methods"]) == {"occlusion", "occlusion_black"}
+    for row in scores["methods"].values():
+        assert set(row) >= set(FAIR) and row["images"] == 2
+    with np.load(tmp_path / "heatmaps_reverse.npz") as data:
+        assert list(data["methods"]) == ["occlusion@21", "occlusion_black@21"]
+        assert not np.allclose(data["heatmaps"][0], data["heatmaps"][1])  # another reference, another map
+    assert "| reverse | occlusion_black |" in (tmp_path / "scores.md").read_text()
