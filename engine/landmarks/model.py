@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from denarius.engine.backends import open_backend
 from denarius.engine.errors import BundleError, ConfigError, InputError
 from denarius.engine.preprocess import PreprocessSpec
 from denarius.engine.scoring import softmax64 as softmax  # the one softmax; optimiser and baselines import it from here
@@ -149,8 +150,6 @@ class GradientModel:
         """Model ``"ric"`` or ``"emperor"`` of a loaded :class:`denarius.engine.bundle.Bundle`
         on backends of its own (fp32 classifier + gradient graph, opened with ``open_backend``
         and closed by :meth:`close`); the served path uses :class:`LandmarkService` instead."""
-        from denarius.engine.backends import open_backend
-
         if model not in bundle.models:
             raise ConfigError(f"unknown model {model!r}; the bundle has {sorted(bundle.models)}")
         graphs = (model, f"{model}.grad") if bundle.has(model, "grad") else (model,)

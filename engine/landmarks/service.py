@@ -48,11 +48,15 @@ from pathlib import Path
 
 import numpy as np
 
+from denarius.engine.backends import open_backend
+from denarius.engine.bundle import load_bundle
 from denarius.engine.errors import BackendUnavailable, BundleError, DenariusError, InputError
 from denarius.engine.landmarks import composition
 from denarius.engine.landmarks.api import LandmarkConfig, compute_landmarks, make_regions, source_crop
 from denarius.engine.landmarks.model import GradientModel, model_for_side, model_spec, unknown_label
+from denarius.engine.landmarks.optimizer import NumpyOps
 from denarius.engine.landmarks.regions import Regions
+from denarius.engine.preprocess import denormalize, normalize
 
 __all__ = ["LandmarkService"]
 
@@ -117,9 +121,6 @@ class LandmarkService:
         Raises:
             BundleError, BackendUnavailable, ConfigError: from ``load_bundle`` / ``open_backend``.
         """
-        from denarius.engine.backends import open_backend
-        from denarius.engine.bundle import load_bundle
-
         if isinstance(bundle, (str, Path)):
             bundle = load_bundle(bundle)
         graphs = tuple(models) if models else tuple(bundle.models)
@@ -177,8 +178,6 @@ class LandmarkService:
     def _gradient_backend(self, name: str):
         if not self.bundle.has(name, "grad"):
             return None
-        from denarius.engine.backends import open_backend
-
         try:
             opened = open_backend(
                 self.bundle, self.gradient_kind, "fp32", graphs=(f"{name}.grad",), max_batch=self.max_batch,
@@ -204,8 +203,6 @@ class LandmarkService:
             return self._ops
 
     def _choose_ops(self):
-        from denarius.engine.landmarks.optimizer import NumpyOps
-
         if not getattr(self.backend, "on_gpu", False):
             return NumpyOps
         from denarius.engine.landmarks.cuda import CudaOps, cuda_available
@@ -232,16 +229,12 @@ class LandmarkService:
     def crops_from_inputs(self, inputs: np.ndarray, *, model: str | None = None) -> np.ndarray:
         """(N, 3, S, S) float32 network inputs -> (N, S, S, 3) uint8 crops (``denormalize``
         inverts ``normalize`` exactly on uint8 pixels)."""
-        from denarius.engine.preprocess import denormalize
-
         spec = model_spec(self.bundle, model) if model else self.bundle.preprocess
         return denormalize(np.asarray(inputs, np.float32), spec)
 
     def probabilities(self, crops: np.ndarray, *, model: str) -> np.ndarray:
         """(N, S, S, 3) crops in [0, 255] (uint8, or float such as a reference) -> (N, C)
         float64 p(class | crop) of ``model``."""
-        from denarius.engine.preprocess import normalize
-
         landmark_model = self.model(model)
         return landmark_model.probabilities(normalize(np.asarray(crops), landmark_model.spec))
 
