@@ -87,7 +87,10 @@ class OrtCudaBackend(OrtBackend):
             cuda_options["use_tf32"] = 0
         provider = ("CUDAExecutionProvider", cuda_options)
         self._open_sessions(options=options, providers=[provider, "CPUExecutionProvider"])
-        self._buffers, self._locks, self._classes, self._out_dtypes = {}, {}, {}, {}
+        self._buffers: dict[str, OrderedDict] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._classes: dict[str, int] = {}
+        self._out_dtypes: dict[str, np.dtype] = {}
         for graph, session in self._sessions.items():
             if "CUDAExecutionProvider" not in session.get_providers():
                 raise BackendUnavailable(

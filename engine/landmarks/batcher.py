@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from denarius.engine.errors import BatcherClosed, Cancelled, DeadlineExceeded
+from denarius.engine.errors import BatcherClosed, Cancelled, ConfigError, DeadlineExceeded
 from denarius.engine.landmarks.api import LandmarkConfig
 
 __all__ = ["LandmarkJob", "LandmarkBatcher"]
@@ -113,7 +113,7 @@ class LandmarkBatcher:
     def __init__(self, service, *, workers: int = 1, max_batch: int = 8,
                  on_run: Callable[[int], None] | None = None):
         if workers < 1 or max_batch < 1:
-            raise ValueError(f"workers and max_batch must be >= 1, got workers={workers}, max_batch={max_batch}")
+            raise ConfigError(f"workers and max_batch must be >= 1, got workers={workers}, max_batch={max_batch}")
         self._service = service
         self._max_batch = max_batch
         self._on_run = on_run

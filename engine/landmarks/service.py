@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denarius.engine.backends import open_backend
+from denarius.engine.backends import Backend, open_backend
 from denarius.engine.bundle import load_bundle
 from denarius.engine.errors import BackendUnavailable, BundleError, DenariusError, InputError
 from denarius.engine.landmarks import composition
@@ -76,14 +76,14 @@ class LandmarkService:
         max_batch: images per gradient-graph call.
     """
 
-    def __init__(self, bundle, backend, *, owns_backend: bool = False, max_batch: int = 64):
+    def __init__(self, bundle, backend: Backend, *, owns_backend: bool = False, max_batch: int = 64):
         self.bundle = bundle
         self.backend = backend
         self.max_batch = int(max_batch)
         self.gradient_kind = "ort-cpu" if backend.name == "ort-cpu" else "ort-cuda"
         self._owns_backend = owns_backend
         self._models: dict[str, GradientModel] = {}
-        self._gradients: dict[str, object] = {}
+        self._gradients: dict[str, Backend] = {}
         self._regions: OrderedDict[tuple, Regions] = OrderedDict()
         self._ops = None
         self._lock = threading.Lock()
