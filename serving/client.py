@@ -23,28 +23,13 @@ from pathlib import Path
 
 import grpc
 
-from denarius.engine.errors import ConfigError, InputError
+from denarius.engine.errors import ConfigError
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
+from denarius.serving.messages import METHODS, SIDES, Image, identify_request, read_image
 
 __all__ = ["CoinClient", "Image", "read_image", "METHODS", "SIDES"]
 
 log = logging.getLogger(__name__)
-
-Image = bytes | str | os.PathLike
-METHODS = {"optimized": coins_pb2.OPTIMIZED, "occlusion": coins_pb2.OCCLUSION, "saliency": coins_pb2.SALIENCY}
-SIDES = {"obverse": coins_pb2.OBVERSE, "reverse": coins_pb2.REVERSE}
-
-
-def read_image(image: Image, *, side: str) -> bytes:
-    """Encoded image bytes from bytes or a file path (the server decodes and validates)."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return bytes(image)
-    path = Path(image)
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise InputError(f"cannot read {path}: {error.strerror}", side=side) from None
-
 
 class CoinClient:
     """A channel to one Denarius server; a context manager (or call ``close()``).
@@ -127,17 +112,7 @@ class CoinClient:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def identify_request(
-        obverse: Image | None = None, reverse: Image | None = None, *, top_k: int = 0, request_id: str = ""
-    ) -> coins_pb2.IdentifyRequest:
-        """Build an IdentifyRequest from image bytes or paths (None = side not sent)."""
-        request = coins_pb2.IdentifyRequest(request_id=request_id, top_k=top_k)
-        if obverse is not None:
-            request.obverse = read_image(obverse, side="obverse")
-        if reverse is not None:
-            request.reverse = read_image(reverse, side="reverse")
-        return request
+    identify_request = staticmethod(identify_request)
 
     def identify(
         self,

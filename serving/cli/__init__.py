@@ -1,9 +1,10 @@
 """The ``denarius`` command line.
 
-Each subcommand is one module in this package with two functions::
+Each subcommand is one module in this package with two functions and its examples::
 
     def add_arguments(parser: argparse.ArgumentParser) -> None
-    def run(args: argparse.Namespace) -> int
+    def run(args: argparse.Namespace) -> int     # an exit status below
+    EXAMPLES: tuple[str, ...]                     # shown under `denarius <command> --help`
 
 and one line in ``COMMANDS`` below. Command modules import heavy dependencies (torch,
 onnx, grpc, matplotlib) inside ``run`` only, so ``denarius --help`` stays fast and a
@@ -17,9 +18,22 @@ import importlib
 import logging
 import sys
 
-from denarius.engine.errors import DenariusError
+from denarius import __version__
+from denarius.engine.errors import ConfigError, DenariusError
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_INTERRUPTED"]
+
+# Exit statuses of every subcommand (documented in the README and in `denarius --help`).
+EXIT_OK = 0  # done, every item succeeded
+EXIT_FAILURE = 1  # the run failed: unreadable bundle, unreachable server, I/O error, every item failed
+EXIT_USAGE = 2  # bad command line or settings (argparse's own status too)
+EXIT_PARTIAL = 3  # the run finished, but some items failed (their errors are in the output)
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+_EPILOG = (
+    f"exit status: {EXIT_OK} success, {EXIT_FAILURE} failure, {EXIT_USAGE} usage error, "
+    f"{EXIT_PARTIAL} finished with some failed items, {EXIT_INTERRUPTED} interrupted"
+)
 
 # name -> (module in denarius.serving.cli, one-line help). Order is the order of `denarius --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,8 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="denarius",
         description="Identify Roman imperial coins and show their characteristic landmarks.",
+        epilog=_EPILOG,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"denarius {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
@@ -57,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
             # A broken install, never a normal state: tests/test_imports.py imports every command.
             logging.getLogger(__name__).warning("subcommand %r unavailable: %s", name, error)
             continue
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        examples = "examples:\n" + "".join(f"  {line}\n" for line in module.EXAMPLES)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text, epilog=examples + "\n" + _EPILOG,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)
     return parser
@@ -72,15 +90,42 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
-        return int(args._run(args) or 0)
+        return int(args._run(args) or EXIT_OK)
+    except ConfigError as error:
+        print(f"denarius {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except DenariusError as error:
         print(f"denarius {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_FAILURE
+    except OSError as error:  # a full disk, a folder where a file was expected, a permission: one line, no traceback
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        print(f"denarius {args.command}: error: {error.strerror or error}{where}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ModuleNotFoundError as error:
+        print(f"denarius {args.command}: error: {missing_extra_hint(error)}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"denarius {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+# top-level module -> the extra that installs it
+_EXTRAS = {
+    "grpc": "serve", "grpc_health": "serve", "grpc_reflection": "serve", "google": "serve", "prometheus_client": "serve",
+    "torch": "train", "onnx": "train", "sklearn": "train", "skimage": "train", "matplotlib": "train", "captum": "train",
+    "onnxruntime": "cpu", "ray": "ray", "tensorrt": "gpu", "pycuda": "gpu",
+}
+
+
+def missing_extra_hint(error: ModuleNotFoundError) -> str:
+    """'this command needs <module>: pip install "denarius[<extra>]"' for a missing optional dependency."""
+    top = (error.name or "").split(".")[0]
+    extra = _EXTRAS.get(top)
+    if extra is None:
+        return f"a required module is missing: {error}"
+    return f"this command needs {top}, which is not installed: pip install 'denarius[{extra}]'"
 
 
 if __name__ == "__main__":

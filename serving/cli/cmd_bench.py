@@ -8,6 +8,11 @@ from pathlib import Path
 SECTIONS = ("model_only", "engine", "torch_eager", "grpc", "landmarks", "scan")
 
 
+EXAMPLES = (
+    'denarius bench bundles/v1 --out bench/ --quick',
+    'denarius bench bundles/v1 --out bench/ --sections landmarks',
+)  # shown under `denarius bench --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="model bundle folder")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder or a .json path (default ./bench)")

@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 
 
+EXAMPLES = (
+    'denarius bundle-info bundles/v1',
+)  # shown under `denarius bundle-info --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory (from `denarius export`)")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every file")

@@ -12,6 +12,10 @@ import argparse
 from denarius.serving.cli.cmd_train import add_training_arguments, setup_torch, train_config_from_args
 
 
+EXAMPLES = (
+    'denarius evaluate data/manifest.csv --out reports/cv --method both --folds 5',
+)  # shown under `denarius evaluate --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="dataset manifest CSV")
     parser.add_argument("--out", required=True, help="report folder")

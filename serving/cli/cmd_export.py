@@ -6,6 +6,11 @@ import argparse
 from pathlib import Path
 
 
+EXAMPLES = (
+    'denarius export runs/r1 --out bundles/v1',
+    'denarius export runs/r1 --out bundles/v1 --int8 --calibration data/manifest.csv',
+)  # shown under `denarius export --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory of `denarius train` (emperor.pt, ric.pt, run.json)")
     parser.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle directory to create")

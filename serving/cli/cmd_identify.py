@@ -14,6 +14,11 @@ import time
 from pathlib import Path
 
 
+EXAMPLES = (
+    'denarius identify --bundle bundles/v1 obverse.jpg reverse.jpg',
+    'denarius identify --server 127.0.0.1:50051 obverse.jpg reverse.jpg --json',
+)  # shown under `denarius identify --help`
+
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """--token-file/--token-env, --tls, --ca-cert, --server-name, --timeout (shared with landmarks)."""
     group = parser.add_argument_group("server connection (with --server)")
@@ -100,10 +105,7 @@ def _side(value: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import grpc
-
     from denarius.engine.errors import ConfigError, DenariusError
-    from denarius.serving.client import CoinClient
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
@@ -111,15 +113,18 @@ def run(args: argparse.Namespace) -> int:
     if obverse is None and reverse is None:
         raise ConfigError("give at least one photo (OBVERSE or REVERSE other than -)")
     if args.server is not None:
+        import grpc
+
         try:
             with client_from_args(args) as client:
                 response = client.identify(obverse, reverse, top_k=args.top_k)
         except grpc.RpcError as error:
             raise DenariusError(rpc_error_message(error)) from None
     else:
+        from denarius.serving.messages import identify_request
         from denarius.serving.runtime import Runtime
 
-        request = CoinClient.identify_request(obverse, reverse, top_k=args.top_k, request_id="local")
+        request = identify_request(obverse, reverse, top_k=args.top_k, request_id="local")
         received = time.perf_counter()
         runtime = Runtime.open(args.bundle, backend=args.backend,
                                precision=None if args.precision == "auto" else args.precision, warmup=False)

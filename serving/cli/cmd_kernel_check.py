@@ -12,17 +12,23 @@ import json
 from pathlib import Path
 
 
+EXAMPLES = (
+    'denarius kernel-check --out kernel-check/',
+    'denarius kernel-check --require-cuda',
+)  # shown under `denarius kernel-check --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("kernel_check"), help="output folder for kernel_check.json")
     parser.add_argument("--size", type=int, default=224, help="image side in px (default 224)")
     parser.add_argument("--batch", type=int, default=8, help="masks per call (default 8)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per operation (default 20)")
-    parser.add_argument("--require-cuda", action="store_true", help="exit 2 when CUDA cannot run here")
+    parser.add_argument("--require-cuda", action="store_true", help="exit 1 when CUDA cannot run here (else NumPy alone is timed and the run succeeds)")
 
 
 def run(args: argparse.Namespace) -> int:
     from denarius.engine.errors import ConfigError
     from denarius.evaluation.kernel_check import run_check, table
+    from denarius.serving.cli import EXIT_FAILURE, EXIT_OK
 
     if args.size < 32 or args.batch < 1 or args.repeats < 1:
         raise ConfigError("--size must be >= 32 (the check uses 21-px windows); --batch and --repeats >= 1")
@@ -31,8 +37,6 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "kernel_check.json").write_text(json.dumps(result, indent=2) + "\n")
     print(table(result), end="")
     print(f"wrote {args.out / 'kernel_check.json'}")
-    if result["passed"] is False:
-        return 1
-    if result["passed"] is None and args.require_cuda:
-        return 2
-    return 0
+    if result["passed"] is False or (result["passed"] is None and args.require_cuda):
+        return EXIT_FAILURE
+    return EXIT_OK

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 METHODS = ("optimized", "occlusion", "saliency")
 
 
+EXAMPLES = (
+    'denarius landmarks --bundle bundles/v1 reverse.jpg --side reverse --out lm/',
+    'denarius landmarks --server 127.0.0.1:50051 obverse.jpg --side obverse --out lm/ --method occlusion',
+)  # shown under `denarius landmarks --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from denarius.serving.cli import remote_landmarks
 

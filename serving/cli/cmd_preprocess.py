@@ -10,6 +10,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 log = logging.getLogger(__name__)
 
 
+EXAMPLES = (
+    'denarius preprocess photos/ --out crops/',
+    'denarius preprocess data/manifest.csv --out crops/',
+)  # shown under `denarius preprocess --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="image files, folders of images, or a manifest CSV")
     parser.add_argument("--out", type=Path, required=True, help="output folder (canonical PNGs + contact_sheet.png)")
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from denarius.engine.contact_sheet import contact_sheet, write_png
+    from denarius.serving.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL
     from denarius.engine.errors import InputError
     from denarius.engine.imageio import decode_image
     from denarius.engine.preprocess import PreprocessSpec, canonical_image, crop_image
@@ -60,4 +66,6 @@ def run(args: argparse.Namespace) -> int:
     sheet_path = args.out / "contact_sheet.png"
     write_png(sheet_path, contact_sheet(rows, captions))
     print(f"{len(rows)} images preprocessed, {failures} refused; contact sheet: {sheet_path}")
-    return 1 if failures and not rows else 0
+    if not failures:
+        return EXIT_OK
+    return EXIT_PARTIAL if rows else EXIT_FAILURE

@@ -6,6 +6,11 @@ import argparse
 from pathlib import Path
 
 
+EXAMPLES = (
+    'denarius quickstart',
+    'denarius quickstart --out /tmp/denarius-quickstart',
+)  # shown under `denarius quickstart --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("denarius-quickstart"),
                         help="work folder (default ./denarius-quickstart); a re-run reuses what is built")

@@ -15,6 +15,12 @@ import json
 from pathlib import Path
 
 
+EXAMPLES = (
+    'denarius scan coins/ --bundle bundle/ --out results.jsonl',
+    'denarius scan manifest.csv --server 127.0.0.1:50051 --out results.jsonl',
+    'denarius scan /mnt/coins/manifest.csv --bundle /mnt/bundle --ray auto --out results.jsonl',
+)  # shown under `denarius scan --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="manifest CSV, or a folder of <id>_obv.*/<id>_rev.* "
                                                  "(or <id>/obverse.* + <id>/reverse.*) images")
@@ -41,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from denarius.serving.cli import EXIT_OK, EXIT_PARTIAL
     from denarius.serving.scan.pipeline import ScanConfig, run_scan
 
     config = ScanConfig(
@@ -51,4 +58,4 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = run_scan(config)
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.format())
-    return 0
+    return EXIT_PARTIAL if summary.errors else EXIT_OK

@@ -9,6 +9,11 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+EXAMPLES = (
+    'denarius serve bundles/v1 --port 50051',
+    'denarius serve bundles/v1 --tls-cert server.pem --tls-key server.key --token-file tokens.txt',
+)  # shown under `denarius serve --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="model bundle directory (made by `denarius export`)")
     net = parser.add_argument_group("network")

@@ -13,6 +13,11 @@ __all__ = ["add_arguments", "run"]
 PRESET_NAMES = ("tiny", "small", "bench", "paper")  # denarius.training.synth.PRESETS, without importing it
 
 
+EXAMPLES = (
+    'denarius synth --out data/synth-bench --preset bench --seed 0',
+    'denarius synth --out /tmp/t --preset tiny --n-types 12 --n-coins 120 --force',
+)  # shown under `denarius synth --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
     parser.add_argument("--preset", default="tiny", choices=PRESET_NAMES,

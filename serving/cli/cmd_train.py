@@ -10,6 +10,11 @@ from __future__ import annotations
 import argparse
 
 
+EXAMPLES = (
+    'denarius train data/manifest.csv --out runs/r1',
+    'denarius train data/manifest.csv --out runs/r1 --epochs 60 --weights alexnet-owt.pth',
+)  # shown under `denarius train --help`
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The TrainConfig flags, shared with ``denarius evaluate``."""
     # Defaults come from TrainConfig itself (one source of truth); None = "use the default".

@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 
 
+EXAMPLES = (
+    'denarius validate data/manifest.csv',
+)  # shown under `denarius validate --help`
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, help="dataset manifest CSV")
     parser.add_argument("--merge-threshold", type=int, default=2, help="merge RIC labels whose reverse descriptions differ in fewer words (default 2, 0 = off)")

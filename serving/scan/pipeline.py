@@ -77,6 +77,8 @@ class ScanConfig:
     def __post_init__(self):
         object.__setattr__(self, "input", Path(self.input))
         object.__setattr__(self, "out", Path(self.out))
+        if self.out.is_dir():
+            raise ConfigError(f"--out {self.out} is a folder; give the JSON-lines file to write, e.g. {self.out / 'results.jsonl'}")
         if self.bundle is not None:
             object.__setattr__(self, "bundle", Path(self.bundle))
         if self.top_k < 1 or self.batch_size < 1 or self.workers < 1:

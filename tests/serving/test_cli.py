@@ -40,11 +40,11 @@ def test_identify_obverse_only_and_errors(server, fixture_photos, tmp_path, caps
     assert "p(emperor|obverse)" in capsys.readouterr().out
     text = tmp_path / "notes.txt"
     text.write_text("this is not a coin photo\n")
-    assert main(["identify", "--server", f"127.0.0.1:{server.port}", str(text), "-"]) == 2
+    assert main(["identify", "--server", f"127.0.0.1:{server.port}", str(text), "-"]) == 1  # the coin failed
     err = capsys.readouterr().err
     assert "INVALID_ARGUMENT" in err and "obverse" in err and "text" in err
     assert main(["identify", "--server", f"127.0.0.1:{server.port}", "-", "-"]) == 2
-    assert main(["identify", "--server", f"127.0.0.1:{server.port}", str(tmp_path / "absent.jpg"), "-"]) == 2
+    assert main(["identify", "--server", f"127.0.0.1:{server.port}", str(tmp_path / "absent.jpg"), "-"]) == 1
     assert "absent.jpg" in capsys.readouterr().err
 
 
@@ -83,10 +83,10 @@ def test_serve_arguments_map_onto_server_config(tiny_bundle, tmp_path, monkeypat
         cmd_serve.config_from_args(parser.parse_args(["serve", str(tiny_bundle), "--token-env", "DENARIUS_ABSENT_TOKEN"]))
 
 
-def test_serve_with_a_broken_bundle_exits_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "serving", "serve", str(tmp_path), "--port", "0",
+def test_serve_with_a_broken_bundle_exits_1(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "denarius.serving.cli", "serve", str(tmp_path), "--port", "0",
                              "--metrics-port", "-1"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "denarius serve: error:" in result.stderr and "manifest" in result.stderr
 
 
@@ -96,3 +96,43 @@ def test_serving_modules_import_without_torch():
             "import denarius.serving.cli.cmd_serve, denarius.serving.cli.cmd_identify, denarius.serving.cli.remote_landmarks\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_version_and_every_subcommand_shows_examples_that_parse(capsys):
+    import shlex
+
+    from denarius import __version__
+    from denarius.serving.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"denarius {__version__}"
+    parser = build_parser()
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        assert "examples:\n  denarius " + name in text and "exit status: 0 success" in text, name
+        for line in text.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines():
+            argv = shlex.split(line)[1:]
+            assert argv[0] == name
+            parser.parse_args(argv)  # an example that does not parse exits 2 here
+
+
+def test_in_process_identify_needs_no_grpc(tiny_bundle, fixture_photos):
+    code = ("import sys; sys.modules['grpc'] = None; sys.modules['torch'] = None\n"
+            "from denarius.serving.cli import main\n"
+            f"sys.exit(main(['identify', '--bundle', {str(tiny_bundle)!r}, {str(fixture_photos['obverse'])!r}, "
+            f"{str(fixture_photos['reverse'])!r}, '--json']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["candidates"]
+
+
+def test_a_missing_extra_is_named_with_its_install_command(tiny_bundle):
+    code = ("import sys; sys.modules['grpc'] = None\n"
+            "from denarius.serving.cli import main\n"
+            f"sys.exit(main(['serve', {str(tiny_bundle)!r}, '--port', '0']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "pip install 'denarius[serve]'" in result.stderr and "Traceback" not in result.stderr

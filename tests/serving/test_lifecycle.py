@@ -36,7 +36,7 @@ def _health(stub) -> str:
 def test_health_transitions_and_sigterm_drain_loses_no_call(tiny_bundle, tmp_path, photo_bytes):
     port = free_port()
     log_path = tmp_path / "server.log"
-    command = [sys.executable, "-m", "serving", "serve", str(tiny_bundle), "--port", str(port),
+    command = [sys.executable, "-m", "denarius.serving.cli", "serve", str(tiny_bundle), "--port", str(port),
                "--metrics-port", "-1", "--backend", "ort-cpu", "--precision", "fp32", "--max-batch", "256",
                "--grace", "20", "--drain-delay", "1.0", "--landmark-queue", "8"]
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=FAST_RECONNECT)

@@ -142,7 +142,7 @@ def _run_until_lines_then_sigkill(command, env, out: Path, lines: int) -> int:
 def test_sigkill_mid_run_then_resume_gives_every_coin_exactly_once(coins, tiny_bundle, reference, tmp_path):
     folder, ids = coins
     out = tmp_path / "results.jsonl"
-    command = [sys.executable, "-m", "serving", "scan", str(folder), "--bundle", str(tiny_bundle), "--out", str(out),
+    command = [sys.executable, "-m", "denarius.serving.cli", "scan", str(folder), "--bundle", str(tiny_bundle), "--out", str(out),
                "--batch-size", "4", "--workers", "2", "--no-progress", "--backend", "ort-cpu", "--precision", "fp32"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     first = _run_until_lines_then_sigkill(command, env, out, 12)  # at least three batches flushed
@@ -294,7 +294,7 @@ def test_cli_scan_prints_a_summary(coins, tiny_bundle, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "scanned now      1  (1 ok, 0 errors)" in printed and "coins/s" in printed
     assert len(read_lines(out)[0]["candidates"]) == 2
-    assert main(["scan", str(tmp_path / "nowhere"), "--bundle", str(tiny_bundle), "--out", str(out)]) == 2
+    assert main(["scan", str(tmp_path / "nowhere"), "--bundle", str(tiny_bundle), "--out", str(out)]) == 1
     assert "scan INPUT not found" in capsys.readouterr().err
 
 
@@ -343,3 +343,19 @@ def test_scan_through_a_server_matches_the_local_scan(coins, tiny_bundle, refere
     lines = by_id(read_lines(out))
     assert lines["broken"]["error"]["kind"] == "input" and "obverse" in lines["broken"]["error"]["message"]
     assert_same_records({k: v for k, v in lines.items() if k != "broken"}, {k: reference[k] for k in ids[:40]}, paths=False)
+
+
+def test_cli_scan_exit_status_says_whether_every_coin_succeeded(coins, tiny_bundle, tmp_path, capsys):
+    from denarius.serving.cli import EXIT_PARTIAL, EXIT_USAGE, main
+
+    folder, _ = coins
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for side in ("obv", "rev"):
+        (mixed / f"c0031_{side}.jpg").write_bytes((folder / f"c0031_{side}.jpg").read_bytes())
+        (mixed / f"c0032_{side}.jpg").write_bytes(b"not a photo")
+    out = tmp_path / "mixed.jsonl"
+    assert main(["scan", str(mixed), "--bundle", str(tiny_bundle), "--out", str(out), "--no-progress"]) == EXIT_PARTIAL
+    assert "1 ok, 1 errors" in capsys.readouterr().out
+    assert main(["scan", str(mixed), "--bundle", str(tiny_bundle), "--out", str(tmp_path), "--no-progress"]) == EXIT_USAGE
+    assert "is a folder; give the JSON-lines file to write" in capsys.readouterr().err
