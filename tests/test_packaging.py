@@ -13,8 +13,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = {"engine": "denarius.engine", "training": "denarius.training", "export": "denarius.export",
-          "serving": "denarius.serving", "evaluation": "denarius.evaluation", "denarius": "denarius"}
+def _layers() -> dict[str, str]:
+    """{folder: installed package} from pyproject.toml's package-dir, e.g. {"engine": "denarius.engine"}."""
+    table = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    return {folder: package for package, folder in table.items()}
+
+
+LAYERS = _layers()
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +64,8 @@ def test_wheel_holds_every_module_kernel_and_stub(wheel):
     assert not missing, f"modules left out of the wheel (add their package to pyproject.toml): {missing[:10]}"
     assert "denarius/engine/kernels/landmarks.cu" in names
     assert "denarius/serving/denarius/v1/coins_pb2.pyi" in names
+    protos = {p.name for p in (REPO / "proto" / "denarius" / "v1").glob("*.proto")}
+    assert protos and {f"denarius/proto/denarius/v1/{name}" for name in protos} <= names  # for clients in other languages
 
 
 def test_console_script_points_into_the_namespace(wheel):

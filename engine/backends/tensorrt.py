@@ -34,7 +34,8 @@ def tensorrt_available() -> tuple[bool, str]:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return False, "the tensorrt Python package is not installed (pip install 'denarius[gpu]')"
+        return False, ("the tensorrt Python package is not installed (TensorRT 10 for CUDA 12: "
+                       "pip install 'denarius[gpu,tensorrt]' --extra-index-url https://pypi.nvidia.com)")
     try:
         import pycuda.driver as cuda
     except ImportError:
