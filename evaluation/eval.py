@@ -67,7 +67,7 @@ from denarius.engine.landmarks.optimizer import OptimizerConfig
 from denarius.engine.landmarks.result import overlay
 from denarius.engine.landmarks.service import LandmarkService
 from denarius.engine.preprocess import canonical_transform
-from denarius.evaluation.bootstrap import RESAMPLES, SEED
+from denarius.evaluation.bootstrap import RESAMPLES, SEED, mean_interval
 from denarius.evaluation.figures import grid, write_png
 from denarius.evaluation.heatmaps import HeatmapStore
 from denarius.evaluation.methods import EVAL_METHODS, check_methods, method_config
@@ -290,7 +290,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     figure_rows: list = []
     by_label: dict = {}  # (side, label) -> headline maps of the guidebook method
     reliance: dict = {}  # side -> part -> [(p_full, p_removed, area)]
-    maxima: dict = {}  # (side, method) -> part -> images
+    maxima: dict = {}  # (side, method) -> per image, the parts holding the heatmap's maximum
     path_scores = PathScores(config.path_checkpoints)
     peer_names: tuple[str, ...] = ()
     written: list[str] = []
@@ -344,9 +344,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                         if along_path and truths[i].polygons:
                             path_scores.add(side, m, path_regions, truths[i].polygons, tolerance_px=tolerance_px)
                         if window == headline:
-                            for part in parts_at_maximum(m.heatmap, truths[i].parts):
-                                maxima.setdefault((side, name_), {}).setdefault(part, 0)
-                                maxima[(side, name_)][part] += 1
+                            maxima.setdefault((side, name_), []).append(parts_at_maximum(m.heatmap, truths[i].parts))
                             if (name_, window) == keys[0]:  # once per image: what the model needs
                                 for part, (p_removed, area) in part_reliance(model, crops[i], truths[i].parts, target=m.target, reference=reference).items():
                                     reliance.setdefault(side, {}).setdefault(part, []).append((m.p_full, p_removed, area))
@@ -374,8 +372,8 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
         if images_done == 0:
             raise InputError(f"no images for sides {config.sides} in {synth_dir}")
         scores = _scores(bundle, synth_dir, config, tables, keys, peer_names, backend)
-        scores["parts"] = _part_scores(reliance, maxima, tables, config.methods)
-        scores["path"] = path_scores.summary()
+        scores["parts"] = _part_scores(reliance, maxima, config.methods, resamples=config.resamples, seed=config.seed)
+        scores["path"] = path_scores.summary(resamples=config.resamples, seed=config.seed)
         scores["guidebooks"] = _guidebooks(by_label, out_dir, config.guidebooks)
         scores["heatmaps"] = written
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
@@ -451,26 +449,31 @@ def _scores(bundle, synth_dir, config: EvalConfig, tables: dict, keys, peer_name
     return scores
 
 
-def _part_scores(reliance: dict, maxima: dict, tables: dict, methods) -> dict:
-    """side -> part -> {images, p_full, p_removed, area, maximum_inside: {method: share}},
+def _part_scores(reliance: dict, maxima: dict, methods, *, resamples: int, seed: int) -> dict:
+    """side -> part -> {images, p_full, p_removed, area, maximum_inside: {method: share}, intervals},
     parts by frequency, then ``NO_PART`` (maxima inside no part; reliance does not apply).
 
     Args:
         reliance: side -> part -> [(p_full, p_removed, area)] per image with that part.
-        maxima: (side, method) -> part -> images whose heatmap maximum (headline window)
-            lies in that part.
-        tables: side -> its :class:`SideTable` (every method scores every image).
+        maxima: (side, method) -> per image (headline window) the parts holding the heatmap's maximum.
+    Returns:
+        ``intervals``: 95% bootstrap intervals over images of ``p_full``, ``p_removed`` and
+        ``maximum_inside`` (method -> [low, high]).
     """
+    figures = dict(resamples=resamples, seed=seed)
     scores = {}
     for side, by_part in reliance.items():
         rows = {}
         for part, values in sorted(by_part.items(), key=lambda kv: -len(kv[1])):
-            p_full, p_removed, area = np.mean(np.asarray(values, np.float64), axis=0)
-            rows[part] = {"images": len(values), "p_full": float(p_full), "p_removed": float(p_removed), "area": float(area)}
-        rows[NO_PART] = {}
-        images = len(tables[side].labels)
+            values = np.asarray(values, np.float64)
+            p_full, p_removed, area = values.mean(axis=0)
+            rows[part] = {"images": len(values), "p_full": float(p_full), "p_removed": float(p_removed), "area": float(area),
+                          "intervals": {"p_full": mean_interval(values[:, 0], **figures), "p_removed": mean_interval(values[:, 1], **figures)}}
+        rows[NO_PART] = {"intervals": {}}
         for part, row in rows.items():
-            row["maximum_inside"] = {method: maxima.get((side, method), {}).get(part, 0) / images for method in methods}
+            inside = {m: np.array([part in parts for parts in maxima.get((side, m), [])], np.float64) for m in methods}
+            row["maximum_inside"] = {m: float(v.mean()) for m, v in inside.items() if v.size}
+            row["intervals"]["maximum_inside"] = {m: mean_interval(v, **figures) for m, v in inside.items() if v.size}
         scores[side] = rows
     return scores
 

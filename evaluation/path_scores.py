@@ -26,6 +26,7 @@ import numpy as np
 from denarius.engine.landmarks import composition
 from denarius.engine.landmarks.regions import Regions
 from denarius.engine.landmarks.result import LandmarkMap
+from denarius.evaluation.bootstrap import RESAMPLES, SEED, mean_interval
 from denarius.evaluation.metrics import pointing_hit
 
 __all__ = ["PATH_CHECKPOINTS", "PathScores", "plot_path"]
@@ -60,12 +61,14 @@ class PathScores:
         for t, heatmap in zip(self.checkpoints, composition.mask_weights(regions, persistence)):
             self._hits[side][t].append(pointing_hit(heatmap, polygons, tolerance_px=tolerance_px))
 
-    def summary(self) -> dict:
-        """side -> {"iterations": [t, ...], "pointing_game": [rate, ...], "images": n}."""
+    def summary(self, *, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+        """side -> {"iterations": [t, ...], "pointing_game": [rate, ...], "intervals": [[low, high], ...], "images": n}
+        (95% bootstrap intervals over images, :mod:`denarius.evaluation.bootstrap`)."""
         return {
             side: {
                 "iterations": list(self.checkpoints),
                 "pointing_game": [float(np.mean(by_t[t])) for t in self.checkpoints],
+                "intervals": [mean_interval(np.asarray(by_t[t], np.float64), resamples=resamples, seed=seed) for t in self.checkpoints],
                 "images": len(by_t[self.checkpoints[0]]),
             }
             for side, by_t in self._hits.items()

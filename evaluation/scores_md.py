@@ -115,7 +115,7 @@ def markdown(scores: dict) -> str:
         lines += [
             "",
             f"Ground-truth parts, {side}: what the model needs (p(c) with the part replaced by the reference) and where "
-            f"each method's heatmap maximum lies (window {scores['window']}). Parts on at least 5% of the images.",
+            f"each method's heatmap maximum lies (window {scores['window']}), 95% intervals. Parts on at least 5% of the images.",
             "",
             "| part | images | area | p(c) whole | p(c) part removed | " + " | ".join(f"max in part: {m}" for m in methods) + " |",
             "|---|---|---|---|---|" + "---|" * len(methods),
@@ -123,8 +123,8 @@ def markdown(scores: dict) -> str:
         for part, v in parts.items():
             if part != NO_PART and v["images"] < 0.05 * total:
                 continue
-            cells = [str(v.get("images", "-")), _fmt(v.get("area")), _fmt(v.get("p_full")), _fmt(v.get("p_removed"))]
-            lines.append(f"| {part} | " + " | ".join(cells) + " | " + " | ".join(_fmt(v["maximum_inside"].get(m), 2) for m in methods) + " |")
+            cells = [str(v.get("images", "-")), _fmt(v.get("area")), _ci(v, "p_full"), _ci(v, "p_removed")]
+            lines.append(f"| {part} | " + " | ".join(cells) + " | " + " | ".join(_ci(v, "maximum_inside", sub=m) for m in methods) + " |")
     if scores.get("path"):
         checkpoints = next(iter(scores["path"].values()))["iterations"]
         lines += [
@@ -136,5 +136,6 @@ def markdown(scores: dict) -> str:
             "|---|---|" + "---|" * len(checkpoints),
         ]
         for side, curve in scores["path"].items():
-            lines.append(f"| {side} | {curve['images']} | " + " | ".join(_fmt(v) for v in curve["pointing_game"]) + " |")
+            cells = [_ci({"x": v, "intervals": {"x": ci}}, "x") for v, ci in zip(curve["pointing_game"], curve["intervals"])]
+            lines.append(f"| {side} | {curve['images']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

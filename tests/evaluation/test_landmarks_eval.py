@@ -84,6 +84,12 @@ def test_landmarks_eval_fair_figures_baselines_and_peers(eval_run):
         assert centre["pointing_game_difficult"] == 0.0  # by definition of the subset
         assert 0 < centre["pointing_game_torchray"] < 1 and 0 < random["pointing_game_torchray"] < 1
         assert _inside(random["pointing_game_torchray"], random["intervals"]["pointing_game_torchray"])
+    for curve in scores["path"].values():  # the path and the parts tables carry intervals too
+        assert len(curve["intervals"]) == len(curve["pointing_game"])
+        assert all(_inside(v, ci) for v, ci in zip(curve["pointing_game"], curve["intervals"]))
+    shield = scores["parts"]["reverse"]["shield"]
+    assert _inside(shield["p_removed"], shield["intervals"]["p_removed"])
+    assert all(_inside(shield["maximum_inside"][m], shield["intervals"]["maximum_inside"][m]) for m in scores["methods"])
     text = (eval_run / "scores.md").read_text()
     assert "| all | centre point (baseline) |" in text and "| reverse | random point (baseline) |" in text
     assert "Sufficiency: p(c) with only the top q" in text and " [" in text  # figures with intervals
