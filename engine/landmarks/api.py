@@ -15,17 +15,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from denarius.engine.errors import ConfigError, InputError
-from denarius.engine.landmarks import baselines, composition
+from denarius.engine.landmarks import baselines, composition, support
+from denarius.engine.landmarks.ladder import DEFAULT_RUNGS, ladder_rungs, survival
 from denarius.engine.landmarks.model import LandmarkModel, unknown_label
 from denarius.engine.landmarks.optimizer import NumpyOps, OptimizerConfig, check_epsilon, optimize_masks
 from denarius.engine.landmarks.regions import Regions, pixel_regions, superpixel_regions, window_regions
 from denarius.engine.landmarks.result import LandmarkMap, rescale, top_regions
 
-__all__ = ["METHODS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source", "source_crop"]
+__all__ = ["METHODS", "HEATMAPS", "SUPPORTS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source", "source_crop"]
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("optimized", "occlusion", "saliency")
+HEATMAPS = ("ladder", "persistence", "mask")  # what the optimised map draws; see LandmarkConfig
+SUPPORTS = ("coin", "crop")
 SWEEP_EPSILONS = (0.1, 0.3, 0.5, 0.7, 1.0)  # the paper's Figure 6
 
 
@@ -35,7 +38,20 @@ class LandmarkConfig:
 
     Attributes:
         method: one of :data:`METHODS`.
-        epsilon: confidence the optimised mask may lose, in (0, 1] (optimised only).
+        epsilon: confidence the optimised mask may lose, in (0, 1] (optimised only); the
+            map's mask, p_masked and vacuous flag are those of this epsilon.
+        heatmap: what the optimised heatmap draws, one of :data:`HEATMAPS`:
+            "persistence" (default): the mean of the mask over the iterations at this
+            epsilon; "ladder": each region's survival over the epsilon ladder
+            (:mod:`denarius.engine.landmarks.ladder`), the masks of all rungs optimised in
+            one batched run (one optimiser row per rung and image: R times the cost);
+            "mask": the paper's single-epsilon mask. A sweep (several ``epsilons``) draws
+            each rung's own persistence ("mask": its mask). docs/results_landmarks.md has
+            the measurements behind the default.
+        ladder: the rungs of the ladder, epsilons in (0, 1] (``epsilon`` is added if
+            missing); each rung is one more optimiser row per image.
+        support: "coin" (default): the heatmap's maximum is kept on the coin disc
+            (:mod:`denarius.engine.landmarks.support`); "crop": anywhere in the crop.
         reference: what a removed region becomes, for the optimiser and occlusion alike:
             "blur" (default) or "black" (the paper); see :mod:`denarius.engine.landmarks.composition`.
         window, stride: sliding-window regions (the paper: 11 or 21, stride 3).
@@ -48,6 +64,9 @@ class LandmarkConfig:
 
     method: str = "optimized"
     epsilon: float = 0.5
+    heatmap: str = "persistence"
+    ladder: tuple[float, ...] = DEFAULT_RUNGS
+    support: str = "coin"
     reference: str = "blur"
     window: int = 11
     stride: int = 3
@@ -61,6 +80,11 @@ class LandmarkConfig:
         if self.method not in METHODS:
             raise ConfigError(f"unknown landmark method {self.method!r}; valid methods: {', '.join(METHODS)}")
         check_epsilon(self.epsilon)
+        if self.heatmap not in HEATMAPS:
+            raise ConfigError(f"unknown heatmap {self.heatmap!r}; valid heatmaps: {', '.join(HEATMAPS)}")
+        if self.support not in SUPPORTS:
+            raise ConfigError(f"unknown support {self.support!r}; valid supports: {', '.join(SUPPORTS)}")
+        object.__setattr__(self, "ladder", ladder_rungs(self.ladder, self.epsilon))
         if self.reference not in composition.REFERENCES:
             raise ConfigError(f"unknown reference {self.reference!r}; valid references: {', '.join(composition.REFERENCES)}")
         if self.window < 1 or self.stride < 1:
@@ -191,24 +215,38 @@ def single_threaded_blas():
 
 
 def _optimized(model, crops, regions, config, targets, eps_list, ops, should_stop, progress, checkpoints) -> list[list[LandmarkMap]]:
-    rows_images = np.repeat(crops, len(eps_list), axis=0)
-    rows_eps = np.tile(np.asarray(eps_list, np.float64), len(crops))
-    rows_targets = None if targets is None else np.repeat(np.asarray(targets, np.int64), len(eps_list))
-    reference = composition.reference_images(crops, config.reference)
-    rows_reference = None if reference is None else np.repeat(reference, len(eps_list), axis=0)
+    # One epsilon: the ladder's rungs are the rows (the map reports the rung at its epsilon);
+    # a sweep: each epsilon is a row and a map of its own.
+    use_ladder = config.heatmap == "ladder" and eps_list == [config.epsilon]
+    rungs = list(config.ladder) if use_ladder else eps_list
     result = optimize_masks(
-        model, rows_images, regions, epsilons=rows_eps, targets=rows_targets, config=config.optimizer, ops=ops,
-        reference=rows_reference, should_stop=should_stop, progress=progress, checkpoints=checkpoints,
+        model, np.repeat(crops, len(rungs), axis=0), regions,
+        epsilons=np.tile(np.asarray(rungs, np.float64), len(crops)),
+        targets=None if targets is None else np.repeat(np.asarray(targets, np.int64), len(rungs)),
+        config=config.optimizer, ops=ops, reference=_repeat(composition.reference_images(crops, config.reference), len(rungs)),
+        should_stop=should_stop, progress=progress, checkpoints=checkpoints,
     )
-    weights = composition.mask_weights(regions, result.persistence)
+    per_image = len(crops)
+    if use_ladder:
+        # (N, R, K) masks -> (N, K) survival; the map's own row is the rung at its epsilon.
+        scores = survival(result.masks.reshape(per_image, len(rungs), -1), rungs)
+        shown = [[i * len(rungs) + rungs.index(config.epsilon)] for i in range(per_image)]
+    else:
+        source = result.masks if config.heatmap == "mask" else result.persistence
+        scores = source.reshape(per_image * len(rungs), -1)
+        shown = [[i * len(rungs) + j for j in range(len(rungs))] for i in range(per_image)]
+    weights = composition.mask_weights(regions, scores)  # (N or N*R, H, W)
+    areas = support.coin_support(crops) if config.support == "coin" else None
     masked_images = np.clip(result.masked_images + 0.5, 0, 255).astype(np.uint8)
     boxes = regions.boxes()
-    seconds = result.seconds / len(rows_images)
+    seconds = result.seconds / per_image
     out = []
-    for i in range(len(crops)):
+    for i in range(per_image):
+        image_rows = slice(i * len(rungs), (i + 1) * len(rungs))
         maps = []
-        for j in range(len(eps_list)):
-            r = i * len(eps_list) + j
+        for j, r in enumerate(shown[i]):
+            s = i if use_ladder else r
+            heat = weights[s] if areas is None else support.restrict(weights[s], areas[i])
             target = int(result.targets[r])
             maps.append(
                 LandmarkMap(
@@ -216,8 +254,10 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, should_sto
                     target=target,
                     label=model.classes[target],
                     mask=result.masks[r],
-                    heatmap=_mask_heatmap(weights[r]),
+                    heatmap=_mask_heatmap(heat),
                     persistence=result.persistence[r],
+                    survival=scores[i] if use_ladder else None,
+                    ladder=tuple(rungs) if use_ladder else None,
                     persistence_by_iteration=(
                         None if result.persistence_at is None else dict(zip(checkpoints, result.persistence_at[r]))
                     ),
@@ -229,15 +269,19 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, should_sto
                     epsilon=float(result.epsilons[r]),
                     regions=regions.describe(),
                     iterations=int(result.iterations[r]),
-                    converged=bool(result.converged[r]),
+                    converged=bool(result.converged[image_rows].all() if use_ladder else result.converged[r]),
                     vacuous=bool(result.vacuous[r]),
-                    top_regions=top_regions(result.persistence[r], boxes, count=config.top),
-                    forward_equivalents=float(result.forward_equivalents[r]),
-                    seconds=seconds,
+                    top_regions=top_regions(scores[s], boxes, count=config.top),
+                    forward_equivalents=float(result.forward_equivalents[image_rows].sum() if use_ladder else result.forward_equivalents[r]),
+                    seconds=seconds if use_ladder else seconds / len(rungs),
                 )
             )
         out.append(maps)
     return out
+
+
+def _repeat(reference: np.ndarray | None, times: int) -> np.ndarray | None:
+    return None if reference is None else np.repeat(reference, times, axis=0)
 
 
 def _mask_heatmap(weights: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ from denarius.engine.preprocess import PreprocessSpec, normalize
 __all__ = ["REFERENCES", "reference_images", "replace_pixels", "mask_weights", "compose", "region_sums", "adjoint", "normalize_slope", "pixel_gradient"]
 
 
-REFERENCES = ("blur", "black")
+REFERENCES = ("blur", "black", "coin-blur")
 BLUR_SIGMA = 0.05  # of the crop size
 
 
@@ -56,7 +56,12 @@ def reference_images(images: np.ndarray, kind: str = "blur") -> np.ndarray | Non
 
     Args:
         images: (B, H, W, 3) crops in [0, 255] (uint8 or float).
-        kind: "blur" (Gaussian, sigma = 5% of the crop size) or "black" (the paper: zeros).
+        kind: "blur" (Gaussian, sigma = 5% of the crop size), "black" (the paper: zeros)
+            or "coin-blur": the same Gaussian taken over the coin's pixels alone
+            (blur(I * m) / blur(m), m the coin support of
+            :func:`denarius.engine.landmarks.support.coin_support`) and black off the coin,
+            so a removed window on the coin's edge neither darkens the rim nor smears the
+            coin's colour over the black background.
     Returns:
         (B, H, W, 3) float32 references, or None for "black" (the composition then
         multiplies by the mask alone, which is the same thing without the extra arrays).
@@ -69,7 +74,20 @@ def reference_images(images: np.ndarray, kind: str = "blur") -> np.ndarray | Non
 
     images = np.asarray(images, np.float32)
     sigma = BLUR_SIGMA * images.shape[-2]
-    return np.stack([cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) for image in images])
+
+    def blur(image: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+    if kind == "blur":
+        return np.stack([blur(image) for image in images])
+    from denarius.engine.landmarks.support import coin_support
+
+    out = np.empty_like(images)
+    for i, (image, coin) in enumerate(zip(images, coin_support(images))):
+        weight = coin.astype(np.float32)
+        spread = blur(weight)
+        out[i] = np.where(coin[..., None], blur(image * weight[..., None]) / np.maximum(spread, 1e-6)[..., None], 0.0)
+    return out
 
 
 def replace_pixels(image: np.ndarray, removed: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:

@@ -82,9 +82,11 @@ class LandmarkMap:
         mask: (K,) float32 per-region values (optimised mask in [0, 1], probability drops,
             or mean saliency).
         heatmap: (H, W) float32 in [0, 1] at the network input (crop) size: the per-pixel
-            map C * sum_k s_k I_k rescaled to [0, 1], where s is the optimiser's
-            persistence (see :mod:`denarius.engine.landmarks.optimizer`) or the baseline's region
-            score (a constant map: zeros for the baselines, its own value for "optimized").
+            map C * sum_k s_k I_k rescaled to [0, 1], where s is the optimiser's ladder
+            survival, persistence or mask (``LandmarkConfig.heatmap``) or the baseline's
+            region score (a constant map: zeros for the baselines, its own value for
+            "optimized"); the optimised map's pixels off the coin are lowered to the coin's
+            minimum (``LandmarkConfig.support``).
         image: (H, W, 3) uint8 RGB, the crop the map refers to (for overlays).
         p_full: p(c | full image). p_masked: p(c | masked image) for "optimized", else None.
         epsilon: the constraint's epsilon ("optimized" only).
@@ -97,6 +99,9 @@ class LandmarkMap:
             satisfies the constraint, so the empty mask is optimal (lower epsilon for a
             mask; the persistence heatmap still ranks the regions).
         persistence: optimised only - (K,) float32 mean of the mask over the iterations.
+        survival: optimised with the ladder heatmap only - (K,) float32 in [0, max rung],
+            each region's survival over the epsilon ladder (what the heatmap draws; see
+            :mod:`denarius.engine.landmarks.ladder`). ladder: its rungs.
         persistence_by_iteration: optimised only, when asked for - {t: (K,) float32}, the
             persistence had the optimiser stopped after t iterations.
         masked_image: optimised only - (H, W, 3) uint8 f_I(mask), what the network saw:
@@ -124,6 +129,8 @@ class LandmarkMap:
     seconds: float = 0.0
     vacuous: bool = False
     persistence: np.ndarray | None = None
+    survival: np.ndarray | None = None
+    ladder: tuple[float, ...] | None = None
     persistence_by_iteration: dict[int, np.ndarray] | None = None
     masked_image: np.ndarray | None = None
     reference: str | None = None
@@ -155,12 +162,15 @@ class LandmarkMap:
             "seconds": float(self.seconds),
             "vacuous": bool(self.vacuous),
             "reference": self.reference,
+            "ladder": None if self.ladder is None else [float(e) for e in self.ladder],
             "size": list(self.heatmap.shape),
         }
         if include_mask:
             data["mask"] = [round(float(v), 5) for v in self.mask]
             if self.persistence is not None:
                 data["persistence"] = [round(float(v), 5) for v in self.persistence]
+            if self.survival is not None:
+                data["survival"] = [round(float(v), 5) for v in self.survival]
         return data
 
     def overlay(self, *, alpha: float = 0.5, scale: int = 1) -> np.ndarray:

@@ -146,7 +146,8 @@ def test_optimised_masks_satisfy_constraint_fresh_forward(model):
     classes = len(model.classes)
     images = np.repeat(crop[None], classes, axis=0)
     eps = 0.003  # small enough that the constraint binds for some classes of the random model
-    result = optimize_masks(model, images, regions, epsilons=eps, targets=np.arange(classes))
+    paper = OptimizerConfig(constraint="absolute")  # the paper's rule: p > p_full - eps
+    result = optimize_masks(model, images, regions, epsilons=eps, targets=np.arange(classes), config=paper)
     assert result.masks.shape == (classes, regions.count)
     assert (result.masks >= 0).all() and (result.masks <= 1).all()
     assert (result.iterations <= 100).all() and result.converged.all()
@@ -339,7 +340,8 @@ def test_optimiser_with_blur_reference_satisfies_constraint_and_reports_persiste
     blurred = _blurred(crop)
     reference = np.repeat(blurred[None], classes, axis=0)
     eps = 0.003
-    result = optimize_masks(model, images, regions, epsilons=eps, targets=np.arange(classes), reference=reference)
+    paper = OptimizerConfig(constraint="absolute")
+    result = optimize_masks(model, images, regions, epsilons=eps, targets=np.arange(classes), reference=reference, config=paper)
     # our own composition f = R + m * (I - R) and fresh forward passes
     masked = blurred[None] + composition.mask_weights(regions, result.masks)[..., None] * (crop.astype(np.float32) - blurred)[None]
     p_masked = model.probabilities(normalize(masked, model.spec))[np.arange(classes), np.arange(classes)]
@@ -383,10 +385,15 @@ def test_persistence_checkpoints_follow_the_path(model):
         compute_landmarks(model, crop, config=LandmarkConfig(method="occlusion"), checkpoints=(2,))
 
 
-def test_optimised_heatmap_is_the_persistence_map(model):
-    (m,) = compute_landmarks(model, _coin(11), config=LandmarkConfig(epsilon=0.01))
+def test_optimised_heatmap_is_the_persistence_map_on_the_coin(model):
+    from denarius.engine.landmarks.support import coin_support
+
+    crop = _coin(11)
+    (m,) = compute_landmarks(model, crop, config=LandmarkConfig(epsilon=0.01))
     regions = window_regions(64, 64, size=11, stride=3)
     expected = composition.mask_weights(regions, m.persistence)[0]
+    coin = coin_support(crop)
+    expected = np.where(coin, expected, expected[coin].min())  # off the coin: the coin's minimum
     expected = (expected - expected.min()) / (expected.max() - expected.min())
     np.testing.assert_allclose(m.heatmap, expected, atol=1e-5)
     assert m.reference == "blur" and m.to_dict()["reference"] == "blur" and len(m.to_dict()["persistence"]) == regions.count
@@ -442,3 +449,127 @@ def test_should_stop_cancels_between_forward_calls(model, method):
     assert len(polls) == 3
     full = 3 * 100 + 2 if method == "optimized" else window_regions(64, 64, size=11, stride=3).count + 1
     assert model.forward_equivalents - before < full / 4  # stopped early, not after the work
+
+
+# ------------------------------------------------------------------ ladder, coin support, relative constraint
+
+
+def test_survival_is_the_largest_epsilon_a_nested_mask_keeps():
+    from denarius.engine.landmarks.ladder import ladder_rungs, survival
+
+    rungs = (0.1, 0.3, 0.5, 0.9)
+    # region k is kept (1) up to rung k and removed (0) above it; region 4 never kept
+    masks = np.array([[[1.0 if r <= k else 0.0 for k in range(5)] for r in range(4)]])  # (1, R=4, K=5)
+    masks[0, :, 4] = 0.0
+    np.testing.assert_allclose(survival(masks, rungs)[0], [0.1, 0.3, 0.5, 0.9, 0.0], atol=1e-6)
+    assert ladder_rungs((0.5, 0.1), 0.3) == (0.1, 0.3, 0.5)  # sorted, the map's epsilon added
+    with pytest.raises(ConfigError, match="rungs"):
+        ladder_rungs((0.0, 0.5), 0.5)
+    with pytest.raises(ConfigError, match="rungs"):
+        survival(masks, (0.1, 0.3))
+
+
+def test_coin_support_and_restrict_keep_the_maximum_on_the_coin():
+    from denarius.engine.landmarks.support import coin_support, restrict
+
+    crop = _coin(20)
+    crop[30, 30] = 0  # a black pixel inside the coin is still coin
+    support = coin_support(crop)
+    yy, xx = np.mgrid[:64, :64]
+    assert support[30, 30] and support[32, 32] and not support[0, 0] and not support[63, 63]
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 < (0.45 * 64) ** 2
+    assert (support ^ disc).mean() < 0.03  # the convex hull of the disc's pixels
+    heat = np.zeros((64, 64), np.float32)
+    heat[0, 0], heat[32, 40], heat[32, 20] = 5.0, 2.0, 1.0  # the raw maximum is off the coin
+    restricted = restrict(heat, support)
+    assert np.unravel_index(np.argmax(restricted), heat.shape) == (32, 40)
+    assert restricted[support].tolist() == heat[support].tolist()  # the coin's values unchanged
+    assert coin_support(np.full((8, 8, 3), 7, np.uint8)).all()  # no background: nothing to restrict
+    with pytest.raises(InputError, match="support"):
+        restrict(heat, support[:10])
+
+
+def test_relative_constraint_is_a_share_of_the_detail_and_never_vacuous(model):
+    crop = _coin(21)
+    regions = window_regions(64, 64, size=11, stride=3)
+    blurred = _blurred(crop)
+    p_full = model.probabilities(normalize(crop[None], model.spec))[0]
+    p_ref = model.probabilities(normalize(blurred[None], model.spec))[0]
+    target = int(np.argmax(p_full - p_ref))  # the class the detail supports most
+    eps = 0.5
+    relative = OptimizerConfig(constraint="relative")
+    result = optimize_masks(model, crop[None], regions, epsilons=eps, targets=[target], reference=blurred[None], config=relative)
+    threshold = p_full[target] - eps * (p_full[target] - p_ref[target])
+    masked = blurred[None] + composition.mask_weights(regions, result.masks)[..., None] * (crop.astype(np.float32) - blurred)[None]
+    p_masked = model.probabilities(normalize(masked, model.spec))[0, target]
+    assert p_masked > threshold and not result.vacuous[0]
+    assert not np.allclose(result.masks, 1.0)
+    # the paper's absolute rule with an epsilon larger than p(c): vacuous
+    absolute = optimize_masks(model, crop[None], regions, epsilons=1.0, targets=[target], reference=blurred[None],
+                              config=OptimizerConfig(constraint="absolute"))
+    assert absolute.vacuous[0]
+    with pytest.raises(ConfigError, match="valid constraints: absolute, relative"):
+        OptimizerConfig(constraint="share")
+
+
+def test_ladder_heatmap_is_one_batched_run_of_the_rungs(model):
+    from denarius.engine.landmarks.ladder import survival
+    from denarius.engine.landmarks.support import coin_support
+
+    crops = np.stack([_coin(22), _coin(23)])
+    rungs = (0.1, 0.5, 0.9)
+    config = LandmarkConfig(epsilon=0.5, heatmap="ladder", ladder=rungs)
+    before = model.forward_equivalents
+    maps = compute_landmarks(model, crops, config=config, targets=[1, 2])
+    cost = model.forward_equivalents - before
+    sweep = compute_landmarks(model, crops, config=replace_heatmap(config, "mask"), targets=[1, 2], epsilons=rungs)
+    assert len(maps) == 2 and cost == pytest.approx(sum(m.forward_equivalents for m in sweep))  # the sweep's rows, one run
+    regions = window_regions(64, 64, size=11, stride=3)
+    for i, m in enumerate(maps):
+        rows = sweep[3 * i : 3 * i + 3]
+        expected = survival(np.stack([r.mask for r in rows])[None], rungs)[0]
+        np.testing.assert_allclose(m.survival, expected, atol=1e-6)
+        assert m.ladder == rungs and m.epsilon == 0.5
+        np.testing.assert_allclose(m.mask, rows[1].mask, atol=1e-6)  # the map's own mask: the rung at its epsilon
+        assert m.p_masked == pytest.approx(rows[1].p_masked, abs=1e-6)
+        if m.survival.max() > m.survival.min():
+            weights = composition.mask_weights(regions, m.survival)[0]
+            coin = coin_support(crops[i])
+            assert np.unravel_index(np.argmax(m.heatmap), m.heatmap.shape) == np.unravel_index(
+                np.argmax(np.where(coin, weights, -1.0)), weights.shape)
+        assert len(m.to_dict()["survival"]) == regions.count and m.to_dict()["ladder"] == list(rungs)
+    with pytest.raises(ConfigError, match="valid heatmaps: ladder, persistence, mask"):
+        LandmarkConfig(heatmap="survival")
+    with pytest.raises(ConfigError, match="valid supports: coin, crop"):
+        LandmarkConfig(support="disc")
+
+
+def replace_heatmap(config, heatmap):
+    from dataclasses import replace
+
+    return replace(config, heatmap=heatmap)
+
+
+def test_mask_heatmap_is_the_papers_single_epsilon_mask(model):
+    crop = _coin(24)
+    (m,) = compute_landmarks(model, crop, config=LandmarkConfig(epsilon=0.01, heatmap="mask", support="crop"), targets=3)
+    regions = window_regions(64, 64, size=11, stride=3)
+    weights = composition.mask_weights(regions, m.mask)[0]
+    if weights.max() > weights.min():
+        np.testing.assert_allclose(m.heatmap, (weights - weights.min()) / (weights.max() - weights.min()), atol=1e-5)
+    assert m.survival is None and m.ladder is None
+
+
+def test_coin_blur_reference_blurs_within_the_coin_and_keeps_the_background_black():
+    from denarius.engine.landmarks.support import coin_support
+
+    crop = _coin(25)
+    (reference,) = composition.reference_images(crop[None], "coin-blur")
+    coin = coin_support(crop)
+    assert (reference[~coin] == 0).all()
+    weight = coin.astype(np.float32)
+    inside = _blurred(crop.astype(np.float32) * weight[..., None]) / _blurred(np.repeat(weight[..., None], 3, axis=2))
+    np.testing.assert_allclose(reference[coin], inside[coin], rtol=1e-4, atol=1e-3)
+    # the plain blur darkens the rim (it averages in the black background); within the coin it does not
+    rim = coin & ~cv2.erode(coin.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert reference[rim].mean() > _blurred(crop)[rim].mean() + 10
