@@ -22,13 +22,14 @@ from denarius.engine.landmarks.optimizer import NumpyOps, OptimizerConfig, check
 from denarius.engine.landmarks.regions import Regions, pixel_regions, superpixel_regions, window_regions
 from denarius.engine.landmarks.result import LandmarkMap, rescale, top_regions
 
-__all__ = ["METHODS", "HEATMAPS", "SUPPORTS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source", "source_crop"]
+__all__ = ["METHODS", "HEATMAPS", "SUPPORTS", "SPREADS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source", "source_crop"]
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("optimized", "occlusion", "saliency")
 HEATMAPS = ("ladder", "persistence", "mask")  # what the optimised map draws; see LandmarkConfig
 SUPPORTS = ("coin", "crop")
+SPREADS = ("centres", "coverage")  # how per-window scores become pixels; see LandmarkConfig
 SWEEP_EPSILONS = (0.1, 0.3, 0.5, 0.7, 1.0)  # the paper's Figure 6
 
 
@@ -52,6 +53,10 @@ class LandmarkConfig:
             missing); each rung is one more optimiser row per image.
         support: "coin" (default): the heatmap's maximum is kept on the coin disc
             (:mod:`denarius.engine.landmarks.support`); "crop": anywhere in the crop.
+        spread: how the optimised map's per-window values become pixels: "centres"
+            (default): each pixel takes the window whose centre is nearest
+            (:func:`denarius.engine.landmarks.composition.centre_weights`); "coverage":
+            the average over the windows covering it, C * sum_k s_k I_k (as the baselines).
         reference: what a removed region becomes, for the optimiser and occlusion alike:
             "blur" (default) or "black" (the paper); see :mod:`denarius.engine.landmarks.composition`.
         window, stride: sliding-window regions (the paper: 11 or 21, stride 3).
@@ -67,6 +72,7 @@ class LandmarkConfig:
     heatmap: str = "persistence"
     ladder: tuple[float, ...] = DEFAULT_RUNGS
     support: str = "coin"
+    spread: str = "centres"
     reference: str = "blur"
     window: int = 11
     stride: int = 3
@@ -84,6 +90,8 @@ class LandmarkConfig:
             raise ConfigError(f"unknown heatmap {self.heatmap!r}; valid heatmaps: {', '.join(HEATMAPS)}")
         if self.support not in SUPPORTS:
             raise ConfigError(f"unknown support {self.support!r}; valid supports: {', '.join(SUPPORTS)}")
+        if self.spread not in SPREADS:
+            raise ConfigError(f"unknown spread {self.spread!r}; valid spreads: {', '.join(SPREADS)}")
         object.__setattr__(self, "ladder", ladder_rungs(self.ladder, self.epsilon))
         if self.reference not in composition.REFERENCES:
             raise ConfigError(f"unknown reference {self.reference!r}; valid references: {', '.join(composition.REFERENCES)}")
@@ -235,7 +243,8 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, should_sto
         source = result.masks if config.heatmap == "mask" else result.persistence
         scores = source.reshape(per_image * len(rungs), -1)
         shown = [[i * len(rungs) + j for j in range(len(rungs))] for i in range(per_image)]
-    weights = composition.mask_weights(regions, scores)  # (N or N*R, H, W)
+    spread = composition.centre_weights if config.spread == "centres" else composition.mask_weights
+    weights = spread(regions, scores)  # (N or N*R, H, W)
     areas = support.coin_support(crops) if config.support == "coin" else None
     masked_images = np.clip(result.masked_images + 0.5, 0, 255).astype(np.uint8)
     boxes = regions.boxes()

@@ -391,7 +391,7 @@ def test_optimised_heatmap_is_the_persistence_map_on_the_coin(model):
     crop = _coin(11)
     (m,) = compute_landmarks(model, crop, config=LandmarkConfig(epsilon=0.01))
     regions = window_regions(64, 64, size=11, stride=3)
-    expected = composition.mask_weights(regions, m.persistence)[0]
+    expected = composition.centre_weights(regions, m.persistence)[0]  # the default spread
     coin = coin_support(crop)
     expected = np.where(coin, expected, expected[coin].min())  # off the coin: the coin's minimum
     expected = (expected - expected.min()) / (expected.max() - expected.min())
@@ -533,7 +533,7 @@ def test_ladder_heatmap_is_one_batched_run_of_the_rungs(model):
         np.testing.assert_allclose(m.mask, rows[1].mask, atol=1e-6)  # the map's own mask: the rung at its epsilon
         assert m.p_masked == pytest.approx(rows[1].p_masked, abs=1e-6)
         if m.survival.max() > m.survival.min():
-            weights = composition.mask_weights(regions, m.survival)[0]
+            weights = composition.centre_weights(regions, m.survival)[0]
             coin = coin_support(crops[i])
             assert np.unravel_index(np.argmax(m.heatmap), m.heatmap.shape) == np.unravel_index(
                 np.argmax(np.where(coin, weights, -1.0)), weights.shape)
@@ -552,7 +552,8 @@ def replace_heatmap(config, heatmap):
 
 def test_mask_heatmap_is_the_papers_single_epsilon_mask(model):
     crop = _coin(24)
-    (m,) = compute_landmarks(model, crop, config=LandmarkConfig(epsilon=0.01, heatmap="mask", support="crop"), targets=3)
+    config = LandmarkConfig(epsilon=0.01, heatmap="mask", support="crop", spread="coverage")
+    (m,) = compute_landmarks(model, crop, config=config, targets=3)
     regions = window_regions(64, 64, size=11, stride=3)
     weights = composition.mask_weights(regions, m.mask)[0]
     if weights.max() > weights.min():
@@ -573,3 +574,23 @@ def test_coin_blur_reference_blurs_within_the_coin_and_keeps_the_background_blac
     # the plain blur darkens the rim (it averages in the black background); within the coin it does not
     rim = coin & ~cv2.erode(coin.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     assert reference[rim].mean() > _blurred(crop)[rim].mean() + 10
+
+
+def test_centre_weights_give_each_pixel_its_nearest_window_centre(rng):
+    regions = window_regions(40, 40, size=11, stride=3)
+    x = rng.random((2, regions.count)).astype(np.float32)
+    weights = composition.centre_weights(regions, x)
+    assert weights.shape == (2, 40, 40)
+    ny, nx = regions.grid
+    centres_y, centres_x = regions.ys + 5.5, regions.xs + 5.5
+    for p, q in [(0, 0), (0, 39), (20, 7), (39, 39), (13, 26)]:
+        j = int(np.argmin(np.abs(centres_y - (p + 0.5))))
+        i = int(np.argmin(np.abs(centres_x - (q + 0.5))))
+        np.testing.assert_array_equal(weights[:, p, q], x[:, j * nx + i])
+    # a corner pixel is the corner window's value, not an average over fewer windows
+    assert weights[0, 0, 0] == x[0, 0]
+    labels = LabelRegions(np.arange(16, dtype=np.int32).reshape(4, 4) // 2, 8)
+    y = rng.random((1, 8)).astype(np.float32)
+    np.testing.assert_array_equal(composition.centre_weights(labels, y), composition.mask_weights(labels, y))
+    with pytest.raises(ConfigError, match="valid spreads: centres, coverage"):
+        LandmarkConfig(spread="nearest")
