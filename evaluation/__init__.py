@@ -10,6 +10,8 @@ Modules::
     eval.py          landmarks-eval driver: every method scored on a synthetic set
     methods.py       the methods scored, by name (register a variant here)
     peers.py         Captum's Occlusion, Saliency, IntegratedGradients, LayerGradCam on the same model
+    ground_truth.py  a synthetic set's landmark polygons, mapped into the crop
+    scoring.py       one map -> every per-image value (pointing games, energy, deletion, sufficiency)
     metrics.py       pointing game, energy, deletion curve, per-part reliance
     pointing.py      the pointing game by TorchRay's rule, tie-robust variant, centre/random baselines
     sufficiency.py   p(c) with only the top q of a map kept, and its AUC

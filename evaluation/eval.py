@@ -1,10 +1,7 @@
 """Scores of the landmark methods against a synthetic set's ground truth.
 
-Input: a folder written by ``denarius synth`` (``manifest.csv`` with ``coin_id, obverse,
-reverse, emperor, ric`` and ``landmarks.jsonl``: per image ``coin_id, side, width, height,
-regions: [{word, discriminative, polygon: [[x, y], ...]}]`` in stored-image pixels).
-Polygons are mapped into the network's crop with :func:`denarius.engine.landmarks.geometry.crop_transform`
-(the same affine map as preprocessing). Our methods run through the
+Input: a folder written by ``denarius synth`` (read and mapped into the crop by
+:mod:`denarius.evaluation.ground_truth`). Our methods run through the
 :class:`~denarius.engine.landmarks.service.LandmarkService` (its models, crops, region
 cache, reference and masking operations); the methods scored are named in
 :mod:`denarius.evaluation.methods` (add a variant there), the Captum peers in
@@ -48,7 +45,6 @@ model knows it, else the predicted class. The maps scored are saved per side
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import platform
@@ -62,43 +58,23 @@ import numpy as np
 from denarius.engine.bundle import SIDES
 from denarius.engine.errors import ConfigError, InputError
 from denarius.engine.landmarks.api import LandmarkConfig
-from denarius.engine.landmarks.geometry import crop_transform
 from denarius.engine.landmarks.optimizer import OptimizerConfig
 from denarius.engine.landmarks.result import overlay
 from denarius.engine.landmarks.service import LandmarkService
-from denarius.engine.preprocess import canonical_transform
 from denarius.evaluation.bootstrap import RESAMPLES, SEED, mean_interval
 from denarius.evaluation.figures import grid, write_png
+from denarius.evaluation.ground_truth import load_ground_truth, truth_in_crop
 from denarius.evaluation.heatmaps import HeatmapStore
 from denarius.evaluation.methods import EVAL_METHODS, check_methods, method_config
-from denarius.evaluation.metrics import (
-    NO_PART,
-    deletion_auc,
-    deletion_curve,
-    energy,
-    part_reliance,
-    parts_at_maximum,
-    parts_in_crop,
-    pointing_hit,
-    polygon_mask,
-    polygons_in_crop,
-)
+from denarius.evaluation.metrics import NO_PART, part_reliance, parts_at_maximum
 from denarius.evaluation.path_scores import PATH_CHECKPOINTS, PathScores, plot_path
-from denarius.evaluation.pointing import (
-    centre_point,
-    coin_mask_in_crop,
-    hit_map,
-    point_hits,
-    random_point_hit,
-    scaled_tolerance,
-    tie_robust_hit,
-    torchray_hit,
-)
+from denarius.evaluation.pointing import scaled_tolerance
 from denarius.evaluation.scores_md import markdown
-from denarius.evaluation.sufficiency import SUFFICIENCY_QS, sufficiency_curve
+from denarius.evaluation.scoring import MapScorer, add_images
+from denarius.evaluation.sufficiency import SUFFICIENCY_QS
 from denarius.evaluation.summary import SideTable, baselines, summarize
 
-__all__ = ["EvalConfig", "evaluate", "load_ground_truth"]
+__all__ = ["EvalConfig", "evaluate"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,95 +149,7 @@ class EvalConfig:
             raise ConfigError(f"resamples and ig_steps must be >= 1, got {self.resamples}, {self.ig_steps}")
 
 
-# ------------------------------------------------------------------ data
-
-
-@dataclass
-class _Item:
-    coin_id: str
-    side: str
-    path: Path
-    label: str
-    regions: list
-
-
-def load_ground_truth(synth_dir: Path) -> list[_Item]:
-    """Images of a synthetic set with their landmark polygons (InputError when files are missing)."""
-    synth_dir = Path(synth_dir)
-    manifest = synth_dir / "manifest.csv"
-    landmarks = synth_dir / "landmarks.jsonl"
-    for path in (manifest, landmarks):
-        if not path.is_file():
-            raise InputError(f"{path} not found; SYNTH_DIR must be a folder written by `denarius synth`")
-    coins = {}
-    with manifest.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            coins[row["coin_id"]] = row
-    items = []
-    with landmarks.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            row = coins.get(record["coin_id"])
-            if row is None:
-                raise InputError(f"{landmarks}:{number}: coin_id {record['coin_id']!r} is not in {manifest}")
-            side = record["side"]
-            label = row["emperor"] if side == "obverse" else row["ric"]
-            items.append(_Item(record["coin_id"], side, synth_dir / row[side], label, record.get("regions", [])))
-    return items
-
-
 # ------------------------------------------------------------------ driver
-
-
-@dataclass
-class _Truth:
-    """One image's ground truth in crop pixels."""
-
-    polygons: list  # discriminative polygons, (n, 2) float32
-    inside: np.ndarray  # (S, S) bool union of them
-    hits: np.ndarray  # (S, S) bool: where a point hits by TorchRay's rule
-    parts: dict  # part name -> polygons
-    coin: np.ndarray  # (S, S) bool coin disc
-    matrix: np.ndarray  # (2, 3) photo -> crop
-    tolerance_px: float  # TorchRay's tolerance at this crop size
-
-
-def _ground_truth(item: _Item, rgb: np.ndarray, spec, tolerance_px: float) -> _Truth:
-    matrix = crop_transform(rgb, spec)
-    _, disc = canonical_transform(rgb, spec)
-    polygons = polygons_in_crop(item.regions, matrix)
-    inside = polygon_mask(polygons, (spec.crop, spec.crop))
-    return _Truth(polygons, inside, hit_map(inside, tolerance_px), parts_in_crop(item.regions, matrix),
-                  coin_mask_in_crop(disc, matrix, spec.crop), matrix, tolerance_px)
-
-
-class _Scorer:
-    """Scores maps of one side into its :class:`SideTable` and :class:`HeatmapStore`."""
-
-    def __init__(self, model, table: SideTable, store: HeatmapStore | None, config: EvalConfig, tolerance_px: float):
-        self.model, self.table, self.store, self.config, self.tolerance_px = model, table, store, config, tolerance_px
-
-    def add(self, key: str, heatmap: np.ndarray, *, crop, truth: _Truth, target: int, reference, vacuous=None) -> None:
-        values = self.table.values[key]
-        nan = float("nan")
-        if truth.polygons:
-            values["pointing_game"].append(float(pointing_hit(heatmap, truth.polygons, tolerance_px=self.tolerance_px)))
-            values["pointing_game_torchray"].append(float(torchray_hit(heatmap, truth.hits)))
-            values["pointing_game_tie_robust"].append(tie_robust_hit(heatmap, truth.hits))
-            values["energy"].append(energy(heatmap, truth.inside))
-        else:
-            for name in ("pointing_game", "pointing_game_torchray", "pointing_game_tie_robust", "energy"):
-                values[name].append(nan)
-        curve = deletion_curve(self.model, crop, heatmap, target, steps=self.config.deletion_steps, reference=reference)
-        values["deletion_auc"].append(deletion_auc(curve))
-        sufficiency = sufficiency_curve(self.model, crop, heatmap, target, reference=reference)
-        values["sufficiency"].append(sufficiency)
-        if vacuous is not None:
-            values["vacuous"].append(float(vacuous))
-        if self.store is not None:
-            self.store.add_map(key, heatmap, sufficiency=sufficiency, deletion_auc=values["deletion_auc"][-1])
 
 
 def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
@@ -307,7 +195,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
             tolerance_px = scaled_tolerance(config.tolerance, spec.crop)
             table = tables[side] = SideTable(side)
             store = HeatmapStore(side, tolerance_px=tolerance_px, crop_size=spec.crop, qs=SUFFICIENCY_QS) if config.save_heatmaps else None
-            scorer = _Scorer(model, table, store, config, tolerance_px)
+            scorer = MapScorer(model, table, store, tolerance_px=tolerance_px, deletion_steps=config.deletion_steps)
             peers = _open_peers(bundle, name, config, headline)
             peer_names = tuple(peers.methods) if peers else ()
             batches = [side_items[i : i + config.batch] for i in range(0, len(side_items), config.batch)]
@@ -316,7 +204,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                 for it in batch:
                     rgb = decode_image(it.path, max_pixels=spec.max_pixels, min_side=spec.min_side)
                     crops.append(service.crop(rgb, side=side))
-                    truths.append(_ground_truth(it, rgb, spec, tolerance_px))
+                    truths.append(truth_in_crop(it, rgb, spec, tolerance_px=tolerance_px))
                     label = merged_into.get(it.label, it.label)
                     targets.append(label if label in model.classes else None)
                 crops = np.stack(crops)
@@ -335,7 +223,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                     table.cost[key].append((seconds, model.forward_equivalents - before, len(batch)))
                     if not explained:
                         explained = [m.target for m in maps]
-                        _add_images(table, store, batch, truths, maps)
+                        add_images(table, store, batch, truths, maps)
                     path_regions = service.regions(lc, crops[0]) if along_path else None
                     for i, m in enumerate(maps):
                         reference = None if references is None else references[i]
@@ -392,20 +280,6 @@ def _open_peers(bundle, name: str, config: EvalConfig, window: int):
     from denarius.evaluation.peers import CaptumPeers
 
     return CaptumPeers(bundle, name, window=window, stride=config.stride, ig_steps=config.ig_steps)
-
-
-def _add_images(table: SideTable, store: HeatmapStore | None, batch, truths: list[_Truth], maps) -> None:
-    """A batch's images in the side's table (and store): the class explained, ground truth, baselines."""
-    for it, truth, m in zip(batch, truths, maps):
-        size = truth.inside.shape
-        table.coin_ids.append(it.coin_id)
-        table.labels.append(m.label)
-        table.has_ground_truth.append(bool(truth.polygons))
-        table.centre.append(float(point_hits(truth.inside, centre_point(size), truth.tolerance_px)))
-        table.random.append(random_point_hit(truth.hits, truth.coin))
-        if store is not None:
-            store.add_image(coin_id=it.coin_id, label=m.label, target=m.target, ground_truth=truth.inside,
-                            has_ground_truth=bool(truth.polygons), coin=truth.coin, crop_matrix=truth.matrix)
 
 
 def _scores(bundle, synth_dir, config: EvalConfig, tables: dict, keys, peer_names, backend: str) -> dict:
