@@ -129,3 +129,13 @@ def test_a_registered_variant_is_scored_like_the_others(grad_bundle, synth_dir, 
         assert list(data["methods"]) == ["occlusion@21", "occlusion_black@21"]
         assert not np.allclose(data["heatmaps"][0], data["heatmaps"][1])  # another reference, another map
     assert "| reverse | occlusion_black |" in (tmp_path / "scores.md").read_text()
+
+
+def test_peers_without_captum_say_how_to_install_it(grad_bundle, synth_dir, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "captum", None)  # as on a host without the train extra
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    argv = ["landmarks-eval", "--bundle", str(grad_bundle), str(synth_dir), "--out", str(tmp_path), "--peers", "captum", "--limit", "1"]
+    assert main(argv) == 2
+    assert "--peers captum needs torch and captum: pip install 'denarius[train]'" in capsys.readouterr().err
