@@ -62,14 +62,6 @@ class QuickstartConfig:
     epsilon: float = 0.25
 
 
-def _cli(argv: list[str]) -> None:
-    from denarius.serving.cli import main
-
-    code = main(argv)
-    if code != 0:
-        raise RuntimeError(f"`denarius {' '.join(argv)}` failed with exit code {code}")
-
-
 def _stage(number: int, name: str, detail: str) -> None:
     print(f"\n=== [{number}/7] {name}: {detail}", flush=True)
 
@@ -81,8 +73,11 @@ def make_data(config: QuickstartConfig) -> tuple[Path, Path]:
     if train.is_file() and held.is_file():
         print(f"reusing {data}")
         return train, held
-    _cli(["synth", "--out", str(data), "--preset", "tiny", "--seed", str(config.seed), "--force",
-          "--n-emperors", str(config.emperors), "--n-types", str(config.types), "--n-coins", str(config.coins)])
+    from denarius.training.synth import generate
+
+    summary = generate(data, preset="tiny", seed=config.seed, force=True,
+                       n_emperors=config.emperors, n_types=config.types, n_coins=config.coins)
+    print(f"wrote {summary.n_coins} coins of {summary.n_types} RIC types under {summary.n_emperors} emperors to {data}")
     with (data / "manifest.csv").open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         fields, rows = reader.fieldnames, list(reader)
@@ -109,17 +104,23 @@ def train_models(config: QuickstartConfig, manifest: Path) -> Path:
     if (run / "run.json").is_file() and (run / "ric.pt").is_file():
         print(f"reusing {run}")
         return run
-    _cli(["train", str(manifest), "--out", str(run), "--epochs", str(config.epochs), "--input-size", str(config.input_size),
-          "--width", str(config.width), "--seed", str(config.seed)])
+    from denarius.training.train import TrainConfig, setup_torch, train_run
+
+    train_config = TrainConfig(epochs=config.epochs, input_size=config.input_size, width=config.width, seed=config.seed, threads=1)
+    setup_torch(train_config.threads)
+    train_run(manifest, run, config=train_config)
     return run
 
 
-def export_bundle(config: QuickstartConfig, run: Path, calibration: Path) -> Path:
+def make_bundle(config: QuickstartConfig, run: Path, calibration: Path) -> Path:
     bundle = config.out / "bundle"
     if (bundle / "manifest.json").is_file():
         print(f"reusing {bundle}")
         return bundle
-    _cli(["export", str(run), "--out", str(bundle), "--int8", "--calibration", str(calibration)])
+    from denarius.export.bundle_export import ExportConfig, export_bundle
+
+    result = export_bundle(run, bundle, config=ExportConfig(int8=True, calibration=calibration))
+    print(f"bundle {result.path} (model version {result.version})")
     return bundle
 
 
@@ -159,7 +160,8 @@ def _candidates(response) -> list[dict]:
     return [
         {"rank": c.rank, "ric": c.ric, "emperor": c.emperor, "score": round(c.score, 4),
          "p_ric": round(c.p_ric, 4) if c.HasField("p_ric") else None,
-         "p_emperor": round(c.p_emperor, 4) if c.HasField("p_emperor") else None}
+         "p_emperor": round(c.p_emperor, 4) if c.HasField("p_emperor") else None,
+         "reverse_description": c.reverse_description}
         for c in response.candidates
     ]
 
@@ -179,7 +181,8 @@ def identify_and_draw(config: QuickstartConfig, client, held: Path, merged: dict
     coins = []
     for record in records:
         response = client.identify(record.obverse, record.reverse, top_k=3, timeout=60)
-        coins.append({"coin_id": record.coin_id, "truth": rename.get(record.ric, record.ric), "emperor": record.emperor,
+        coins.append({"coin_id": record.coin_id, "truth": rename.get(record.ric, record.ric), "ric": record.ric,
+                      "reverse_description": record.reverse_description, "emperor": record.emperor,
                       "obverse": str(record.obverse), "reverse": str(record.reverse), "candidates": _candidates(response)})
     correct = sum(c["candidates"][0]["ric"] == c["truth"] for c in coins)
     print(f"held-out coins identified through gRPC: {correct}/{len(coins)} top-1 correct")
@@ -225,11 +228,17 @@ def write_report(config: QuickstartConfig, bundle: Path, run: Path, results: dic
         f"{config.input_size} px, {config.epochs} epochs from scratch. Bundle: `{bundle}`. Wall time {seconds:.0f} s.", "",
         f"![contact sheet]({rel(out / 'data' / 'contact_sheet.png')})", "",
         f"## Held-out coins through gRPC: {results['correct']}/{len(results['coins'])} top-1 correct", "",
-        "| coin | true RIC | top candidate | joint score | p(ric) | p(emperor) | correct |", "|---|---|---|---|---|---|---|",
+        "A coin of a type that training merged with a near-identical one (reverse descriptions one word apart, as in "
+        "the paper) is correct when the merged class is predicted; its own label and the merged class are both shown.", "",
+        "| coin | true RIC (reverse) | class trained | top candidate (reverse) | joint score | p(ric) | p(emperor) | correct |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for coin in results["coins"]:
         top = coin["candidates"][0]
-        lines.append(f"| {coin['coin_id']} | {coin['truth']} | {top['ric']} | {top['score']} | {top['p_ric']} | {top['p_emperor']} | "
+        merged = coin["truth"] != coin["ric"]
+        trained = f"{coin['truth']} (merged)" if merged else coin["truth"]
+        lines.append(f"| {coin['coin_id']} | {coin['ric']}: {coin['reverse_description']} | {trained} | "
+                     f"{top['ric']}: {top['reverse_description']} | {top['score']} | {top['p_ric']} | {top['p_emperor']} | "
                      f"{'yes' if top['ric'] == coin['truth'] else 'no'} |")
     if results["real"]:
         real = results["real"]
@@ -304,7 +313,7 @@ def run_quickstart(config: QuickstartConfig) -> Path:
     _stage(2, "train", f"emperor + RIC AlexNets (width {config.width}, {config.input_size} px, {config.epochs} epochs)")
     run = train_models(config, train)
     _stage(3, "export", "ONNX fp32 + INT8 + gradient graphs")
-    bundle = export_bundle(config, run, train)
+    bundle = make_bundle(config, run, train)
     _stage(4, "serve", "gRPC server on loopback")
     server = ServerProcess(bundle, config.out / "server.log")
     try:

@@ -55,6 +55,7 @@ __all__ = [
     "check_resumable",
     "fit",
     "train_run",
+    "setup_torch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -431,6 +432,13 @@ def fit(
 
 
 # --------------------------------------------------------------------------- both models
+
+
+
+def setup_torch(threads: int) -> None:
+    """Deterministic CPU training on ``threads`` threads (what ``denarius train`` and the quickstart run)."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def train_run(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from denarius.serving.cli.cmd_train import add_training_arguments, setup_torch, train_config_from_args
+from denarius.serving.cli.cmd_train import add_training_arguments, train_config_from_args
 
 
 EXAMPLES = (
@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     svm_fields = {"image_size": image_size, "step": args.svm_step, "codebook_size": args.svm_codebook, "C": args.svm_c}
     svm_config = SVMConfig(seed=args.seed, **{k: v for k, v in svm_fields.items() if v is not None})
     dataset = load_dataset(args.manifest, merge_threshold=args.merge_threshold)
-    setup_torch(train_config.threads or 1)
+    if "cnn" in methods:
+        from denarius.training.train import setup_torch  # torch: only for the CNN
+
+        setup_torch(train_config.threads or 1)
     report = cross_validate(
         dataset, folds=args.folds, seed=args.seed, methods=methods, train_config=train_config,
         svm_config=svm_config, manifest=str(Path(args.manifest).resolve()), progress=not args.quiet,

@@ -53,14 +53,6 @@ def train_config_from_args(args: argparse.Namespace):
     return TrainConfig(**{k: v for k, v in mapping.items() if v is not None})
 
 
-def setup_torch(threads: int) -> None:
-    """Deterministic CPU training on ``threads`` threads."""
-    import torch
-
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="dataset manifest CSV")
     parser.add_argument("--out", required=True, help="run folder for emperor.pt, ric.pt and run.json")
@@ -74,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from denarius.engine.errors import ConfigError
-    from denarius.training.train import train_run
+    from denarius.training.train import setup_torch, train_run
 
     config = train_config_from_args(args)
     metrics = None
