@@ -9,29 +9,45 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from denarius.engine import decode_budget
 from denarius.engine.errors import InputError
 
-__all__ = ["ImageHeader", "read_header", "decode_image", "read_bytes"]
+__all__ = ["ImageHeader", "DecodePlan", "read_header", "plan_decode", "decode_image", "read_bytes"]
 
 SUPPORTED_FORMATS = "JPEG, PNG, WebP, TIFF or BMP"
 
 
 class ImageHeader(tuple):
-    """(format, width, height) as claimed by the file header."""
+    """(format, width, height) as claimed by the file header, plus its sample layout.
 
-    __slots__ = ()
+    Attributes (besides the tuple's three):
+        channels: samples per pixel the file stores (alpha included; a palette counts 3).
+        sample_bytes: bytes per sample (1 for up to 8 bits, 2 for 16-bit, 4/8 for float TIFF).
+        alpha: the file may carry transparency (alpha channel or a tRNS chunk).
+        internal_bytes: extra bytes the decoder itself allocates for the whole image (a
+            progressive JPEG's coefficients, a lossless WebP's ARGB plane, a TIFF strip).
+    """
 
-    def __new__(cls, fmt: str, width: int, height: int):
-        return super().__new__(cls, (fmt, int(width), int(height)))
+    def __new__(cls, fmt: str, width: int, height: int, *, channels: int = 3, sample_bytes: int = 1,
+                alpha: bool = False, internal_bytes: int = 0):
+        self = super().__new__(cls, (fmt, int(width), int(height)))
+        self.channels, self.sample_bytes, self.alpha = int(channels), int(sample_bytes), bool(alpha)
+        self.internal_bytes = int(internal_bytes)
+        return self
 
     format = property(lambda self: self[0])
     width = property(lambda self: self[1])
     height = property(lambda self: self[2])
+
+    def describe(self) -> str:
+        """E.g. "6324 x 6324 PNG (4 x 16-bit)"."""
+        return f"{self.width} x {self.height} {self.format} ({self.channels} x {8 * self.sample_bytes}-bit)"
 
 
 def _jpeg_header(data: bytes) -> tuple[ImageHeader, int]:
@@ -51,16 +67,45 @@ def _jpeg_header(data: bytes) -> tuple[ImageHeader, int]:
         if length < 2:
             raise InputError("corrupt JPEG: segment of length %d" % length)
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if pos + 9 > size:
+            if pos + 10 > size:
                 break
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            header = ImageHeader("JPEG", width, height)
+            precision, height, width, components = struct.unpack(">BHHB", data[pos + 4 : pos + 10])
+            header = (marker, precision, width, height, max(1, components))
         if marker == 0xDA:  # start of scan: entropy-coded data follows
             if header is None:
                 raise InputError("corrupt JPEG: no frame header before the image data")
-            return header, pos
+            return _jpeg_layout(header, scan_components=data[pos + 4] if pos + 4 < size else 0), pos
         pos += 2 + length
     raise InputError("truncated JPEG: the file ends before the image data starts")
+
+
+def _jpeg_layout(frame: tuple, *, scan_components: int) -> ImageHeader:
+    marker, precision, width, height, components = frame
+    # libjpeg keeps every DCT coefficient (int16, full resolution whatever the output scale)
+    # when the image has several scans: progressive, or a first scan without all components.
+    progressive = marker in (0xC2, 0xC6, 0xCA, 0xCE)
+    multi_scan = progressive or scan_components < components
+    blocks = -(-width // 8) * 8 * (-(-height // 8) * 8)
+    return ImageHeader("JPEG", width, height, channels=components, sample_bytes=2 if precision > 8 else 1,
+                       internal_bytes=2 * components * blocks if multi_scan else 0)
+
+
+def _png_header(data: bytes) -> ImageHeader:
+    if len(data) < 26 or data[12:16] != b"IHDR":
+        raise InputError("truncated PNG header")
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    # A tRNS chunk (before the image data) gives a palette, grey or RGB image an alpha channel.
+    pos, transparent = 8, False
+    while pos + 8 <= len(data):
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        if kind in (b"IDAT", b"IEND"):
+            break
+        transparent |= kind == b"tRNS"
+        pos += 12 + length
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 4)
+    alpha = colour in (4, 6) or transparent
+    return ImageHeader("PNG", width, height, channels=channels + (alpha and channels in (1, 3)),
+                       sample_bytes=2 if depth == 16 else 1, alpha=alpha)
 
 
 def _tiff_header(data: bytes) -> ImageHeader:
@@ -72,6 +117,7 @@ def _tiff_header(data: bytes) -> ImageHeader:
         raise InputError("truncated TIFF: directory lies past the end of the file")
     (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
     width = height = None
+    samples, bits, floating = 1, 8, False
     for i in range(count):
         entry = data[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
         if len(entry) < 12:
@@ -82,9 +128,24 @@ def _tiff_header(data: bytes) -> ImageHeader:
             width = value
         elif tag == 257:
             height = value
+        elif tag == 277:
+            samples = max(1, value)
+        elif tag == 258:
+            (n,) = struct.unpack(endian + "I", entry[4:8])
+            if n * (2 if kind == 3 else 4) > 4:  # one value per sample, stored elsewhere: read the first
+                where = value if kind != 3 else struct.unpack(endian + "I", entry[8:12])[0]
+                first = data[where : where + 2]
+                value = struct.unpack(endian + "H", first)[0] if len(first) == 2 else 8
+            bits = max(1, value)
+        elif tag == 339:
+            floating = value == 3
     if width is None or height is None:
         raise InputError("TIFF without image width/length tags")
-    return ImageHeader("TIFF", width, height)
+    sample_bytes = 8 if bits > 32 else 4 if bits > 16 or floating else 2 if bits > 8 else 1
+    # A single strip may hold the whole image: libtiff's strip buffer is a second copy.
+    channels = 3 if samples in (1, 3) else 4  # a one-sample TIFF may be a palette
+    return ImageHeader("TIFF", width, height, channels=channels, sample_bytes=sample_bytes, alpha=channels == 4,
+                       internal_bytes=width * height * channels * sample_bytes)
 
 
 def _webp_header(data: bytes) -> ImageHeader:
@@ -92,15 +153,19 @@ def _webp_header(data: bytes) -> ImageHeader:
     if chunk == b"VP8X" and len(data) >= 30:
         width = 1 + int.from_bytes(data[24:27], "little")
         height = 1 + int.from_bytes(data[27:30], "little")
+        alpha = bool(data[20] & 0x10)
     elif chunk == b"VP8L" and len(data) >= 25:
         bits = int.from_bytes(data[21:25], "little")
-        width, height = 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        width, height, alpha = 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF), bool((bits >> 28) & 1)
     elif chunk == b"VP8 " and len(data) >= 30:
         width = int.from_bytes(data[26:28], "little") & 0x3FFF
         height = int.from_bytes(data[28:30], "little") & 0x3FFF
+        alpha = False
     else:
         raise InputError("corrupt or truncated WebP header")
-    return ImageHeader("WebP", width, height)
+    # Lossless WebP decodes through a whole-image ARGB plane (4 bytes a pixel); lossy does not.
+    internal = 4 * width * height if chunk != b"VP8 " else 0
+    return ImageHeader("WebP", width, height, channels=4 if alpha else 3, alpha=alpha, internal_bytes=internal)
 
 
 def read_header(data: bytes) -> ImageHeader:
@@ -114,17 +179,16 @@ def read_header(data: bytes) -> ImageHeader:
     if data[:3] == b"\xff\xd8\xff":
         return _jpeg_header(data)[0]
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise InputError("truncated PNG header")
-        width, height = struct.unpack(">II", data[16:24])
-        return ImageHeader("PNG", width, height)
+        return _png_header(data)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return _webp_header(data)
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return _tiff_header(data)
     if data[:2] == b"BM" and len(data) >= 26:
         width, height = struct.unpack("<ii", data[18:26])
-        return ImageHeader("BMP", abs(width), abs(height))
+        bits = struct.unpack("<H", data[28:30])[0] if len(data) >= 30 else 24
+        channels = 4 if bits == 32 else 3
+        return ImageHeader("BMP", abs(width), abs(height), channels=channels, alpha=channels == 4)
     if data.lstrip()[:1] in (b"<", b"{", b"%") or all(32 <= b < 127 or b in (9, 10, 13) for b in data[:64]):
         raise InputError(f"not an image: the data looks like text; expected {SUPPORTED_FORMATS}")
     raise InputError(f"unsupported or unrecognised image format; expected {SUPPORTED_FORMATS}")
@@ -145,27 +209,109 @@ def read_bytes(source: bytes | bytearray | memoryview | str | os.PathLike) -> by
         raise InputError(f"cannot read image file {path}: {error.strerror}") from None
 
 
-def _to_rgb8(pixels: np.ndarray, *, has_alpha_possible: bool) -> np.ndarray:
-    """Any decoded layout -> (H, W, 3) uint8 RGB; alpha composited on white."""
-    if pixels.dtype == np.uint16:
-        pixels = (pixels.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
-    elif pixels.dtype in (np.float32, np.float64):
-        scale = 255.0 if float(np.nanmax(pixels)) <= 1.0 else 1.0
-        pixels = np.clip(np.nan_to_num(pixels) * scale, 0, 255).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
+@dataclass(frozen=True)
+class DecodePlan:
+    """How one image will be decoded and the memory that takes, from its header alone.
+
+    Attributes:
+        header: the file's :class:`ImageHeader`.
+        flags: the ``cv2.imdecode`` flags.
+        scale: JPEG DCT scale (1, 2, 4 or 8): the decoder's output is 1/scale per side.
+        decoded_bytes: the decoder's output buffer.
+        rgb_bytes: the (H, W, 3) uint8 result (the decoder's buffer itself when in place).
+        peak_bytes: the most bytes alive at once: decoder internals, its output twice
+            (cv2's copy), or its output + the result + conversion temporaries (row bands).
+    """
+
+    header: ImageHeader
+    flags: int
+    scale: int
+    decoded_bytes: int
+    rgb_bytes: int
+    peak_bytes: int
+
+
+_BAND_BYTES = 4 * 1024 * 1024  # float32 working set of one row band of a conversion
+_DECODER_SLACK = 4 * 1024 * 1024  # the decoders' row buffers and tables
+_JPEG_SCALES = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def plan_decode(header: ImageHeader, *, keep_side: int | None = None) -> DecodePlan:
+    """Choose the decoder flags for ``header`` and estimate the bytes the decode needs.
+
+    JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the shorter side
+    at least ``keep_side`` pixels. PNGs without transparency are decoded straight to 8-bit
+    BGR (libpng drops the low byte of 16-bit samples: at most 1 level in 255 from rounding).
+    Transparent PNGs, WebP, TIFF and BMP keep their layout and are converted in row bands.
+    """
+    width, height = header.width, header.height
+    scale = 1
+    if header.format == "JPEG":
+        # IMREAD_COLOR applies the EXIF orientation; JPEG has no alpha to lose.
+        flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+        for factor, reduced in _JPEG_SCALES if keep_side else ():
+            if min(width, height) // factor >= keep_side:
+                flags, scale = reduced, factor
+                break
+        channels, sample_bytes = 3, 1 if scale > 1 else header.sample_bytes
+    elif header.format == "PNG" and not header.alpha:
+        # As IMREAD_UNCHANGED did: no EXIF rotation for PNG.
+        flags, channels, sample_bytes = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION, 3, 1
+    else:
+        flags, channels, sample_bytes = cv2.IMREAD_UNCHANGED, max(1, header.channels), header.sample_bytes
+    out_width, out_height = -(-width // scale), -(-height // scale)
+    decoded = out_width * out_height * channels * sample_bytes
+    rgb = out_width * out_height * 3
+    in_place = channels == 3 and sample_bytes == 1
+    converted = 0 if in_place else rgb + min(_BAND_BYTES * 4, out_width * out_height * channels * 4 * 4)
+    # cv2.imdecode returns a copy of the decoder's own buffer (its Python binding copies the
+    # Mat into a NumPy array), so the output briefly exists twice; measured, see
+    # docs/hostile_inputs.md. The conversion to RGB runs after that copy is freed.
+    peak = header.internal_bytes + max(2 * decoded, decoded + converted) + _DECODER_SLACK
+    return DecodePlan(header=header, flags=flags, scale=scale, decoded_bytes=decoded,
+                      rgb_bytes=decoded if in_place else rgb, peak_bytes=peak)
+
+
+def _band_to_rgb8(band: np.ndarray, out: np.ndarray, *, alpha: bool, float_scale: float) -> None:
+    """One row band of any decoded layout -> ``out`` (rows, W, 3) uint8 RGB, alpha on white."""
+    if band.dtype == np.uint16:
+        band = (band.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+    elif band.dtype in (np.float32, np.float64):
+        band = np.clip(np.nan_to_num(band) * float_scale, 0, 255).astype(np.uint8)
+    if band.ndim == 2 or band.shape[2] == 1:
+        cv2.cvtColor(np.ascontiguousarray(band.reshape(band.shape[:2])), cv2.COLOR_GRAY2RGB, dst=out)
+    elif band.shape[2] == 4 and alpha:
+        weight = band[:, :, 3:4].astype(np.float32) / 255.0
+        bgr = band[:, :, :3].astype(np.float32) * weight + 255.0 * (1.0 - weight)
+        cv2.cvtColor((bgr + 0.5).astype(np.uint8), cv2.COLOR_BGR2RGB, dst=out)
+    elif band.shape[2] >= 3:
+        cv2.cvtColor(np.ascontiguousarray(band[:, :, :3]), cv2.COLOR_BGR2RGB, dst=out)
+    else:
+        raise InputError(f"unsupported channel count {band.shape[2]}")
+
+
+def _to_rgb8(pixels: np.ndarray, *, alpha: bool) -> np.ndarray:
+    """Any decoded layout -> (H, W, 3) uint8 RGB; alpha composited on white.
+
+    8-bit BGR is swapped in place (no copy); anything else is converted in row bands, so
+    the temporaries stay near ``_BAND_BYTES`` whatever the image size.
+    """
+    if pixels.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise InputError(f"unsupported pixel type {pixels.dtype}")
-    if pixels.ndim == 2:
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
-    channels = pixels.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(pixels[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if channels == 4 and has_alpha_possible:
-        alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
-        bgr = pixels[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-        return cv2.cvtColor((bgr + 0.5).astype(np.uint8), cv2.COLOR_BGR2RGB)
-    if channels >= 3:
-        return cv2.cvtColor(np.ascontiguousarray(pixels[:, :, :3]), cv2.COLOR_BGR2RGB)
-    raise InputError(f"unsupported channel count {channels}")
+    if pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8 and pixels.flags.c_contiguous:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=pixels)
+    if pixels.ndim == 3 and pixels.shape[2] == 2:
+        raise InputError(f"unsupported channel count {pixels.shape[2]}")
+    float_scale = 1.0
+    if pixels.dtype.kind == "f":
+        float_scale = 255.0 if float(np.nanmax(pixels)) <= 1.0 else 1.0
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    rows = max(1, _BAND_BYTES // (width * channels * 4))
+    out = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, rows):
+        _band_to_rgb8(pixels[top : top + rows], out[top : top + rows], alpha=alpha, float_scale=float_scale)
+    return out
 
 
 def decode_image(
@@ -181,14 +327,20 @@ def decode_image(
     scaling, much cheaper than a full decode and a resize) as long as its shorter side
     stays at least ``keep_side`` pixels. None decodes at full size.
 
+    Memory: the decode's peak bytes are estimated from the header (:func:`plan_decode`)
+    and admitted against the process' decode budget (``denarius.engine.decode_budget``)
+    when one is installed; the result holds its share of the budget until it is freed.
+
     Accepts encoded bytes, a file path, or an already decoded (H, W, 3) uint8 RGB array
     (returned as is after the size checks). Greyscale, RGBA (composited on white) and
     16-bit inputs are converted.
 
     Raises:
         InputError: empty or unreadable data, unsupported format, a header claiming more
-            than ``max_pixels`` pixels (checked before decoding), a side shorter than
-            ``min_side`` or zero area, truncated or undecodable data.
+            than ``max_pixels`` pixels (checked before decoding), more decode memory than
+            the budget's per-image cap, a side shorter than ``min_side`` or zero area,
+            truncated or undecodable data.
+        Overloaded: the budget stayed full of other decodes for its whole wait.
     """
     if isinstance(source, np.ndarray):
         if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
@@ -202,22 +354,30 @@ def decode_image(
         _, sos = _jpeg_header(data)
         if data.rfind(b"\xff\xd9") < sos:
             raise InputError("truncated JPEG: the end-of-image marker is missing")
-        # IMREAD_COLOR applies the EXIF orientation; JPEG has no alpha to lose.
-        flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
-        if keep_side:
-            for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
-                if min(header.width, header.height) // factor >= keep_side:
-                    flags = reduced
-                    break
-    else:
-        flags = cv2.IMREAD_UNCHANGED
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    pixels = cv2.imdecode(buffer, flags)
-    if pixels is None or pixels.size == 0:
-        raise InputError(f"could not decode the {header.format} data (corrupt or truncated file)")
-    rgb = _to_rgb8(pixels, has_alpha_possible=header.format != "JPEG")
-    _check_size(rgb.shape[1], rgb.shape[0], max_pixels=max_pixels, min_side=min_side)
+    plan = plan_decode(header, keep_side=keep_side)
+    budget = decode_budget.current()
+    reservation = None if budget is None else budget.reserve(plan.peak_bytes, what=header.describe())
+    try:
+        rgb = _decode(data, plan)
+        _check_size(rgb.shape[1], rgb.shape[0], max_pixels=max_pixels, min_side=min_side)
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise
+    if reservation is not None:
+        reservation.shrink(rgb.nbytes)  # the decoder's buffers are freed; the result lives on
+        reservation.release_with(rgb)
     return rgb
+
+
+def _decode(data: bytes, plan: DecodePlan) -> np.ndarray:
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), plan.flags)
+    except cv2.error as error:  # OpenCV refusing the data is still this image's fault
+        raise InputError(f"could not decode the {plan.header.format} data ({getattr(error, 'err', None) or 'decoder error'})") from None
+    if pixels is None or pixels.size == 0:
+        raise InputError(f"could not decode the {plan.header.format} data (corrupt or truncated file)")
+    return _to_rgb8(pixels, alpha=plan.header.format != "JPEG")
 
 
 def _check_size(width: int, height: int, *, max_pixels: int, min_side: int) -> None:

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from denarius.engine import decode_budget
 from denarius.engine.errors import ConfigError
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
 from denarius.serving.interceptors import MetricsInterceptor, TokenAuthInterceptor
@@ -54,6 +55,8 @@ class ServerConfig:
         max_message_bytes: largest request/response message (bigger -> RESOURCE_EXHAUSTED).
         max_pixels: per-image pixel limit checked on the header before decoding; None =
             the bundle's preprocessing spec.
+        decode_memory_bytes: bytes all image decodes in flight may hold together (estimated
+            from each header; see engine/decode_budget.py); None = 1/8 of the host's memory.
         max_concurrent_rpcs: RPCs handled at once; beyond it gRPC answers RESOURCE_EXHAUSTED.
         stream_window: IdentifyStream requests in flight per stream (flow control).
         landmark_workers, landmark_queue: threads running landmark searches, and how many
@@ -83,6 +86,7 @@ class ServerConfig:
     threads: int | None = None
     max_message_bytes: int = 16 * 1024 * 1024
     max_pixels: int | None = None
+    decode_memory_bytes: int | None = None
     max_concurrent_rpcs: int = 512
     stream_window: int = 16
     landmark_workers: int = 1
@@ -118,6 +122,8 @@ class ServerConfig:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.decode_memory_bytes is not None and self.decode_memory_bytes < 1024 * 1024:
+            raise ConfigError(f"decode_memory_bytes must be >= 1 MiB, got {self.decode_memory_bytes}")
         if any(not t or any(c.isspace() for c in t) for t in self.tokens):
             raise ConfigError("tokens must be non-empty and contain no whitespace")
         object.__setattr__(self, "tokens", tuple(self.tokens))
@@ -160,6 +166,9 @@ class CoinServer:
         self._server: grpc.aio.Server | None = None
         self._servicer = None
         self._stopped = asyncio.Event()
+        self.decode_budget = decode_budget.DecodeBudget(
+            config.decode_memory_bytes or decode_budget.default_budget_bytes())
+        self._previous_budget = None
 
     async def _set_health(self, status) -> None:
         for name in ("", SERVICE_NAME):
@@ -207,6 +216,7 @@ class CoinServer:
         if not self.port:
             raise ConfigError(f"cannot listen on {address} (in use, or not a local address?)")
         self._server = server
+        self._previous_budget = decode_budget.install(self.decode_budget)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         log.info("listening on %s:%d (%s), loading %s", config.host, self.port,
@@ -239,6 +249,7 @@ class CoinServer:
         if self._servicer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._servicer.close)
         self.metrics.close()
+        decode_budget.uninstall(self.decode_budget, self._previous_budget)
         log.info("stopped")
         self._stopped.set()
 
