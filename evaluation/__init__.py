@@ -2,7 +2,7 @@
 
 Installed as ``denarius.evaluation``. It may import ``denarius.engine`` and
 ``denarius.training``; the runtime (``denarius.engine``) and the gRPC layer
-(``denarius.serving``) never import it. The CLI commands in ``serving/cli/`` are apps and
+(``denarius.serving``) never import it. The CLI commands in ``apps/cli/`` are apps and
 import it inside their ``run`` (tests/evaluation/test_layering.py checks both rules).
 
 Modules::

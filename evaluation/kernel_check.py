@@ -1,7 +1,7 @@
 """The GPU check of the landmark kernels: CUDA against the NumPy reference, and their speed.
 
 Command line: ``denarius kernel-check [--out DIR] [--size 224] [--batch 8] [--repeats 20] [--require-cuda]``
-(``python -m denarius.serving.cli kernel-check ...`` is the same; tools/gpu_check.sh runs it from
+(``python -m denarius.apps.cli kernel-check ...`` is the same; tools/gpu_check.sh runs it from
 a checkout that is not installed).
 
 Cases: 11x11 and 21x21 windows (stride 3) and SLIC superpixels (about 100) of a coin

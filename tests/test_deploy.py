@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from denarius.serving.cli import build_parser
+from denarius.apps.cli import build_parser
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
 

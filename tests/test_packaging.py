@@ -71,7 +71,7 @@ def test_wheel_holds_every_module_kernel_and_stub(wheel):
 def test_console_script_points_into_the_namespace(wheel):
     archive = zipfile.ZipFile(wheel)
     entry_points = archive.read(next(n for n in archive.namelist() if n.endswith("entry_points.txt"))).decode()
-    assert "denarius = denarius.serving.cli:main" in entry_points
+    assert "denarius = denarius.apps.cli:main" in entry_points
 
 
 def test_installed_wheel_imports_outside_the_checkout(wheel, tmp_path):
@@ -82,7 +82,7 @@ def test_installed_wheel_imports_outside_the_checkout(wheel, tmp_path):
     code = (
         "import denarius, denarius.engine\n"
         "from denarius.engine import Engine\n"
-        "from denarius.serving.cli import main\n"
+        "from denarius.apps.cli import main\n"
         f"assert denarius.engine.__file__.startswith({str(target)!r}), denarius.engine.__file__\n"
         "print(denarius.__version__)\n"
     )

@@ -11,7 +11,7 @@
 #   pycuda_build   pycuda built from its sdist into /tmp/site (needs setuptools, wheel, numpy),
 #                  without CURAND (the kernels do not use it) and linked against the
 #                  driver's libcuda.so.1 when the toolkit has no libcuda.so to link with
-#   kernel_check   python -m denarius.serving.cli kernel-check --require-cuda: CUDA kernels vs
+#   kernel_check   python -m denarius.apps.cli kernel-check --require-cuda: CUDA kernels vs
 #                  NumPy for windows 11/21 and superpixels, errors and timings
 #                  (OUT_DIR/kernel_check.json)
 #   gpu_tests      pytest -m gpu: CudaOps vs NumPy, the GPU backends
@@ -70,7 +70,7 @@ step pycuda_build build_pycuda
 namespace=/tmp/denarius-namespace
 python3 tools/namespace_view.py "$namespace" >/dev/null
 export PYTHONPATH="/tmp/site:$namespace:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-step kernel_check python3 -m denarius.serving.cli kernel-check --out "$out" --require-cuda
+step kernel_check python3 -m denarius.apps.cli kernel-check --out "$out" --require-cuda
 step gpu_tests python3 -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_kernels.py tests/engine/test_backends.py
 landmark_gpu() {
     if [ -d "$carry/bundle" ]; then export DENARIUS_GPU_BUNDLE="$carry/bundle"; fi

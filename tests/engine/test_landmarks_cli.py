@@ -7,7 +7,7 @@ import json
 import cv2
 import pytest
 
-from denarius.serving.cli import main
+from denarius.apps.cli import main
 
 
 @pytest.fixture(scope="module")

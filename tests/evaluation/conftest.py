@@ -38,7 +38,7 @@ def eval_run(grad_bundle, synth_dir, tmp_path_factory):
     captum is installed); its output folder."""
     import importlib.util
 
-    from denarius.serving.cli import main
+    from denarius.apps.cli import main
 
     out = tmp_path_factory.mktemp("eval")
     peers = ["--peers", "captum", "--ig-steps", "4"] if importlib.util.find_spec("captum") else []

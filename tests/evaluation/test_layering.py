@@ -1,5 +1,5 @@
 """The runtime and the gRPC layer never import denarius.evaluation; the CLI's commands (apps)
-import it only inside a function (their ``run``), so ``import denarius.serving.cli`` stays
+import it only inside a function (their ``run``), so ``import denarius.apps.cli`` stays
 free of it."""
 
 from __future__ import annotations

@@ -29,10 +29,10 @@ MIN_INT8_AGREEMENT = 0.9  # tiny model, 24 held-out photos: at most 2 disagreeme
 
 
 def _cli(command: str, argv: list[str]) -> int:
-    """Run one `denarius` subcommand module the way denarius.serving.cli.main does."""
+    """Run one `denarius` subcommand module the way denarius.apps.cli.main does."""
     import importlib
 
-    module = importlib.import_module(f"denarius.serving.cli.cmd_{command.replace('-', '_')}")
+    module = importlib.import_module(f"denarius.apps.cli.cmd_{command.replace('-', '_')}")
     parser = argparse.ArgumentParser(prog=f"denarius {command}")
     module.add_arguments(parser)
     return module.run(parser.parse_args(argv))
@@ -185,7 +185,7 @@ x = preprocess_batch([{str(photo)!r}] if {photo.is_file()} else [np.full((80, 80
 for variant in ("fp32", "int8", "fp16"):
     s = ort.InferenceSession(str(b.file("ric", variant)), providers=["CPUExecutionProvider"])
     assert s.run(None, {{"image": x}})[0].shape == (1, len(b.hierarchy.rics))
-from denarius.serving.cli import main
+from denarius.apps.cli import main
 code = main(["bundle-info", {str(bundle)!r}])
 assert "torch" not in sys.modules or sys.modules["torch"] is None
 sys.exit(code)
@@ -306,14 +306,14 @@ def test_export_onnx_refuses_wrong_class_count(tiny_run, tmp_path):
 
 
 def test_commands_are_registered():
-    from denarius.serving.cli import COMMANDS
+    from denarius.apps.cli import COMMANDS
 
     assert COMMANDS["export"][0] == "cmd_export"
     assert COMMANDS["bundle-info"][0] == "cmd_bundle_info"
 
 
 def test_bundle_info_module_does_not_import_torch_at_import_time():
-    code = "import sys; sys.modules['torch'] = None; import denarius.serving.cli.cmd_bundle_info, denarius.serving.cli.cmd_export"
+    code = "import sys; sys.modules['torch'] = None; import denarius.apps.cli.cmd_bundle_info, denarius.apps.cli.cmd_export"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ}, timeout=60).returncode == 0
 
 

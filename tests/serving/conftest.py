@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from denarius.serving.client import CoinClient
-from denarius.serving.server import BackgroundServer, ServerConfig
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def server_config(bundle, **overrides) -> ServerConfig:
-    """Test defaults: any free ports, fp32 on ort-cpu, short grace."""
-    values = dict(bundle=bundle, port=0, metrics_port=0, backend="ort-cpu", precision="fp32", grace_s=2.0)
-    values.update(overrides)
-    return ServerConfig(**values)
+from denarius.serving.server import BackgroundServer
+from serving_helpers import server_config
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,30 @@
-"""Small helpers of the serving tests: crafted images and metrics scraping."""
+"""Small helpers of the serving tests: server settings, crafted images and metrics scraping."""
 
 from __future__ import annotations
 
 import re
+import socket
 import struct
 import urllib.request
 import zlib
 
 import cv2
 import numpy as np
+
+from denarius.serving.server import ServerConfig
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_config(bundle, **overrides) -> ServerConfig:
+    """Test defaults: any free ports, fp32 on ort-cpu, short grace."""
+    values = dict(bundle=bundle, port=0, metrics_port=0, backend="ort-cpu", precision="fp32", grace_s=2.0)
+    values.update(overrides)
+    return ServerConfig(**values)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -18,7 +18,7 @@ MAX_MESSAGE = 2 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def small_server(tiny_bundle):
-    from conftest import server_config  # tests/serving/conftest.py
+    from serving_helpers import server_config
 
     with BackgroundServer(server_config(tiny_bundle, max_message_bytes=MAX_MESSAGE)) as running:
         yield running

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from denarius.serving.cli import main
+from denarius.apps.cli import main
 
 
 def test_quick_landmark_bench_writes_json_with_ratios(tiny_bundle, tmp_path):
@@ -38,8 +38,8 @@ def test_quick_landmark_bench_writes_json_with_ratios(tiny_bundle, tmp_path):
 
 def test_grpc_landmark_bench_times_searches_alone_and_shared(tiny_bundle, photo_bytes, tmp_path):
     from denarius.engine.bundle import load_bundle
-    from denarius.serving.bench.landmarks import bench_grpc_landmarks
-    from denarius.serving.bench.config import BenchConfig
+    from denarius.apps.bench.landmarks import bench_grpc_landmarks
+    from denarius.apps.bench.config import BenchConfig
 
     config = BenchConfig.quick_config(tiny_bundle, tmp_path)
     pairs = [(photo_bytes["obverse"], photo_bytes["reverse"])]

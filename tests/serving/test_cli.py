@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from denarius.engine.errors import ConfigError
-from denarius.serving.cli import build_parser, main
-from denarius.serving.cli import cmd_serve, remote_landmarks
+from denarius.apps.cli import build_parser, main
+from denarius.apps.cli import cmd_serve, remote_landmarks
 
 
 def test_identify_via_server_prints_a_table(server, fixture_photos, capsys):
@@ -84,7 +84,7 @@ def test_serve_arguments_map_onto_server_config(tiny_bundle, tmp_path, monkeypat
 
 
 def test_serve_with_a_broken_bundle_exits_1(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "denarius.serving.cli", "serve", str(tmp_path), "--port", "0",
+    result = subprocess.run([sys.executable, "-m", "denarius.apps.cli", "serve", str(tmp_path), "--port", "0",
                              "--metrics-port", "-1"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "denarius serve: error:" in result.stderr and "manifest" in result.stderr
@@ -93,7 +93,7 @@ def test_serve_with_a_broken_bundle_exits_1(tmp_path):
 def test_serving_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import denarius.serving.server, denarius.serving.client, denarius.serving.servicer, denarius.serving.runtime, denarius.serving.status\n"
-            "import denarius.serving.cli.cmd_serve, denarius.serving.cli.cmd_identify, denarius.serving.cli.remote_landmarks\n")
+            "import denarius.apps.cli.cmd_serve, denarius.apps.cli.cmd_identify, denarius.apps.cli.remote_landmarks\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
@@ -102,7 +102,7 @@ def test_version_and_every_subcommand_shows_examples_that_parse(capsys):
     import shlex
 
     from denarius import __version__
-    from denarius.serving.cli import COMMANDS
+    from denarius.apps.cli import COMMANDS
 
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
@@ -121,7 +121,7 @@ def test_version_and_every_subcommand_shows_examples_that_parse(capsys):
 
 def test_in_process_identify_needs_no_grpc(tiny_bundle, fixture_photos):
     code = ("import sys; sys.modules['grpc'] = None; sys.modules['torch'] = None\n"
-            "from denarius.serving.cli import main\n"
+            "from denarius.apps.cli import main\n"
             f"sys.exit(main(['identify', '--bundle', {str(tiny_bundle)!r}, {str(fixture_photos['obverse'])!r}, "
             f"{str(fixture_photos['reverse'])!r}, '--json']))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -131,7 +131,7 @@ def test_in_process_identify_needs_no_grpc(tiny_bundle, fixture_photos):
 
 def test_a_missing_extra_is_named_with_its_install_command(tiny_bundle):
     code = ("import sys; sys.modules['grpc'] = None\n"
-            "from denarius.serving.cli import main\n"
+            "from denarius.apps.cli import main\n"
             f"sys.exit(main(['serve', {str(tiny_bundle)!r}, '--port', '0']))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr[-2000:]

@@ -18,7 +18,7 @@ from denarius.serving.client import CoinClient
 from denarius.serving.denarius.v1 import coins_pb2
 from serving_helpers import coin_png
 
-from conftest import free_port
+from serving_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.min_reconnect_backoff_ms", 20),
@@ -36,7 +36,7 @@ def _health(stub) -> str:
 def test_health_transitions_and_sigterm_drain_loses_no_call(tiny_bundle, tmp_path, photo_bytes):
     port = free_port()
     log_path = tmp_path / "server.log"
-    command = [sys.executable, "-m", "denarius.serving.cli", "serve", str(tiny_bundle), "--port", str(port),
+    command = [sys.executable, "-m", "denarius.apps.cli", "serve", str(tiny_bundle), "--port", str(port),
                "--metrics-port", "-1", "--backend", "ort-cpu", "--precision", "fp32", "--max-batch", "256",
                "--grace", "20", "--drain-delay", "1.0", "--landmark-queue", "8"]
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=FAST_RECONNECT)

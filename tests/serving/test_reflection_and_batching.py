@@ -68,7 +68,7 @@ def test_reflection_only_client_identifies_the_real_photos(server, fixture_photo
 
 
 def test_sixteen_concurrent_clients_are_batched_within_the_deadline(tiny_bundle):
-    from conftest import server_config
+    from serving_helpers import server_config
 
     deadline_s, calls_per_client = 10.0, 6
     # Default batcher settings (max batch 16, max wait 5 ms).
@@ -113,7 +113,7 @@ def test_sixteen_concurrent_clients_are_batched_within_the_deadline(tiny_bundle)
 
 
 def test_concurrent_landmark_searches_share_one_optimiser_run(tiny_bundle):
-    from conftest import server_config
+    from serving_helpers import server_config
 
     with BackgroundServer(server_config(tiny_bundle, landmark_workers=1, landmark_queue=8)) as running:
         target = f"127.0.0.1:{running.port}"

@@ -16,7 +16,7 @@ from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
 from denarius.serving.server import BackgroundServer
 from serving_helpers import coin_png, metric, scrape, wait_for_metric
 
-from conftest import free_port, server_config
+from serving_helpers import free_port, server_config
 
 
 def _batcher_stats(running):

@@ -142,7 +142,7 @@ def _run_until_lines_then_sigkill(command, env, out: Path, lines: int) -> int:
 def test_sigkill_mid_run_then_resume_gives_every_coin_exactly_once(coins, tiny_bundle, reference, tmp_path):
     folder, ids = coins
     out = tmp_path / "results.jsonl"
-    command = [sys.executable, "-m", "denarius.serving.cli", "scan", str(folder), "--bundle", str(tiny_bundle), "--out", str(out),
+    command = [sys.executable, "-m", "denarius.apps.cli", "scan", str(folder), "--bundle", str(tiny_bundle), "--out", str(out),
                "--batch-size", "4", "--workers", "2", "--no-progress", "--backend", "ort-cpu", "--precision", "fp32"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     first = _run_until_lines_then_sigkill(command, env, out, 12)  # at least three batches flushed
@@ -282,7 +282,7 @@ def test_rerun_after_adding_images_scans_only_the_new_coins(coins, tiny_bundle, 
 
 
 def test_cli_scan_prints_a_summary(coins, tiny_bundle, tmp_path, capsys):
-    from denarius.serving.cli import main
+    from denarius.apps.cli import main
 
     folder, _ = coins
     small = tmp_path / "small"
@@ -346,7 +346,7 @@ def test_scan_through_a_server_matches_the_local_scan(coins, tiny_bundle, refere
 
 
 def test_cli_scan_exit_status_says_whether_every_coin_succeeded(coins, tiny_bundle, tmp_path, capsys):
-    from denarius.serving.cli import EXIT_PARTIAL, EXIT_USAGE, main
+    from denarius.apps.cli import EXIT_PARTIAL, EXIT_USAGE, main
 
     folder, _ = coins
     mixed = tmp_path / "mixed"

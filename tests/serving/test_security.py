@@ -38,7 +38,7 @@ def certificate(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def secure_server(tiny_bundle, certificate):
-    from conftest import server_config
+    from serving_helpers import server_config
 
     cert, key = certificate
     with BackgroundServer(server_config(tiny_bundle, tls_cert=cert, tls_key=key, tokens=TOKENS)) as running:

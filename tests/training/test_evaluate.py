@@ -61,7 +61,7 @@ def test_hierarchy_combination_against_a_hand_computed_example():
 
 
 def test_a_class_with_fewer_coins_than_folds_fails_before_any_work(tiny_manifest, tmp_path, capsys):
-    from denarius.serving.cli import main
+    from denarius.apps.cli import main
 
     rc = main(["evaluate", str(tiny_manifest), "--out", str(tmp_path / "r"), "--folds", "50", "--quiet"])
     assert rc == 1  # the data cannot be split so: a failed run (exit 2 is kept for bad command lines)
@@ -78,7 +78,7 @@ def test_a_class_with_fewer_coins_than_folds_fails_before_any_work(tiny_manifest
 
 @pytest.fixture(scope="module")
 def evaluated(tiny_manifest, tmp_path_factory):
-    from denarius.serving.cli import main
+    from denarius.apps.cli import main
 
     out = tmp_path_factory.mktemp("report")
     rc = main([

@@ -47,7 +47,7 @@ def test_not_an_alexnet_is_a_bundle_error(tiny_bundle, tmp_path):
 def test_torch_eager_bench_baseline_uses_it(tiny_bundle, symbol_coin):
     import cv2
 
-    from denarius.serving.bench.torch_eager import TorchEagerPipeline
+    from denarius.apps.bench.torch_eager import TorchEagerPipeline
 
     ok, png = cv2.imencode(".png", symbol_coin(0)[0])
     [ranked] = TorchEagerPipeline(load_bundle(tiny_bundle), threads=1).identify([(png.tobytes(), png.tobytes())], top_k=2)

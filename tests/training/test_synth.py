@@ -213,7 +213,7 @@ def test_non_empty_folder_needs_force(tmp_path):
 
 
 def test_cli_writes_a_dataset_and_reports_errors(tmp_path, capsys):
-    from denarius.serving.cli import main
+    from denarius.apps.cli import main
 
     out = tmp_path / "cli"
     argv = ["synth", "--out", str(out), "--n-emperors", "2", "--n-types", "3", "--n-coins", "15", "--min-coins-per-type", "5", "--no-progress"]

@@ -30,7 +30,7 @@ TINY = ["--width", "0.125", "--input-size", "64", "--batch-size", "8", "--lr", "
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_manifest, tmp_path_factory):
-    from denarius.serving.cli import main
+    from denarius.apps.cli import main
 
     out = tmp_path_factory.mktemp("run")
     assert main(["train", str(tiny_manifest), "--out", str(out), "--epochs", str(TINY_EPOCHS), *TINY]) == 0
@@ -106,7 +106,7 @@ def test_training_is_deterministic_and_resume_gives_the_same_weights(reverse_cac
 
 
 def test_resuming_a_checkpoint_of_another_label_set_fails_before_training(tiny_manifest, tmp_path, capsys):
-    from denarius.serving.cli import main
+    from denarius.apps.cli import main
 
     dataset = load_dataset(tiny_manifest)
     config = TrainConfig(epochs=1, width=0.125, input_size=64)

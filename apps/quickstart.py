@@ -137,7 +137,7 @@ class ServerProcess:
         self.port = _free_port()
         self.log_path = log_path
         self._log = log_path.open("wb")
-        command = [sys.executable, "-m", "denarius.serving.cli", "serve", str(bundle), "--port", str(self.port), "--metrics-port", "0"]
+        command = [sys.executable, "-m", "denarius.apps.cli", "serve", str(bundle), "--port", str(self.port), "--metrics-port", "0"]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property

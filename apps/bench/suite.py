@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from denarius.engine.bundle import Bundle, load_bundle
-from denarius.serving.bench.config import BenchConfig
-from denarius.serving.bench.landmarks import AT_CAP_IMAGES, bench_grpc_landmarks, bench_landmarks
+from denarius.apps.bench.config import BenchConfig
+from denarius.apps.bench.landmarks import AT_CAP_IMAGES, bench_grpc_landmarks, bench_landmarks
 
 __all__ = ["run_bench", "TARGETS"]
 
@@ -169,7 +169,7 @@ def bench_torch_eager(bundle: Bundle, config: BenchConfig, pairs) -> dict:
         import torch  # noqa: F401
     except ImportError:
         return {"skipped": "torch is not installed (pip install -e '.[train]' torch==2.13.0)"}
-    from denarius.serving.bench.torch_eager import TorchEagerPipeline
+    from denarius.apps.bench.torch_eager import TorchEagerPipeline
 
     pipeline = TorchEagerPipeline(bundle)
     sample = pairs[: max(4, len(pairs) // 4)]

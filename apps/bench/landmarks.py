@@ -1,7 +1,7 @@
 """The landmark sections of `denarius bench`: cost per image of each method in process, and
 Landmarks throughput over gRPC with searches alone or sharing optimiser runs.
 
-Both take ``(bundle, config, pairs)`` like every section of :mod:`denarius.serving.bench.suite`.
+Both take ``(bundle, config, pairs)`` like every section of :mod:`denarius.apps.bench.suite`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from denarius.engine.bundle import Bundle
-from denarius.serving.bench.config import BenchConfig
+from denarius.apps.bench.config import BenchConfig
 
 __all__ = ["AT_CAP_IMAGES", "bench_landmarks", "bench_grpc_landmarks"]
 

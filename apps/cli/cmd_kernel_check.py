@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from denarius.engine.errors import ConfigError
     from denarius.evaluation.kernel_check import run_check, table
-    from denarius.serving.cli import EXIT_FAILURE, EXIT_OK
+    from denarius.apps.cli import EXIT_FAILURE, EXIT_OK
 
     if args.size < 32 or args.batch < 1 or args.repeats < 1:
         raise ConfigError("--size must be >= 32 (the check uses 21-px windows); --batch and --repeats >= 1")

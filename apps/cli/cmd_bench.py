@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from denarius.serving.bench.config import BenchConfig
-    from denarius.serving.bench.suite import run_bench
+    from denarius.apps.bench.config import BenchConfig
+    from denarius.apps.bench.suite import run_bench
 
     out = args.out.parent if args.out.suffix == ".json" else args.out
     config = BenchConfig.quick_config(args.bundle, out) if args.quick else BenchConfig(bundle=args.bundle, out=out)

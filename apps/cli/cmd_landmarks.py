@@ -10,7 +10,7 @@ the optimised method also ``<stem>_optimized_masked.png``, what the network saw 
 regions, the rest blurred or black). ``--sweep`` writes the paper's Figure 6 strip
 ``DIR/<stem>_sweep.png`` (epsilon 0.1, 0.3, 0.5, 0.7, 1.0 with p(c) under each: the
 masked images, and the heatmaps below) from one batched optimiser run. ``--server HOST:PORT`` asks a running
-``denarius serve`` instead of a local bundle (serving/cli/remote_landmarks.py).
+``denarius serve`` instead of a local bundle (apps/cli/remote_landmarks.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ EXAMPLES = (
 )  # shown under `denarius landmarks --help`
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from denarius.serving.cli import remote_landmarks
+    from denarius.apps.cli import remote_landmarks
 
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--bundle", type=Path, help="model bundle to run in-process")
@@ -134,7 +134,7 @@ def run_local(args: argparse.Namespace, config) -> int:
 
 
 def run_remote(args: argparse.Namespace, config) -> int:
-    from denarius.serving.cli import remote_landmarks
+    from denarius.apps.cli import remote_landmarks
 
     options = dict(method=config.method, window=config.window, stride=config.stride, superpixels=config.superpixels,
                    pixels=config.pixels, target=args.target, sparsity=config.optimizer.lam,

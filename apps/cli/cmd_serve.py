@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-message-mb", type=float, default=16.0, help="largest message in MiB (default 16)")
     limits.add_argument("--max-pixels", type=int, default=None,
                         help="largest image in pixels, checked on the header (default: the bundle's limit)")
+    limits.add_argument("--decode-memory-mib", type=float, default=None,
+                        help="MiB all image decodes in flight may hold together, estimated from each header; "
+                             "beyond it a decode waits briefly, then gets RESOURCE_EXHAUSTED; one image may "
+                             "need at most min(640, this) MiB (default: 1/8 of the host's memory)")
     limits.add_argument("--max-concurrent-rpcs", type=int, default=512, help="default 512")
     limits.add_argument("--stream-window", type=int, default=16,
                         help="IdentifyStream requests in flight per stream (default 16)")
@@ -75,6 +79,7 @@ def config_from_args(args: argparse.Namespace):
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
         preprocess_workers=args.preprocess_workers, threads=args.threads,
         max_message_bytes=int(args.max_message_mb * 1024 * 1024), max_pixels=args.max_pixels,
+        decode_memory_bytes=None if args.decode_memory_mib is None else int(args.decode_memory_mib * 1024 * 1024),
         max_concurrent_rpcs=args.max_concurrent_rpcs, stream_window=args.stream_window,
         landmark_workers=args.landmark_workers, landmark_queue=args.landmark_queue, landmark_batch=args.landmark_batch,
         grace_s=args.grace, drain_delay_s=args.drain_delay, tls_cert=args.tls_cert, tls_key=args.tls_key, tokens=tokens,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from denarius.serving.cli.cmd_train import add_training_arguments, train_config_from_args
+from denarius.apps.cli.cmd_train import add_training_arguments, train_config_from_args
 
 
 EXAMPLES = (

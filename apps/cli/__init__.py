@@ -35,7 +35,7 @@ _EPILOG = (
     f"{EXIT_PARTIAL} finished with some failed items, {EXIT_INTERRUPTED} interrupted"
 )
 
-# name -> (module in denarius.serving.cli, one-line help). Order is the order of `denarius --help`.
+# name -> (module in denarius.apps.cli, one-line help). Order is the order of `denarius --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("cmd_quickstart", "run the whole pipeline on a small synthetic set (the README's main job)"),
     "preprocess": ("cmd_preprocess", "preprocess coin photos and write a contact sheet"),
@@ -66,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
-            module = importlib.import_module(f"denarius.serving.cli.{module_name}")
+            module = importlib.import_module(f"denarius.apps.cli.{module_name}")
         except ModuleNotFoundError as error:
-            if error.name != f"denarius.serving.cli.{module_name}":
+            if error.name != f"denarius.apps.cli.{module_name}":
                 raise
             # A broken install, never a normal state: tests/test_imports.py imports every command.
             logging.getLogger(__name__).warning("subcommand %r unavailable: %s", name, error)

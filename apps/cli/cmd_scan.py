@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from denarius.serving.cli import EXIT_OK, EXIT_PARTIAL
+    from denarius.apps.cli import EXIT_OK, EXIT_PARTIAL
     from denarius.serving.scan.pipeline import ScanConfig, run_scan
 
     config = ScanConfig(

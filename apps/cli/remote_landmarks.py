@@ -1,8 +1,8 @@
 """The ``--server`` mode of ``denarius landmarks``: ask a running server instead of a local bundle.
 
-``serving/cli/cmd_landmarks.py`` (owned by the landmarks work) can call this as::
+``apps/cli/cmd_landmarks.py`` (owned by the landmarks work) can call this as::
 
-    from denarius.serving.cli import remote_landmarks
+    from denarius.apps.cli import remote_landmarks
     remote_landmarks.add_arguments(parser)          # --server HOST:PORT + token/TLS/timeout options
     ...
     if args.server:
@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from denarius.serving.cli.cmd_identify import add_connection_arguments, client_from_args, rpc_error_message
+from denarius.apps.cli.cmd_identify import add_connection_arguments, client_from_args, rpc_error_message
 
 __all__ = ["add_arguments", "fetch", "format_table", "run"]
 

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from denarius.serving.quickstart import QuickstartConfig, run_quickstart
+    from denarius.apps.quickstart import QuickstartConfig, run_quickstart
 
     overrides = {"epochs": args.epochs} if args.epochs else {}
     run_quickstart(QuickstartConfig(out=args.out, seed=args.seed, **overrides))

@@ -1,0 +1,1 @@
+"""Benchmarks: `denarius bench` (see ``apps/bench/suite.py``)."""

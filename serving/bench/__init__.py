@@ -1,1 +1,0 @@
-"""Benchmarks: `denarius bench` (see ``serving/bench/suite.py``)."""
