@@ -52,7 +52,21 @@ class EvalMethod:
 
 EVAL_METHODS: dict[str, EvalMethod] = {
     "optimized": EvalMethod(lambda base: replace(base, method="optimized"),
-                            "the paper's constrained mask optimiser (persistence heatmap)", path_scores=True, guidebook=True),
+                            "the constrained mask optimiser at its defaults (relative constraint, persistence on the coin)", path_scores=True, guidebook=True),
+    # Variants of the optimiser (issue 20 item 5; docs/results_landmarks.md). "paper" is the
+    # default before issue 20: the paper's absolute constraint, the persistence map averaged
+    # over the covering windows, anywhere in the crop.
+    "optimized_paper": EvalMethod(
+        lambda base: replace(base, method="optimized", heatmap="persistence", support="crop", spread="coverage",
+                             optimizer=replace(base.optimizer, constraint="absolute")),
+        "the optimiser before issue 20: absolute constraint, persistence averaged over covering windows"),
+    "optimized_mask": EvalMethod(
+        lambda base: replace(base, method="optimized", heatmap="mask", support="crop", spread="coverage",
+                             optimizer=replace(base.optimizer, constraint="absolute")),
+        "the paper's single-epsilon mask (absolute constraint)"),
+    "optimized_ladder": EvalMethod(
+        lambda base: replace(base, method="optimized", heatmap="ladder"),
+        "survival over the epsilon ladder 0.1 .. 0.9 (5 rungs, 5 optimiser rows per image)"),
     "occlusion": EvalMethod(lambda base: replace(base, method="occlusion"), "occlusion sensitivity over the same windows"),
     "saliency": EvalMethod(lambda base: replace(base, method="saliency"), "gradient saliency averaged over the same windows"),
 }
