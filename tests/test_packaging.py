@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-def _layers() -> dict[str, str]:
-    """{folder: installed package} from pyproject.toml's package-dir, e.g. {"engine": "denarius.engine"}."""
-    table = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    return {folder: package for package, folder in table.items()}
+sys.path.insert(0, str(REPO / "tools"))
+import namespace_view  # noqa: E402  (a tool script, not a package: it reads pyproject.toml's package-dir)
 
-
-LAYERS = _layers()
+# {folder: installed package}, e.g. {"engine": "denarius.engine", "denarius": "denarius"}
+LAYERS = {"denarius": "denarius"} | {folder.name: package for package, folder in namespace_view.package_dirs(REPO).items()}
 
 
 @pytest.fixture(scope="module")

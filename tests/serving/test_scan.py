@@ -46,6 +46,15 @@ def write_pairs(folder: Path, count: int, *, seed: int = 0, size: int = 120, sta
     return ids
 
 
+def copy_pairs(source: Path, folder: Path, ids: list[str]) -> Path:
+    """``folder`` (made here) holding the ``<id>_obv.jpg`` / ``<id>_rev.jpg`` pairs of ``ids`` from ``source``."""
+    folder.mkdir()
+    for coin_id in ids:
+        for side in ("obv", "rev"):
+            (folder / f"{coin_id}_{side}.jpg").write_bytes((source / f"{coin_id}_{side}.jpg").read_bytes())
+    return folder
+
+
 def read_lines(path: Path) -> list[dict]:
     data = path.read_bytes()
     assert data == b"" or data.endswith(b"\n"), "torn last line"
@@ -285,10 +294,7 @@ def test_cli_scan_prints_a_summary(coins, tiny_bundle, tmp_path, capsys):
     from denarius.apps.cli import main
 
     folder, _ = coins
-    small = tmp_path / "small"
-    small.mkdir()
-    for side in ("obv", "rev"):
-        (small / f"c0030_{side}.jpg").write_bytes((folder / f"c0030_{side}.jpg").read_bytes())
+    small = copy_pairs(folder, tmp_path / "small", ["c0030"])
     out = tmp_path / "r.jsonl"
     assert main(["scan", str(small), "--bundle", str(tiny_bundle), "--out", str(out), "--no-progress", "--top-k", "2"]) == 0
     printed = capsys.readouterr().out
@@ -349,10 +355,8 @@ def test_cli_scan_exit_status_says_whether_every_coin_succeeded(coins, tiny_bund
     from denarius.apps.cli import EXIT_PARTIAL, EXIT_USAGE, main
 
     folder, _ = coins
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
+    mixed = copy_pairs(folder, tmp_path / "mixed", ["c0031"])
     for side in ("obv", "rev"):
-        (mixed / f"c0031_{side}.jpg").write_bytes((folder / f"c0031_{side}.jpg").read_bytes())
         (mixed / f"c0032_{side}.jpg").write_bytes(b"not a photo")
     out = tmp_path / "mixed.jsonl"
     assert main(["scan", str(mixed), "--bundle", str(tiny_bundle), "--out", str(out), "--no-progress"]) == EXIT_PARTIAL
