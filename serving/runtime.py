@@ -60,6 +60,7 @@ class Runtime:
         max_batch: int = 16,
         max_wait_ms: float = 5.0,
         max_queue: int = 256,
+        eager_dispatch: bool = True,
         preprocess_workers: int = 2,
         threads: int | None = None,
         max_pixels: int | None = None,
@@ -85,7 +86,7 @@ class Runtime:
             loaded = dataclasses.replace(
                 loaded, preprocess=dataclasses.replace(loaded.preprocess, max_pixels=int(max_pixels)))
         engine = Engine(loaded, backend=backend, precision=precision, max_batch=max_batch,
-                        max_wait_ms=max_wait_ms, queue_size=max_queue,
+                        max_wait_ms=max_wait_ms, queue_size=max_queue, eager_dispatch=eager_dispatch,
                         preprocess_workers=preprocess_workers, threads=threads)
         runtime = cls(engine, max_message_bytes=max_message_bytes, stream_window=stream_window)
         try:

@@ -52,6 +52,8 @@ class ServerConfig:
             default, or "fp32"/"fp16"/"int8").
         max_batch, max_wait_ms, max_queue: dynamic batcher: largest batch, longest wait for a
             batch to fill, and the queue bound beyond which calls get RESOURCE_EXHAUSTED.
+        eager_dispatch: send a partial batch at once when no other request is being
+            preprocessed (no idle wait at low load); False always waits up to ``max_wait_ms``.
         max_message_bytes: largest request/response message (bigger -> RESOURCE_EXHAUSTED).
         max_pixels: per-image pixel limit checked on the header before decoding; None =
             the bundle's preprocessing spec.
@@ -82,6 +84,7 @@ class ServerConfig:
     max_batch: int = 16
     max_wait_ms: float = 5.0
     max_queue: int = 256
+    eager_dispatch: bool = True
     preprocess_workers: int = 2
     threads: int | None = None
     max_message_bytes: int = 16 * 1024 * 1024

@@ -90,6 +90,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         self.runtime = runtime.Runtime.open(
             config.bundle, backend=config.backend, precision=config.precision, max_batch=config.max_batch,
             max_wait_ms=config.max_wait_ms, max_queue=config.max_queue, max_pixels=config.max_pixels,
+            eager_dispatch=config.eager_dispatch,
             preprocess_workers=config.preprocess_workers, threads=config.threads,
             warmup=config.warmup, on_batch=self.metrics.batch_size.observe,
             max_message_bytes=config.max_message_bytes, stream_window=config.stream_window,

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="default auto: the backend's choice (ort-cpu: int8 when it agrees with fp32)")
     run.add_argument("--max-batch", type=int, default=16, help="largest dynamic batch (default 16)")
     run.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill (default 5)")
+    run.add_argument("--wait-full-batch", action="store_true",
+                     help="always wait --max-wait-ms for a batch to fill (default: send a partial batch "
+                          "at once when nothing else is being preprocessed)")
     run.add_argument("--max-queue", type=int, default=256,
                      help="queued requests beyond which calls get RESOURCE_EXHAUSTED (default 256)")
     run.add_argument("--preprocess-workers", type=int, default=2,
@@ -76,7 +79,7 @@ def config_from_args(args: argparse.Namespace):
         bundle=args.bundle, host=args.host, port=args.port,
         metrics_host=args.metrics_host, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         backend=args.backend, precision=None if args.precision == "auto" else args.precision, max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, eager_dispatch=not args.wait_full_batch,
         preprocess_workers=args.preprocess_workers, threads=args.threads,
         max_message_bytes=int(args.max_message_mb * 1024 * 1024), max_pixels=args.max_pixels,
         decode_memory_bytes=None if args.decode_memory_mib is None else int(args.decode_memory_mib * 1024 * 1024),

@@ -23,16 +23,21 @@ def _batcher_stats(running):
     return running.server._servicer.runtime.engine.batcher.stats()
 
 
-def test_expired_requests_get_deadline_exceeded_and_no_inference(server, photo_bytes):
-    before = _batcher_stats(server)
-    with CoinClient(f"127.0.0.1:{server.port}", retries=0) as client:
-        for _ in range(10):
+def test_expired_requests_get_deadline_exceeded_and_no_inference(tiny_bundle, photo_bytes):
+    # The batcher always waits 400 ms for a batch to fill, so a 100 ms deadline expires while
+    # the request is queued: the server must drop it rather than run it.
+    config = server_config(tiny_bundle, max_batch=8, max_wait_ms=400.0, eager_dispatch=False)
+    with BackgroundServer(config) as running, CoinClient(f"127.0.0.1:{running.port}", retries=0) as client:
+        before = _batcher_stats(running)
+        for _ in range(3):
             with pytest.raises(grpc.RpcError) as caught:
-                client.identify(photo_bytes["obverse"], photo_bytes["reverse"], timeout=0.003)
+                client.identify(photo_bytes["obverse"], photo_bytes["reverse"], timeout=0.1)
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        time.sleep(0.3)  # let the server side settle
-        after = _batcher_stats(server)
+        time.sleep(0.6)  # past the batcher's wait: the expired requests have been dropped
+        after = _batcher_stats(running)
         assert after.completed == before.completed, "an expired request was run"
+        dropped = (after.expired - before.expired) + (after.cancelled - before.cancelled)
+        assert dropped == 3, after
         assert client.identify(photo_bytes["obverse"], photo_bytes["reverse"], timeout=20).candidates
 
 
