@@ -2,7 +2,9 @@
 
 The installed distribution holds one top-level package, ``denarius``, with the layers
 ``denarius.engine`` (runtime), ``denarius.training`` (PyTorch), ``denarius.export``
-(checkpoint -> bundle) and ``denarius.serving`` (gRPC, scan, bench, CLI). This module is
+(checkpoint -> bundle), ``denarius.serving`` (gRPC server and client, collection scans),
+``denarius.evaluation`` (landmark scoring) and ``denarius.apps`` (the CLI, the bench, the
+quickstart); docs/ARCHITECTURE.md has the layer rules. This module is
 the small public API; names resolve on first use, so ``import denarius`` alone loads
 neither onnxruntime nor anything else heavy::
 
