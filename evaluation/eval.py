@@ -63,7 +63,7 @@ from denarius.engine.landmarks.result import overlay
 from denarius.engine.landmarks.service import LandmarkService
 from denarius.evaluation.bootstrap import RESAMPLES, SEED, mean_interval
 from denarius.evaluation.figures import grid, write_png
-from denarius.evaluation.ground_truth import load_ground_truth, truth_in_crop
+from denarius.evaluation.ground_truth import drop_shared_images, load_ground_truth, truth_in_crop
 from denarius.evaluation.heatmaps import HeatmapStore
 from denarius.evaluation.methods import EVAL_METHODS, check_methods, method_config
 from denarius.evaluation.metrics import NO_PART, part_reliance, parts_at_maximum
@@ -106,6 +106,8 @@ class EvalConfig:
         resamples, seed: the bootstrap's resamples and seed.
         backend: the LandmarkService's classifier backend ("auto", "ort-cpu", ...).
         save_heatmaps: write ``heatmaps_<side>.npz``.
+        exclude_shared_with: training manifests; images byte-identical (sha256) to one of
+            theirs are not scored (:func:`denarius.evaluation.ground_truth.drop_shared_images`).
     """
 
     methods: tuple[str, ...] = tuple(EVAL_METHODS)
@@ -128,6 +130,7 @@ class EvalConfig:
     seed: int = SEED
     backend: str = "auto"
     save_heatmaps: bool = True
+    exclude_shared_with: tuple[Path, ...] = ()
 
     def __post_init__(self):
         from denarius.evaluation.peers import PEERS
@@ -169,6 +172,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = load_ground_truth(Path(synth_dir))
+    items, shared = drop_shared_images(items, config.exclude_shared_with)
     headline = config.windows[0]
     keys = [(name, window) for window in config.windows for name in config.methods]
     # RIC labels merged at training time (near-duplicate descriptions) -> their class label
@@ -260,6 +264,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
         if images_done == 0:
             raise InputError(f"no images for sides {config.sides} in {synth_dir}")
         scores = _scores(bundle, synth_dir, config, tables, keys, peer_names, backend)
+        scores["held_out"] = {"checked_against": [str(m) for m in config.exclude_shared_with], "images_shared_dropped": shared}
         scores["parts"] = _part_scores(reliance, maxima, config.methods, resamples=config.resamples, seed=config.seed)
         scores["path"] = path_scores.summary(resamples=config.resamples, seed=config.seed)
         scores["guidebooks"] = _guidebooks(by_label, out_dir, config.guidebooks)

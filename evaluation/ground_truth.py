@@ -12,6 +12,7 @@ hit map and the coin disc.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from denarius.engine.preprocess import canonical_transform
 from denarius.evaluation.metrics import parts_in_crop, polygon_mask, polygons_in_crop
 from denarius.evaluation.pointing import coin_mask_in_crop, hit_map
 
-__all__ = ["SynthImage", "Truth", "load_ground_truth", "truth_in_crop"]
+__all__ = ["SynthImage", "Truth", "load_ground_truth", "drop_shared_images", "truth_in_crop"]
 
 
 @dataclass
@@ -63,6 +64,34 @@ def load_ground_truth(synth_dir: Path) -> list[SynthImage]:
             label = row["emperor"] if side == "obverse" else row["ric"]
             items.append(SynthImage(record["coin_id"], side, synth_dir / row[side], label, record.get("regions", [])))
     return items
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def drop_shared_images(items: list[SynthImage], manifests) -> tuple[list[SynthImage], int]:
+    """Held-out images only: drop every image byte-identical (sha256) to an image of ``manifests``.
+
+    Two synthetic sets of one catalogue (same preset and seed, another ``--n-coins``) draw
+    mostly different coins, but a few images can repeat byte for byte; scoring a model on
+    its own training images would flatter it.
+
+    Args:
+        items: the images to score. manifests: dataset manifests (CSV) of the training sets.
+    Returns:
+        (the items whose bytes occur in no manifest, how many were dropped).
+    Raises:
+        ManifestError: a manifest is missing or invalid, or names a missing file.
+    """
+    from denarius.engine.manifest import read_manifest
+
+    seen: set[str] = set()
+    for manifest in manifests:
+        for record in read_manifest(manifest):
+            seen.update(_sha256(path) for path in (record.obverse, record.reverse))
+    kept = [it for it in items if _sha256(it.path) not in seen]
+    return kept, len(items) - len(kept)
 
 
 @dataclass

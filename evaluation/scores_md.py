@@ -80,12 +80,20 @@ def _fair_tables(scores: dict) -> list[str]:
     return lines
 
 
+def _held_out_line(held_out: dict | None) -> list[str]:
+    if not held_out or not held_out["checked_against"]:
+        return []
+    return [f"Held out: {held_out['images_shared_dropped']} images byte-identical (sha256) to images of "
+            f"{', '.join(held_out['checked_against'])} were not scored."]
+
+
 def markdown(scores: dict) -> str:
     """The tables of ``scores`` (the dict written to scores.json)."""
     lines = [
         f"Landmark scores on {scores['synth_dir']} ({scores['images']} images, sides {', '.join(scores['sides'])}), "
         f"bundle {scores['bundle_version']}, stride {scores['stride']}, epsilon {scores['epsilon']}, reference {scores['reference']}, "
         f"{scores['backend']}, {scores['hardware']}.",
+        *_held_out_line(scores.get("held_out")),
         "",
         "| side | window | method | pointing game | energy | deletion AUC (lower is better) | s / image | forward equivalents / image | vacuous |",
         "|---|---|---|---|---|---|---|---|---|",

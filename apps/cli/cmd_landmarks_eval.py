@@ -25,6 +25,8 @@ from pathlib import Path
 
 EXAMPLES = (
     'denarius landmarks-eval --bundle bundles/v1 data/heldout --out lm-eval/ --limit 128 --windows 5 --stride 2',
+    'denarius landmarks-eval --bundle bundles/v1 data/heldout --out lm-eval/ --windows 5 --stride 2 --peers captum '
+    '--exclude-shared-with data/train/manifest.csv',
 )  # shown under `denarius landmarks-eval --help`
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--backend", default="auto", help="landmark service backend: auto, ort-cpu, ort-cuda (default auto)")
+    parser.add_argument("--exclude-shared-with", nargs="+", type=Path, default=[], metavar="MANIFEST",
+                        help="training manifests: images byte-identical (sha256) to one of theirs are not scored")
     parser.add_argument("--no-heatmaps", action="store_true", help="do not save heatmaps_<side>.npz")
 
 
@@ -59,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         methods=tuple(args.methods), windows=tuple(args.windows), stride=args.stride, epsilon=args.epsilon, reference=args.reference,
         sides=tuple(args.sides), limit=args.limit, batch=args.batch, guidebooks=args.guidebooks, peers=tuple(args.peers),
         ig_steps=args.ig_steps, resamples=args.resamples, seed=args.seed, backend=args.backend, save_heatmaps=not args.no_heatmaps,
+        exclude_shared_with=tuple(args.exclude_shared_with),
     )
     scores = evaluate(load_bundle(args.bundle), args.synth_dir, args.out, config=config)
     print((args.out / "scores.md").read_text(), end="")

@@ -139,3 +139,33 @@ def test_peers_without_captum_say_how_to_install_it(grad_bundle, synth_dir, tmp_
     argv = ["landmarks-eval", "--bundle", str(grad_bundle), str(synth_dir), "--out", str(tmp_path), "--peers", "captum", "--limit", "1"]
     assert main(argv) == 2
     assert "--peers captum needs torch and captum: pip install 'denarius[train]'" in capsys.readouterr().err
+
+
+def test_images_shared_with_a_training_set_are_not_scored(grad_bundle, synth_dir, tmp_path, capsys):
+    """--exclude-shared-with: an image byte-identical to one of a training manifest's is dropped
+    (sha256), counted in scores.json and named in scores.md; the others are scored."""
+    import shutil
+
+    train = tmp_path / "train"
+    (train / "images").mkdir(parents=True)
+    shutil.copy(synth_dir / "images" / "c0_reverse.png", train / "images" / "a.png")  # the same bytes as c0's reverse
+    shutil.copy(synth_dir / "images" / "c1_obverse.png", train / "images" / "b.png")
+    cv2.imwrite(str(train / "images" / "b.png"), cv2.imread(str(train / "images" / "b.png"))[::-1])  # other bytes
+    (train / "manifest.csv").write_text(
+        "coin_id,obverse,reverse,emperor,ric,obverse_description,reverse_description\n"
+        "t0,images/b.png,images/a.png,Probus,RIC V Probus 10,,\n")
+    out = tmp_path / "out"
+    args = ["landmarks-eval", "--bundle", str(grad_bundle), str(synth_dir), "--out", str(out), "--methods", "occlusion",
+            "--windows", "21", "--sides", "reverse", "--guidebooks", "0", "--resamples", "20", "--no-heatmaps",
+            "--exclude-shared-with", str(train / "manifest.csv")]
+    assert main(args) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["images"] == 2  # c1 and c2 of the three reverses
+    # c0's obverse has the same pixels as its reverse in this hand-made set, so both go
+    assert scores["held_out"] == {"checked_against": [str(train / "manifest.csv")], "images_shared_dropped": 2}
+    assert "2 images byte-identical (sha256)" in (out / "scores.md").read_text()
+
+    (train / "manifest.csv").write_text("coin_id,obverse\n")
+    capsys.readouterr()
+    assert main(args) == 1  # a broken training manifest fails the run and is named
+    assert "manifest.csv" in capsys.readouterr().err
