@@ -4,6 +4,11 @@ numpy + OpenCV + onnxruntime only; tensorrt and pycuda are imported lazily by th
 backends that need them. Never imports torch.
 """
 
+from denarius import __version__
+from denarius.engine.backends import Backend, available_backends, open_backend
+from denarius.engine.batcher import Batcher, BatcherClosed, BatcherStats
+from denarius.engine.bundle import Bundle, ModelInfo, load_bundle
+from denarius.engine.engine import Candidate, CoinPair, Engine, Identification
 from denarius.engine.errors import (
     BackendUnavailable,
     BundleError,
@@ -13,14 +18,8 @@ from denarius.engine.errors import (
     ManifestError,
     Overloaded,
 )
-from denarius.engine.bundle import Bundle, ModelInfo, load_bundle
 from denarius.engine.hierarchy import Hierarchy
 from denarius.engine.preprocess import PreprocessSpec
-from denarius.engine.backends import Backend, available_backends, open_backend
-from denarius.engine.batcher import Batcher, BatcherClosed, BatcherStats
-from denarius.engine.engine import Candidate, CoinPair, Engine, Identification
-
-from denarius import __version__
 
 __all__ = [
     "BackendUnavailable",

@@ -41,7 +41,7 @@ from denarius.engine.batcher import Batcher
 from denarius.engine.bundle import SIDES, Bundle, load_bundle
 from denarius.engine.errors import BundleError, ConfigError, DenariusError, InputError
 from denarius.engine.lookahead import lookahead
-from denarius.engine.scoring import CoinPair, Candidate, Identification, Scorer, batch_rows, check_top_k, coerce_pair
+from denarius.engine.scoring import Candidate, CoinPair, Identification, Scorer, batch_rows, check_top_k, coerce_pair
 
 # The result types live in denarius.engine.scoring; they are named here too because they are
 # the Engine's answer (``from denarius.engine.engine import CoinPair`` keeps working).

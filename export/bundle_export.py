@@ -202,7 +202,7 @@ def _gradient_graph(fp32: Path, grad: Path) -> None:
         write_gradient_graph(fp32, grad)
     except DenariusError:
         raise
-    except Exception as exc:  # noqa: BLE001 - anything else is a bug; fail the export loudly
+    except Exception as exc:  # anything else is a bug; fail the export loudly
         raise BundleError(f"gradient graph of {fp32.name} failed: {type(exc).__name__}: {exc}") from exc
     if not grad.is_file():
         raise BundleError(f"write_gradient_graph did not write {grad.name}")

@@ -139,7 +139,7 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path, *, use_library: bo
     onnx.save(converted, str(out_path))
     try:  # the file must at least load where every test runs: onnxruntime CPU
         ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+    except Exception as exc:  # onnxruntime's own exception types
         raise BundleError(f"onnxruntime cannot load the fp16 file {out_path.name}: {exc}") from exc
     logger.info("converted %s -> %s (fp16 compute, fp32 image/logits)", fp32_path.name, out_path.name)
     return out_path

@@ -378,7 +378,7 @@ def build_gradient_graph(model: onnx.ModelProto) -> onnx.ModelProto:
         copy.CopyFrom(node)
         forward.append(copy)
         live = [i for i, name in enumerate(node.input) if name in carries]
-        if not live or node.op_type in _NON_DIFFERENTIABLE and node.domain in ("", "ai.onnx"):
+        if not live or (node.op_type in _NON_DIFFERENTIABLE and node.domain in ("", "ai.onnx")):
             continue
         if node.domain not in ("", "ai.onnx") or node.op_type not in _RULES:
             domain = f" (domain {node.domain!r})" if node.domain not in ("", "ai.onnx") else ""
@@ -461,7 +461,7 @@ def write_gradient_graph(onnx_path: str | Path, out_path: str | Path) -> Path:
         raise ConfigError(f"ONNX file {onnx_path} does not exist")
     try:
         model = onnx.load(str(onnx_path))
-    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends
+    except Exception as exc:  # protobuf DecodeError and friends
         raise ConfigError(f"cannot read ONNX file {onnx_path}: {exc}") from exc
     result = build_gradient_graph(model)
     out_path.parent.mkdir(parents=True, exist_ok=True)

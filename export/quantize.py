@@ -302,7 +302,7 @@ def quantize_int8(
                     # MinMax keeps only per-tensor min/max per batch, so memory stays small.
                 },
             )
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types here
+        except Exception as exc:  # onnxruntime raises many types here
             if reader.used == 0:
                 raise ConfigError("INT8 calibration found no readable image among the calibration photographs") from exc
             raise BundleError(f"onnxruntime could not quantise {fp32_path.name}: {type(exc).__name__}: {exc}") from exc

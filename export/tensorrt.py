@@ -102,7 +102,7 @@ def require_tensorrt():
     """The ``tensorrt`` module, or BackendUnavailable saying why not and what to do."""
     try:
         import tensorrt
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise BackendUnavailable(_MISSING.format(error=f"{type(exc).__name__}: {exc}")) from exc
     return tensorrt
 
@@ -182,7 +182,7 @@ def device_compute_capability(device: int = 0) -> tuple[int, int]:
         ).stdout.strip()
         major, minor = out.splitlines()[0].split(".")
         return int(major), int(minor)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise BackendUnavailable(
             f"cannot find the compute capability of CUDA device {device} (pycuda, torch and nvidia-smi all failed: {exc}); "
             "TensorRT plans are built on the GPU they will run on"

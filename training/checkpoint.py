@@ -157,7 +157,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise ConfigError(f"checkpoint {path} does not exist")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated zip, foreign pickle, ...
+    except Exception as exc:  # truncated zip, foreign pickle, ...
         raise ConfigError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
             "it is truncated or not a Denarius checkpoint"

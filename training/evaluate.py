@@ -219,10 +219,10 @@ def cross_validate(
 
 
 def _cross_validate_cnn(dataset, splits, targets, canonical, config, progress) -> dict:
+    import torch
+
     from denarius.training.datasets import CoinSideDataset
     from denarius.training.train import fit, predict_proba
-
-    import torch
 
     hierarchy = dataset.hierarchy
     classes = {"emperor": hierarchy.emperors, "ric": hierarchy.rics}

@@ -249,7 +249,7 @@ def load_pretrained(model: AlexNet, weights: str | Path | None) -> list[str]:
             raise ConfigError(f"weights file {path} does not exist (pass a torchvision AlexNet .pth, 'imagenet' or nothing)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        except Exception as exc:  # torch raises many types for bad files
             raise ConfigError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from exc
         source = str(path)
     return _load_state(model, state, source=source)
@@ -264,7 +264,7 @@ def _download_imagenet() -> dict:
         raise ConfigError(f"--weights imagenet needs torchvision, which is not installed; {hint}") from exc
     try:
         return AlexNet_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
-    except Exception as exc:  # noqa: BLE001 - URLError, OSError, HTTP errors...
+    except Exception as exc:  # URLError, OSError, HTTP errors...
         raise ConfigError(f"could not download the ImageNet AlexNet weights ({type(exc).__name__}: {exc}); {hint}") from exc
 
 

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from denarius.engine.bundle import Bundle
 from denarius.apps.bench.config import BenchConfig
+from denarius.engine.bundle import Bundle
 
 __all__ = ["AT_CAP_IMAGES", "bench_landmarks", "bench_grpc_landmarks"]
 

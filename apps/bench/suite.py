@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from denarius.engine.bundle import Bundle, load_bundle
 from denarius.apps.bench.config import BenchConfig
 from denarius.apps.bench.landmarks import AT_CAP_IMAGES, bench_grpc_landmarks, bench_landmarks
+from denarius.engine.bundle import Bundle, load_bundle
 
 __all__ = ["run_bench", "TARGETS"]
 

@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 EXAMPLES = (
     'denarius bundle-info bundles/v1',
 )  # shown under `denarius bundle-info --help`

@@ -11,7 +11,6 @@ import argparse
 
 from denarius.apps.cli.cmd_train import add_training_arguments, train_config_from_args
 
-
 EXAMPLES = (
     'denarius evaluate data/manifest.csv --out reports/cv --method both --folds 5',
 )  # shown under `denarius evaluate --help`

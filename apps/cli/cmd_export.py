@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 EXAMPLES = (
     'denarius export runs/r1 --out bundles/v1',
     'denarius export runs/r1 --out bundles/v1 --int8 --calibration data/manifest.csv',

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-
 EXAMPLES = (
     'denarius identify --bundle bundles/v1 obverse.jpg reverse.jpg',
     'denarius identify --server 127.0.0.1:50051 obverse.jpg reverse.jpg --json',

@@ -11,7 +11,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 EXAMPLES = (
     'denarius kernel-check --out kernel-check/',
     'denarius kernel-check --require-cuda',
@@ -26,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from denarius.apps.cli import EXIT_FAILURE, EXIT_OK
     from denarius.engine.errors import ConfigError
     from denarius.evaluation.kernel_check import run_check, table
-    from denarius.apps.cli import EXIT_FAILURE, EXIT_OK
 
     if args.size < 32 or args.batch < 1 or args.repeats < 1:
         raise ConfigError("--size must be >= 32 (the check uses 21-px windows); --batch and --repeats >= 1")

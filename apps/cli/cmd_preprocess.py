@@ -42,8 +42,8 @@ def _collect(inputs: list[Path]) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from denarius.engine.contact_sheet import contact_sheet, write_png
     from denarius.apps.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL
+    from denarius.engine.contact_sheet import contact_sheet, write_png
     from denarius.engine.errors import InputError
     from denarius.engine.imageio import decode_image
     from denarius.engine.preprocess import PreprocessSpec, canonical_image, crop_image

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 EXAMPLES = (
     'denarius quickstart',
     'denarius quickstart --out /tmp/denarius-quickstart',

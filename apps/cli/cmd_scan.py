@@ -14,7 +14,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 EXAMPLES = (
     'denarius scan coins/ --bundle bundle/ --out results.jsonl',
     'denarius scan manifest.csv --server 127.0.0.1:50051 --out results.jsonl',

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-
 EXAMPLES = (
     'denarius train data/manifest.csv --out runs/r1',
     'denarius train data/manifest.csv --out runs/r1 --epochs 60 --weights alexnet-owt.pth',

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 EXAMPLES = (
     'denarius validate data/manifest.csv',
 )  # shown under `denarius validate --help`

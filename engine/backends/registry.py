@@ -190,7 +190,7 @@ def open_backend(
 
         built = _trt_precision(bundle, device_id)
         if requested is not None and requested != built:
-            raise ConfigError(f"the bundle's TensorRT plans for this GPU are {built}, not {precision}; re-export or omit precision")  # noqa: E501
+            raise ConfigError(f"the bundle's TensorRT plans for this GPU are {built}, not {precision}; re-export or omit precision")
         key = plan_key(device_id)
         files = {g: _graph_file(bundle, g, bundle.plan(g, key)) for g in graphs}
         return TensorRTBackend(files, precision=built, max_batch=max_batch, device_id=device_id)

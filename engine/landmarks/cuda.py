@@ -57,7 +57,7 @@ class CudaOps:
             import pycuda.autoprimaryctx  # noqa: F401
             import pycuda.gpuarray as gpuarray
             from pycuda.compiler import SourceModule
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise BackendUnavailable(f"CUDA landmark kernels need pycuda and a GPU ({error}); use the NumPy ops") from error
         self._gpu = gpuarray
         self._module = SourceModule(KERNEL_SOURCE.read_text(), no_extern_c=True, options=["-O3"])

@@ -61,7 +61,7 @@ GPU_BACKENDS = ("ort-cuda", "tensorrt")
 def _import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as error:
         raise BackendUnavailable(f"--ray needs Ray Data ({error}); install it with: pip install 'denarius[ray]'") from None
     return ray

@@ -19,7 +19,7 @@ from denarius.engine.imageio import decode_image, plan_decode, read_header
 from denarius.engine.preprocess import PreprocessSpec, canonical_image, crop_image, normalize, preprocess
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
-from hostile import coin_bgr  # noqa: E402
+from hostile import coin_bgr
 
 MIB = 1024 * 1024
 

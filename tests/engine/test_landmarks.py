@@ -14,16 +14,16 @@ from denarius.engine.landmarks import (
     LabelRegions,
     LandmarkConfig,
     OptimizerConfig,
+    baselines,
+    composition,
     compute_landmarks,
     pixel_regions,
     superpixel_regions,
     window_regions,
 )
-from denarius.engine.landmarks import baselines, composition
 from denarius.engine.landmarks.geometry import apply_transform, crop_transform
 from denarius.engine.landmarks.optimizer import optimize_masks
 from denarius.engine.preprocess import PreprocessSpec, canonical_image, coin_mask, crop_image, normalize
-
 
 # ------------------------------------------------------------------ regions & composition
 

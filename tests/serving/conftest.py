@@ -6,6 +6,7 @@ import pytest
 
 from denarius.serving.client import CoinClient
 from denarius.serving.server import BackgroundServer
+
 from serving_helpers import server_config
 
 

@@ -10,6 +10,7 @@ import pytest
 from denarius.serving.client import CoinClient
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
 from denarius.serving.server import BackgroundServer
+
 from serving_helpers import huge_png_header, metric, png_bytes, scrape
 
 INVALID, EXHAUSTED = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED

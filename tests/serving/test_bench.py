@@ -37,9 +37,9 @@ def test_quick_landmark_bench_writes_json_with_ratios(tiny_bundle, tmp_path):
 
 
 def test_grpc_landmark_bench_times_searches_alone_and_shared(tiny_bundle, photo_bytes, tmp_path):
-    from denarius.engine.bundle import load_bundle
-    from denarius.apps.bench.landmarks import bench_grpc_landmarks
     from denarius.apps.bench.config import BenchConfig
+    from denarius.apps.bench.landmarks import bench_grpc_landmarks
+    from denarius.engine.bundle import load_bundle
 
     config = BenchConfig.quick_config(tiny_bundle, tmp_path)
     pairs = [(photo_bytes["obverse"], photo_bytes["reverse"])]

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
+from denarius.apps.cli import build_parser, cmd_serve, main, remote_landmarks
 from denarius.engine.errors import ConfigError
-from denarius.apps.cli import build_parser, main
-from denarius.apps.cli import cmd_serve, remote_landmarks
 
 
 def test_identify_via_server_prints_a_table(server, fixture_photos, capsys):

@@ -17,6 +17,7 @@ import pytest
 from denarius.engine.bundle import load_bundle
 from denarius.serving.client import CoinClient
 from denarius.serving.server import BackgroundServer
+
 from tests.serving.conftest import server_config
 from tests.serving.serving_helpers import coin_png
 

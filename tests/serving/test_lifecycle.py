@@ -16,9 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from denarius.serving.client import CoinClient
 from denarius.serving.denarius.v1 import coins_pb2
-from serving_helpers import coin_png
 
-from serving_helpers import free_port
+from serving_helpers import coin_png, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.min_reconnect_backoff_ms", 20),

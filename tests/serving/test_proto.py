@@ -4,7 +4,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from denarius.serving import proto_gen
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from denarius.serving.client import CoinClient
 from denarius.serving.server import BackgroundServer
+
 from serving_helpers import coin_png, metric, scrape, wait_for_metric
 
 # Runs in a fresh interpreter where importing our generated stubs is impossible.

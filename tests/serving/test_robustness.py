@@ -14,9 +14,8 @@ import pytest
 from denarius.serving.client import CoinClient
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
 from denarius.serving.server import BackgroundServer
-from serving_helpers import coin_png, metric, scrape, wait_for_metric
 
-from serving_helpers import free_port, server_config
+from serving_helpers import coin_png, free_port, metric, scrape, server_config, wait_for_metric
 
 
 def _batcher_stats(running):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from denarius.engine.errors import ConfigError
-
 from denarius.serving.client import CoinClient
 from denarius.serving.denarius.v1 import coins_pb2
+
 from serving_helpers import coin_png, metric, scrape, wait_for_metric
 
 RICS = {"RIC V Aurelianus 1", "RIC V Aurelianus 2", "RIC V Probus 10", "RIC V Probus 11",

@@ -12,6 +12,7 @@ from denarius.engine.errors import ConfigError
 from denarius.serving.client import CoinClient
 from denarius.serving.denarius.v1 import coins_pb2
 from denarius.serving.server import BackgroundServer, load_tokens
+
 from serving_helpers import wait_for_metric
 
 TOKENS = ("first-token-0123456789", "second-token-abcdef")

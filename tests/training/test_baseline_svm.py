@@ -12,8 +12,6 @@ from denarius.training.data import kfold_splits, load_dataset
 from denarius.training.datasets import canonical_images, task_targets
 from denarius.training.metrics import mean_class_accuracy
 
-
-
 SMALL = SVMConfig(image_size=96, step=6, patch_size=12, codebook_size=48, kmeans_samples=20_000)
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from denarius.engine.errors import ConfigError
-from denarius.engine.preprocess import PreprocessSpec, canonical_transform
 from denarius.engine.manifest import COLUMNS, read_manifest
+from denarius.engine.preprocess import PreprocessSpec, canonical_transform
 from denarius.training.data import load_dataset, word_difference
 from denarius.training.synth import PRESETS, SynthConfig, generate, make_config
 from denarius.training.synth.catalogue import build_catalogue
