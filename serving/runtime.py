@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from denarius.engine.errors import ConfigError, InputError
+from denarius.engine.landmarks.result import coin_overlay
 from denarius.engine.landmarks.service import LandmarkService
 from denarius.serving.denarius.v1 import coins_pb2, tensor_pb2
 
@@ -237,8 +238,13 @@ class Runtime:
         config = LandmarkConfig(**settings)
         image, overlay = bytes(request.image), request.include_overlay
 
+        view = {}  # the whole-coin picture the overlay is drawn on, made with the crop
+
         def prepare() -> np.ndarray:
-            return service.crop(image, side=side)  # (S, S, 3) uint8
+            if not overlay:
+                return service.crop(image, side=side)  # (S, S, 3) uint8
+            crop, view["rgb"] = service.crop_and_view(image, side=side)
+            return crop
 
         def finish(landmark_map, crop: np.ndarray) -> tuple:
             import cv2
@@ -246,7 +252,7 @@ class Runtime:
             probabilities = service.probabilities(crop[None], model=model_name)[0]
             png = b""
             if overlay:
-                rgb = landmark_map.overlay(scale=max(1, 256 // crop.shape[0]))
+                rgb = coin_overlay(view["rgb"], landmark_map.heatmap, resize=service.canonical_size(model_name))
                 ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 png = encoded.tobytes() if ok else b""
             return landmark_map, probabilities, classes, png

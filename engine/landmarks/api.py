@@ -22,7 +22,7 @@ from denarius.engine.landmarks.optimizer import NumpyOps, OptimizerConfig, check
 from denarius.engine.landmarks.regions import Regions, pixel_regions, superpixel_regions, window_regions
 from denarius.engine.landmarks.result import LandmarkMap, rescale, top_regions
 
-__all__ = ["METHODS", "HEATMAPS", "SUPPORTS", "SPREADS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source", "source_crop"]
+__all__ = ["METHODS", "HEATMAPS", "SUPPORTS", "SPREADS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source", "source_crop", "decode_side"]
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, should_sto
                     survival=scores[i] if use_ladder else None,
                     ladder=tuple(rungs) if use_ladder else None,
                     persistence_by_iteration=(
-                        None if result.persistence_at is None else dict(zip(checkpoints, result.persistence_at[r]))
+                        None if result.persistence_at is None else dict(zip(checkpoints, result.persistence_at[r], strict=True))
                     ),
                     masked_image=masked_images[r],
                     reference=config.reference,
@@ -367,6 +367,20 @@ def landmarks_for_source(
     return maps
 
 
+def decode_side(source, spec, *, side: str | None = None) -> np.ndarray:
+    """Decode a photo within the model's limits: (H, W, 3) uint8 RGB (arrays pass through).
+
+    Raises:
+        InputError: the photo cannot be decoded (the message names the side).
+    """
+    from denarius.engine.imageio import decode_image
+
+    try:
+        return decode_image(source, max_pixels=spec.max_pixels, min_side=spec.min_side)
+    except InputError as error:
+        raise InputError(error.reason, side=side) from None
+
+
 def source_crop(source, spec, *, side: str | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Decode a photo and cut the network's centre crop, keeping the way back to the photo.
 
@@ -375,18 +389,14 @@ def source_crop(source, spec, *, side: str | None = None) -> tuple[np.ndarray, n
         spec: the model's :class:`~denarius.engine.preprocess.PreprocessSpec`.
         side: "obverse"/"reverse", named in error messages.
     Returns:
-        the (S, S, 3) uint8 crop, the crop -> photo affine matrix (``LandmarkMap.source_transform``)
+        the (S, S, 3) uint8 crop, the photo -> crop affine matrix (``LandmarkMap.source_transform``)
         and the photo's (height, width).
     Raises:
         InputError: the photo cannot be decoded (the message names the side).
     """
-    from denarius.engine.imageio import decode_image
     from denarius.engine.landmarks.geometry import crop_transform
     from denarius.engine.preprocess import canonical_image, crop_image
 
-    try:
-        rgb = decode_image(source, max_pixels=spec.max_pixels, min_side=spec.min_side)
-    except InputError as error:
-        raise InputError(error.reason, side=side) from None
+    rgb = decode_side(source, spec, side=side)
     crop = crop_image(canonical_image(rgb, spec, side=side), spec)
     return crop, crop_transform(rgb, spec), (int(rgb.shape[0]), int(rgb.shape[1]))

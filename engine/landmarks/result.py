@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["LandmarkMap", "rescale", "overlay", "top_regions"]
+__all__ = ["LandmarkMap", "rescale", "overlay", "coin_view", "coin_overlay", "top_regions", "OVERLAY_SIZE"]
 
 
 def rescale(values: np.ndarray) -> np.ndarray:
@@ -56,11 +56,20 @@ def top_regions(scores: np.ndarray, boxes: np.ndarray, *, count: int = 5, min_io
     return kept
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
-    """Blend a heatmap over an image: red = more discriminative, blue = less (jet).
+OVERLAY_FLOOR = 0.25  # map values at or below this leave the photo's own colour
+OVERLAY_SIZE = 512  # side of a whole-coin overlay (px)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.6, floor: float = OVERLAY_FLOOR) -> np.ndarray:
+    """Blend a heatmap over an image where it is high: red = more discriminative (jet).
+
+    Each pixel takes the colour map with weight ``alpha * clip((h - floor) / (1 - floor), 0, 1)``,
+    so the coin keeps its own colour and relief outside the hot regions.
 
     Args:
         image: (H, W, 3) uint8 RGB. heatmap: (h, w) in [0, 1], resized to (H, W) if needed.
+        alpha: the colour map's weight where the map is 1. floor: map value below which
+            nothing is drawn, in [0, 1).
     Returns:
         (H, W, 3) uint8 RGB.
     """
@@ -69,7 +78,45 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5) -> np
     if heat.shape != image.shape[:2]:
         heat = cv2.resize(heat, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     colour = cv2.cvtColor(cv2.applyColorMap((heat * 255 + 0.5).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    return cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
+    weight = (float(alpha) * np.clip((heat - floor) / (1.0 - floor), 0.0, 1.0))[..., None]
+    return np.round(image * (1.0 - weight) + colour * weight).astype(np.uint8)
+
+
+def coin_view(rgb: np.ndarray, crop_matrix: np.ndarray, *, resize: int, crop: int, size: int = OVERLAY_SIZE) -> np.ndarray:
+    """The whole coin of a photo at ``size`` px: the canonical square (disc + margin, so the
+    legend at the rim is not cut as the network's centre crop cuts it), from the photo's
+    own pixels (background kept).
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB decoded photo. crop_matrix: (2, 3) photo -> centre-crop
+            affine matrix (``LandmarkMap.source_transform``). resize, crop: the model's
+            canonical and crop sides (``PreprocessSpec.resize`` / ``.crop``).
+    Returns:
+        (size, size, 3) uint8 RGB; :func:`coin_overlay` draws a crop-sized heatmap on it.
+    """
+    matrix = np.asarray(crop_matrix, np.float64).copy()
+    matrix[:, 2] += (resize - crop) // 2  # centre crop -> canonical square
+    matrix *= size / resize
+    scale = float(np.hypot(*matrix[0, :2]))
+    if scale < 0.5:  # shrink with area averaging first: warpAffine alone would alias
+        factor = min(1.0, 2.0 * scale)
+        rgb = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        matrix[:, :2] /= factor
+    return cv2.warpAffine(np.ascontiguousarray(rgb), matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def coin_overlay(view: np.ndarray, heatmap: np.ndarray, *, resize: int, alpha: float = 0.6) -> np.ndarray:
+    """Draw a centre-crop heatmap on a :func:`coin_view`: (size, size, 3) uint8 RGB.
+
+    Args:
+        view: (size, size, 3) uint8 from :func:`coin_view`. heatmap: (crop, crop) in [0, 1].
+        resize: the model's canonical side; the crop lies centred in it.
+    """
+    size, crop = view.shape[0], heatmap.shape[0]
+    scale, offset = size / resize, (resize - crop) // 2
+    to_view = np.array([[scale, 0.0, scale * offset], [0.0, scale, scale * offset]])
+    heat = cv2.warpAffine(np.asarray(heatmap, np.float32), to_view, (size, size), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    return overlay(view, heat, alpha=alpha)
 
 
 @dataclass
@@ -173,14 +220,14 @@ class LandmarkMap:
                 data["survival"] = [round(float(v), 5) for v in self.survival]
         return data
 
-    def overlay(self, *, alpha: float = 0.5, scale: int = 1) -> np.ndarray:
+    def overlay(self, *, alpha: float = 0.6, scale: int = 1) -> np.ndarray:
         """(H*scale, W*scale, 3) uint8 RGB heatmap blended over the crop."""
         image = self.image
         if scale != 1:
             image = cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
         return overlay(image, self.heatmap, alpha=alpha)
 
-    def save_png(self, path, *, alpha: float = 0.5, scale: int = 1) -> Path:
+    def save_png(self, path, *, alpha: float = 0.6, scale: int = 1) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), cv2.cvtColor(self.overlay(alpha=alpha, scale=scale), cv2.COLOR_RGB2BGR))

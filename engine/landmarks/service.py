@@ -19,6 +19,7 @@ Public API::
         name = service.model_name("reverse")          # "ric"; InputError listing valid sides
         label = service.check_target(name, "RIC V Probus 10", side="reverse")   # InputError if unknown
         crop = service.crop(photo, side="reverse")    # (S, S, 3) uint8 centre crop (bytes/path/array)
+        crop, view = service.crop_and_view(photo, side="reverse")   # + (512, 512, 3) whole coin, for overlays
         maps = service.compute(crops, model=name, config=LandmarkConfig(), targets=None,
                                epsilons=None, should_stop=None, progress=False, checkpoints=())
         maps = service.for_source(photo, side="reverse", config=..., target=None, epsilons=None)
@@ -52,10 +53,11 @@ from denarius.engine.backends import Backend, open_backend
 from denarius.engine.bundle import load_bundle
 from denarius.engine.errors import BackendUnavailable, BundleError, DenariusError, InputError
 from denarius.engine.landmarks import composition
-from denarius.engine.landmarks.api import LandmarkConfig, compute_landmarks, make_regions, source_crop
+from denarius.engine.landmarks.api import LandmarkConfig, compute_landmarks, decode_side, make_regions, source_crop
 from denarius.engine.landmarks.model import GradientModel, model_for_side, model_spec, unknown_label
 from denarius.engine.landmarks.optimizer import NumpyOps
 from denarius.engine.landmarks.regions import Regions
+from denarius.engine.landmarks.result import OVERLAY_SIZE, coin_view
 from denarius.engine.preprocess import denormalize, normalize
 
 __all__ = ["LandmarkService"]
@@ -141,6 +143,10 @@ class LandmarkService:
         """S of ``model``'s (S, S, 3) crops."""
         return int(self.bundle.models[model].input_size)
 
+    def canonical_size(self, model: str) -> int:
+        """Side of ``model``'s canonical square, from which its centre crop is cut."""
+        return int(model_spec(self.bundle, model).resize)
+
     def check_target(self, model: str, target: str | None, *, side: str | None = None) -> str | None:
         """``target`` if ``model`` has that class (None stays None: the predicted class).
 
@@ -225,6 +231,16 @@ class LandmarkService:
         exactly what the side's classifier sees. Raises InputError naming the side."""
         crop, _, _ = source_crop(source, model_spec(self.bundle, self.model_name(side)), side=side)
         return crop
+
+    def crop_and_view(self, source, *, side: str, size: int = OVERLAY_SIZE) -> tuple[np.ndarray, np.ndarray]:
+        """The centre crop of a photo (as :meth:`crop`) and its whole-coin view at ``size`` px
+        (:func:`denarius.engine.landmarks.result.coin_view`: disc + margin, the legend uncut),
+        on which :func:`~denarius.engine.landmarks.result.coin_overlay` draws a crop's heatmap.
+        One decode. Returns ((S, S, 3), (size, size, 3)) uint8 RGB."""
+        spec = model_spec(self.bundle, self.model_name(side))
+        rgb = decode_side(source, spec, side=side)
+        crop, matrix, _ = source_crop(rgb, spec, side=side)
+        return crop, coin_view(rgb, matrix, resize=spec.resize, crop=spec.crop, size=size)
 
     def crops_from_inputs(self, inputs: np.ndarray, *, model: str | None = None) -> np.ndarray:
         """(N, 3, S, S) float32 network inputs -> (N, S, S, 3) uint8 crops (``denormalize``

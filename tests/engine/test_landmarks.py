@@ -23,6 +23,7 @@ from denarius.engine.landmarks import (
 )
 from denarius.engine.landmarks.geometry import apply_transform, crop_transform
 from denarius.engine.landmarks.optimizer import optimize_masks
+from denarius.engine.landmarks.result import coin_overlay, overlay
 from denarius.engine.preprocess import PreprocessSpec, canonical_image, coin_mask, crop_image, normalize
 
 # ------------------------------------------------------------------ regions & composition
@@ -167,11 +168,11 @@ def test_batched_equals_unbatched(model):
     together = compute_landmarks(model, crops, config=config, epsilons=(0.005, 0.02), targets=[1, 4])
     alone = [
         compute_landmarks(model, crops[i], config=config, epsilons=(eps,), targets=[t])[0]
-        for i, t in zip(range(2), (1, 4))
+        for i, t in zip(range(2), (1, 4), strict=True)
         for eps in (0.005, 0.02)
     ]
     assert len(together) == 4
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=True):
         assert (a.epsilon, a.target) == (b.epsilon, b.target)
         np.testing.assert_allclose(a.mask, b.mask, atol=1e-4)
         assert a.p_masked == pytest.approx(b.p_masked, abs=1e-5)
@@ -594,3 +595,36 @@ def test_centre_weights_give_each_pixel_its_nearest_window_centre(rng):
     np.testing.assert_array_equal(composition.centre_weights(labels, y), composition.mask_weights(labels, y))
     with pytest.raises(ConfigError, match="valid spreads: centres, coverage"):
         LandmarkConfig(spread="nearest")
+
+
+# ------------------------------------------------------------------ overlays
+
+
+def test_overlay_colours_only_where_the_map_is_high():
+    image = np.full((40, 40, 3), (180, 140, 60), np.uint8)
+    heat = np.zeros((40, 40), np.float32)
+    heat[10:20, 10:20] = 1.0
+    heat[30:, 30:] = 0.2  # below the floor: not drawn
+    out = overlay(image, heat)
+    assert np.array_equal(out[:5, :5], image[:5, :5]) and np.array_equal(out[32:, 32:], image[32:, 32:])
+    assert np.abs(out[12:18, 12:18].astype(int) - image[12:18, 12:18]).max() > 60  # jet red where hot
+
+
+def test_coin_overlay_shows_the_whole_coin_and_puts_the_map_where_the_crop_was():
+    from denarius.engine.landmarks.result import coin_view
+
+    spec = PreprocessSpec(resize=72, crop=64)
+    photo = np.zeros((300, 400, 3), np.uint8)
+    cv2.circle(photo, (200, 150), 120, (200, 160, 90), -1)
+    cv2.circle(photo, (200, 150), 118, (30, 30, 200), 3)  # a rim the centre crop cuts away
+    matrix = crop_transform(photo, spec)
+    view = coin_view(photo, matrix, resize=spec.resize, crop=spec.crop, size=512)
+    assert view.shape == (512, 512, 3)
+    rim = apply_transform(matrix, [(200, 150 - 118)])[0]  # the rim's top in crop pixels: above the crop
+    assert rim[1] < 0
+    assert (view[:, :, 2] > 150).any()  # yet the view shows the blue rim
+    heat = np.zeros((64, 64), np.float32)
+    heat[28:36, 28:36] = 1.0  # the crop's centre = the coin's centre
+    out = coin_overlay(view, heat, resize=spec.resize)
+    changed = np.argwhere(np.abs(out.astype(int) - view).sum(axis=2) > 30)
+    assert np.allclose(changed.mean(axis=0), 256, atol=12)

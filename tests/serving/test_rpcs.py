@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import cv2
 import grpc
 import numpy as np
 import pytest
@@ -68,6 +69,8 @@ def test_landmarks_each_method(client, photo_bytes, method):
     assert response.HasField("masked_probability") == (method == "optimized")
     if method == "optimized":
         assert response.overlay_png.startswith(b"\x89PNG")
+        picture = cv2.imdecode(np.frombuffer(response.overlay_png, np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape == (512, 512, 3)  # the whole coin, large enough to read
         assert response.masked_probability > response.probability - response.epsilon
     else:
         assert response.overlay_png == b""
