@@ -313,8 +313,8 @@ class Batcher:
     def _run(self, live: list[_Request]) -> None:
         stack = self._stack
         rows, counts = batch_rows([side for side in SIDES if side in request.images] for request in live)
-        for request, coin_rows in zip(live, rows):
-            for side, row in zip(SIDES, coin_rows):
+        for request, coin_rows in zip(live, rows, strict=True):
+            for side, row in zip(SIDES, coin_rows, strict=True):
                 if row is not None:
                     stack[side][row] = request.images[side]
         started = time.perf_counter()
@@ -333,7 +333,7 @@ class Batcher:
             self._count("failed", len(live))
             return
         seconds = time.perf_counter() - started
-        for request, result in zip(live, results):
+        for request, result in zip(live, results, strict=True):
             request.future.set_result(result)
         with self._cond:
             self._counts["completed"] += len(live)

@@ -260,8 +260,8 @@ class Engine:
         rows, counts = batch_rows([side for side in SIDES if getattr(pair, side) is not None] for _, pair in coins)
         futures = [
             (index, side, self._pool.submit(self.scorer.preprocess_side, getattr(pair, side), side, buffers[side][row]))
-            for (index, pair), coin_rows in zip(coins, rows)
-            for side, row in zip(SIDES, coin_rows)
+            for (index, pair), coin_rows in zip(coins, rows, strict=True)
+            for side, row in zip(SIDES, coin_rows, strict=True)
             if row is not None
         ]
         items = [(index, pair.coin_id) for index, pair in coins]
@@ -278,7 +278,7 @@ class Engine:
             if not isinstance(error, InputError):
                 raise error
             failed.setdefault(index, error)
-        for (index, _), (o, r) in zip(chunk["items"], chunk["rows"]):
+        for (index, _), (o, r) in zip(chunk["items"], chunk["rows"], strict=True):
             if index in failed:  # keep the batch computable; the row's output is ignored
                 if o is not None:
                     obverse[o] = 0.0
@@ -294,6 +294,6 @@ class Engine:
             [coin_id for _, coin_id in chunk["items"]],
             [top_k] * len(chunk["items"]),
         )
-        for (index, coin_id), result in zip(chunk["items"], scored):
+        for (index, coin_id), result in zip(chunk["items"], scored, strict=True):
             results[index] = self.scorer.failed(coin_id, failed[index]) if index in failed else result
 

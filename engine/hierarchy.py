@@ -65,7 +65,7 @@ class Hierarchy:
         return {
             "emperors": list(self.emperors),
             "rics": list(self.rics),
-            "ric_to_emperor": {r: self.emperors[p] for r, p in zip(self.rics, self.parent)},
+            "ric_to_emperor": {r: self.emperors[p] for r, p in zip(self.rics, self.parent, strict=True)},
         }
 
     @classmethod

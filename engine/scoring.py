@@ -221,7 +221,7 @@ class Scorer:
         joint = {}
         if both:
             scores = hierarchy.joint_scores(p_emp[[rows[j][0] for j in both]], p_ric[[rows[j][1] for j in both]])
-            joint = dict(zip(both, scores))
+            joint = dict(zip(both, scores, strict=True))
         results = []
         for j, (o, r) in enumerate(rows):
             pe = None if o is None else p_emp[o]

@@ -143,7 +143,7 @@ def _transpose_geometry(node, in_sizes, out_sizes, effective, strides, begin, en
     by a larger end pad instead.
     """
     pads_end, output_padding = list(end), []
-    for i, (size_in, size_out) in enumerate(zip(in_sizes, out_sizes)):
+    for i, (size_in, size_out) in enumerate(zip(in_sizes, out_sizes, strict=True)):
         natural = strides[i] * (size_out - 1) + effective[i] - begin[i] - end[i]
         diff = size_in - natural
         if diff >= 0:
@@ -202,9 +202,9 @@ def _grad_conv(b, node, attrs, dy):
     strides = list(attrs.get("strides", [1] * rank))
     dilations = list(attrs.get("dilations", [1] * rank))
     begin, end = _explicit_pads(node, attrs, in_sizes, out_sizes, kernel, strides, dilations)
-    effective = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    effective = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
     group = int(attrs.get("group", 1))
-    flipped_pads = [e - 1 - p for e, p in zip(effective * 2, begin + end)]
+    flipped_pads = [e - 1 - p for e, p in zip(effective * 2, begin + end, strict=True)]
     if all(s == 1 for s in strides) and group == 1 and min(flipped_pads) >= 0:
         # Stride 1: the adjoint is a plain convolution with the kernel flipped and its
         # in/out channels swapped. onnxruntime runs Conv much faster than ConvTranspose on
@@ -410,7 +410,7 @@ def build_gradient_graph(model: onnx.ModelProto) -> onnx.ModelProto:
 
     # Backward sweep in reverse topological order, summing gradients of fanned-out tensors.
     pending: dict[str, list[str]] = {LOGITS: [d_logits]}
-    for node, copy in zip(reversed(graph.node), reversed(forward)):
+    for node, copy in zip(reversed(graph.node), reversed(forward), strict=True):
         if node.output[0] not in carries or node.output[0] not in pending:
             continue
         contributions = pending.pop(node.output[0])

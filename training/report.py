@@ -81,7 +81,7 @@ def plot_history(history: dict, path: str | Path) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     names = {"ric": "RIC model (reverse)", "emperor": "emperor model (obverse)"}
-    for ax, task in zip(axes, ("ric", "emperor")):
+    for ax, task in zip(axes, ("ric", "emperor"), strict=True):
         for fold, entries in enumerate(history.get(task, [])):
             its = [e["iteration"] for e in entries]
             key = "val_mean_class_accuracy" if entries and "val_mean_class_accuracy" in entries[0] else "val_accuracy"

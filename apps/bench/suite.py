@@ -133,7 +133,7 @@ def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
         inputs = {m: bundle.models[m].input_name for m in ("emperor", "ric")}
         by_batch = {}
         for batch in config.batch_sizes:
-            def run(batch=batch):
+            def run(batch=batch, sessions=sessions, inputs=inputs):  # bound now (B023); run() is called in this iteration
                 sessions["emperor"].run(None, {inputs["emperor"]: obverse[:batch]})
                 sessions["ric"].run(None, {inputs["ric"]: reverse[:batch]})
 

@@ -86,7 +86,7 @@ def check_feeds(graph: str, feeds: Mapping[str, np.ndarray], specs: Mapping[str,
             raise InputError(f"{graph}: input {name!r} must be {np.dtype(spec.dtype).name}, got {array.dtype}")
         if array.ndim != len(spec.shape):
             raise InputError(f"{graph}: input {name!r} must have rank {len(spec.shape)} ({spec.describe()}), got shape {array.shape}")
-        for axis, (want, got) in enumerate(zip(spec.shape, array.shape)):
+        for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
             if (want is not None and got != want) or got == 0:
                 raise InputError(f"{graph}: input {name!r} has size {got} on axis {axis}; expected {spec.describe()}")
         checked[name] = np.ascontiguousarray(array)

@@ -87,7 +87,7 @@ class OrtBackend(Backend):
 
     def _run(self, graph: str, feeds: dict, outputs: list[str] | None) -> dict[str, np.ndarray]:
         names = list(outputs or self._outputs[graph])
-        return dict(zip(names, self._sessions[graph].run(names, feeds)))
+        return dict(zip(names, self._sessions[graph].run(names, feeds), strict=True))
 
     def _close(self) -> None:
         self._sessions.clear()

@@ -222,7 +222,7 @@ class LandmarkBatcher:
         finally:
             if self._on_run is not None:
                 self._on_run(len(live))
-        for (job, future, crop), landmark_map in zip(live, maps):
+        for (job, future, crop), landmark_map in zip(live, maps, strict=True):
             try:
                 future.set_result(job.finish(landmark_map, crop))
             except Exception as error:

@@ -83,7 +83,7 @@ def reference_images(images: np.ndarray, kind: str = "blur") -> np.ndarray | Non
     from denarius.engine.landmarks.support import coin_support
 
     out = np.empty_like(images)
-    for i, (image, coin) in enumerate(zip(images, coin_support(images))):
+    for i, (image, coin) in enumerate(zip(images, coin_support(images), strict=True)):
         weight = coin.astype(np.float32)
         spread = blur(weight)
         out[i] = np.where(coin[..., None], blur(image * weight[..., None]) / np.maximum(spread, 1e-6)[..., None], 0.0)

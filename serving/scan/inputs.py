@@ -88,7 +88,7 @@ def discover(path: str | Path) -> ScanInput:
 
 
 def _missing_files(coin_id: str, obverse: Path, reverse: Path) -> CoinItem:
-    missing = [f"{side} image not found: {p}" for side, p in zip(SIDES, (obverse, reverse)) if not p.is_file()]
+    missing = [f"{side} image not found: {p}" for side, p in zip(SIDES, (obverse, reverse), strict=True) if not p.is_file()]
     problem = ("missing_file", "; ".join(missing)) if missing else None
     return CoinItem(coin_id=coin_id, obverse=obverse, reverse=reverse, problem=problem)
 

@@ -116,7 +116,7 @@ class LocalScanner:
         if todo:
             pairs = [CoinPair(obverse=prepared[i][0], reverse=prepared[i][1], coin_id=items[i].coin_id) for i in todo]
             identified = []
-            for i, result in zip(todo, self.engine.identify(pairs, top_k=self.top_k)):
+            for i, result in zip(todo, self.engine.identify(pairs, top_k=self.top_k), strict=True):
                 if result.error is not None:
                     records[i] = error_record(items[i], kind="input", message=str(result.error), model_version=self.model_version)
                     continue
@@ -125,7 +125,7 @@ class LocalScanner:
                 identified.append((i, result))
             if self.landmarks is not None and identified:
                 boxes = self.landmarks.annotate([prepared[i] for i, _ in identified], [r for _, r in identified])
-                for (i, _), landmarks in zip(identified, boxes):
+                for (i, _), landmarks in zip(identified, boxes, strict=True):
                     records[i]["landmarks"] = landmarks
         return records
 

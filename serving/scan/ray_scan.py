@@ -123,7 +123,7 @@ def _items(batch: dict[str, np.ndarray]) -> list[CoinItem]:
             problem=(str(kind), str(message)) if kind else None,
         )
         for coin_id, obverse, reverse, kind, message in zip(
-            batch["coin_id"], batch["obverse"], batch["reverse"], batch["problem_kind"], batch["problem_message"])
+            batch["coin_id"], batch["obverse"], batch["reverse"], batch["problem_kind"], batch["problem_message"], strict=True)
     ]
 
 

@@ -67,7 +67,7 @@ def test_concurrent_callers_each_get_their_own_answer(bundle, coins, expected):
             barrier.wait()
             mine = [coins[i] for i in range(k, len(coins), 12)] * 2
             futures = [engine.submit(pair) for pair in mine]
-            return [(pair.coin_id, f.result(timeout=30)) for pair, f in zip(mine, futures)]
+            return [(pair.coin_id, f.result(timeout=30)) for pair, f in zip(mine, futures, strict=True)]
 
         with ThreadPoolExecutor(12) as callers:
             answers = [a for chunk in callers.map(caller, range(12)) for a in chunk]
@@ -91,7 +91,7 @@ def test_bad_image_fails_only_its_own_future(bundle, coins, expected):
             bad.result(timeout=30)
         with pytest.raises(InputError, match="neither side"):
             empty.result(timeout=30)
-        for future, pair in zip(good + [more], coins[:4]):
+        for future, pair in zip(good + [more], coins[:4], strict=True):
             assert same(future.result(timeout=30), expected[pair.coin_id])
         assert engine.batcher.stats().failed == 2
 
@@ -165,7 +165,7 @@ def test_asyncio_callers(bundle, coins, expected):
             return await asyncio.gather(*(engine.identify_async(c) for c in coins[:8]))
 
         results = asyncio.run(main())
-    assert all(same(r, expected[c.coin_id]) for r, c in zip(results, coins[:8]))
+    assert all(same(r, expected[c.coin_id]) for r, c in zip(results, coins[:8], strict=True))
 
 
 def test_standalone_batcher_and_top_k(bundle, coins, expected):
@@ -177,7 +177,7 @@ def test_standalone_batcher_and_top_k(bundle, coins, expected):
             with pytest.raises(InputError, match="top_k"):
                 batcher.submit(coins[0], top_k=-1)
         assert max(batcher.stats().batch_sizes) <= 2
-    for r, c in zip(results, coins):
+    for r, c in zip(results, coins[:5], strict=True):
         assert len(r.candidates) == 2 and [x.label for x in r.candidates] == [x.label for x in expected[c.coin_id].candidates[:2]]
     with pytest.raises(BatcherClosed):
         batcher.submit(coins[0])

@@ -95,7 +95,7 @@ def test_matches_independent_onnxruntime_computation(engine, bundle, coins):
         assert result.ok and result.mode == "joint" and result.model_version == "tiny-test"
         want = expected[result.coin_id]
         assert [c.ric for c in result.candidates] == [row[0] for row in want]
-        for candidate, (ric, joint, p_ric, emperor, p_emperor) in zip(result.candidates, want):
+        for candidate, (ric, joint, p_ric, emperor, p_emperor) in zip(result.candidates, want, strict=True):
             assert candidate.emperor == emperor
             assert candidate.score == pytest.approx(joint, abs=SCORE_TOL)
             assert candidate.p_ric == pytest.approx(p_ric, abs=SCORE_TOL)
@@ -107,7 +107,7 @@ def test_matches_independent_onnxruntime_computation(engine, bundle, coins):
 def test_batch_size_does_not_change_results(bundle, engine, coins, max_batch):
     baseline = engine.identify(coins)
     with Engine(bundle, backend="ort-cpu", precision="fp32", max_batch=max_batch, preprocess_workers=1) as other:
-        for a, b in zip(baseline, other.identify(coins)):
+        for a, b in zip(baseline, other.identify(coins), strict=True):
             assert_same(a, b)
 
 
@@ -147,7 +147,7 @@ def test_one_sided_requests_rank_their_own_model(engine, bundle, coins):
         session = ort.InferenceSession(str(bundle.file(model)), providers=["CPUExecutionProvider"])
         probs = softmax(session.run(None, {"image": np.stack([preprocess(getattr(p, side), bundle.preprocess) for p in pairs])})[0])
         classes = h.emperors if model == "emperor" else h.rics
-        for row, result in zip(probs, got):
+        for row, result in zip(probs, got, strict=True):
             assert result.mode == model
             assert len(result.candidates) == len(classes)  # top_k larger than the class count
             assert [c.label for c in result.candidates] == [classes[k] for k in np.argsort(-row, kind="stable")]
@@ -169,7 +169,7 @@ def test_corrupt_image_fails_only_its_own_coin(engine, coins):
     with pytest.raises(InputError, match="reverse"):
         results[2].top
     clean = engine.identify(coins[:5])
-    for got, want in zip(results[:2] + results[5:], clean):
+    for got, want in zip(results[:2] + results[5:], clean, strict=True):
         assert_same(got, want)
     with pytest.raises(InputError, match="coin 2"):
         engine.identify(batch, errors="raise")
@@ -189,9 +189,9 @@ def test_many_batches_pipeline_and_reuse_buffers(bundle, coins):
     with Engine(bundle, backend="ort-cpu", precision="fp32", max_batch=4) as small:
         first = small.identify(pairs)
         second = small.identify(pairs)  # reused buffers must not leak the previous call's rows
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert_same(a, b)
-    for a, b in zip(first[:10], first[10:20]):
+    for a, b in zip(first[:10], first[10:20], strict=True):
         assert [c.label for c in a.candidates] == [c.label for c in b.candidates]
 
 
@@ -238,9 +238,9 @@ def test_int8_loads_by_default_and_agrees_with_fp32(int8_bundle, coins):
     with Engine(bundle, backend="ort-cpu") as int8, Engine(bundle, backend="ort-cpu", precision="fp32") as fp32:
         assert int8.precision == "int8" and fp32.precision == "fp32"
         a, b = int8.identify(pairs), fp32.identify(pairs)
-    emperor_agree = np.mean([x.candidates[0].emperor == y.candidates[0].emperor for x, y in zip(a, b)])
-    p_diff = max(abs(x.candidates[0].p_emperor - y.candidates[0].p_emperor) for x, y in zip(a, b))
-    ric_agree = np.mean([x.candidates[0].ric == y.candidates[0].ric for x, y in zip(a, b)])
+    emperor_agree = np.mean([x.candidates[0].emperor == y.candidates[0].emperor for x, y in zip(a, b, strict=True)])
+    p_diff = max(abs(x.candidates[0].p_emperor - y.candidates[0].p_emperor) for x, y in zip(a, b, strict=True))
+    ric_agree = np.mean([x.candidates[0].ric == y.candidates[0].ric for x, y in zip(a, b, strict=True)])
     assert emperor_agree >= 0.8, f"int8 agrees with fp32 on only {emperor_agree:.0%} of top emperors"
     assert ric_agree >= 0.8, f"int8 agrees with fp32 on only {ric_agree:.0%} of top RIC leaves"
     assert p_diff < 0.02

@@ -53,7 +53,7 @@ def test_queued_searches_share_one_run_and_equal_separate_runs(service, model):
         runs.gate.set()
         maps = [f.result(timeout=60) for f in futures]
     assert runs.sizes == [1, 3]
-    for crop, shared in zip(crops, maps):
+    for crop, shared in zip(crops, maps, strict=True):
         [alone] = compute_landmarks(model, crop, config=CONFIG)
         assert shared.target == alone.target and shared.iterations == alone.iterations
         np.testing.assert_allclose(shared.mask, alone.mask, atol=1e-4)

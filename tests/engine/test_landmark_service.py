@@ -37,7 +37,7 @@ def test_from_engine_runs_forward_passes_on_the_engines_backend(engine, model):
         maps = service.compute(crops, model="ric", config=CONFIG)
         assert ric.forward_equivalents > before  # the cost is counted on the service's model
         # the same maps as a GradientModel on sessions of its own
-        for crop, served in zip(crops, maps):
+        for crop, served in zip(crops, maps, strict=True):
             [alone] = compute_landmarks(model, crop, config=CONFIG)
             assert served.target == alone.target and served.iterations == alone.iterations
             np.testing.assert_allclose(served.heatmap, alone.heatmap, atol=1e-4)
@@ -152,7 +152,7 @@ def test_gradient_graph_on_ort_cuda_matches_ort_cpu(gpu_bundle):
             on_gpu = gpu.model(name).loss_and_grad(images, targets)
             on_cpu = cpu.model(name).loss_and_grad(images, targets)
             assert gpu.model(name)._gradient.on_gpu
-            for label, got, want in zip(("logits", "loss", "grad_image"), on_gpu, on_cpu):
+            for label, got, want in zip(("logits", "loss", "grad_image"), on_gpu, on_cpu, strict=True):
                 relative = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
                 print(f"{name} {label}: max |cuda - cpu| / max |cpu| = {relative:.2e}")
                 assert relative <= GPU_RTOL, f"{name} {label}: relative difference {relative:.2e} > {GPU_RTOL:g}"

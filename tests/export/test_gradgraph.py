@@ -55,7 +55,7 @@ def _torch_reference(module: nn.Module, image: np.ndarray, target: np.ndarray, p
     pools = [m for m in module.modules() if isinstance(m, nn.MaxPool2d)]
     if pinned is not None:
         assert len(pinned) == len(pools)
-        for pool, indices in zip(pools, pinned):
+        for pool, indices in zip(pools, pinned, strict=True):
             def gather(mod, inputs, output, indices=torch.from_numpy(indices)):
                 picked = inputs[0].flatten()[indices.flatten()].reshape(output.shape)
                 # ORT's choice must be a true maximum of its window (to float32 rounding).

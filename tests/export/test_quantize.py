@@ -24,7 +24,7 @@ def test_split_is_disjoint_and_sized(count, cal, ev, want_cal, want_ev):
     assert (len(calibration), len(evaluation)) == (want_cal, want_ev)
     assert not set(calibration.sources) & set(evaluation.sources)
     # labels travel with their photographs
-    for source, label in zip(evaluation.sources, evaluation.labels):
+    for source, label in zip(evaluation.sources, evaluation.labels, strict=True):
         assert label == int(source[4:-4]) % 3
 
 

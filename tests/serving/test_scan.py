@@ -75,7 +75,7 @@ def assert_same_records(got: dict[str, dict], want: dict[str, dict], *, paths: b
         assert other["error"] == record["error"], coin_id
         assert [(c["rank"], c["ric"], c["emperor"]) for c in other["candidates"]] == \
             [(c["rank"], c["ric"], c["emperor"]) for c in record["candidates"]], coin_id
-        for a, b in zip(other["candidates"], record["candidates"]):
+        for a, b in zip(other["candidates"], record["candidates"], strict=True):
             for key in ("score", "p_ric", "p_emperor"):
                 assert a[key] == pytest.approx(b[key], abs=SCORE_TOL), (coin_id, key)
         plain = {"candidates", "score"} | (set() if paths else {"obverse", "reverse"})
@@ -121,7 +121,7 @@ def test_one_line_per_coin_with_the_engines_answers(coins, tiny_bundle, referenc
         assert line["model_version"] == version == "tiny-test"
         assert len(line["candidates"]) == 5
         assert line["ric"] == result.top.ric and line["emperor"] == result.top.emperor
-        for got, want in zip(line["candidates"], result.candidates):
+        for got, want in zip(line["candidates"], result.candidates, strict=True):
             assert (got["ric"], got["emperor"]) == (want.ric, want.emperor)
             assert got["score"] == pytest.approx(want.score, abs=SCORE_TOL)
             assert got["p_ric"] == pytest.approx(want.p_ric, abs=SCORE_TOL)

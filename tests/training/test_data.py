@@ -89,6 +89,6 @@ def test_folds_are_stratified_deterministic_and_refuse_small_classes(tmp_path):
         assert np.bincount(dataset.ric_targets()[test]).tolist() == [2, 2, 2, 2]
         assert not set(train) & set(test)
     again = kfold_splits(dataset, folds=5, seed=1)
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(splits, again))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(splits, again, strict=True))
     with pytest.raises(ManifestError, match="fewer coins than the 20 folds"):
         kfold_splits(dataset, folds=20)

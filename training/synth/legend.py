@@ -44,7 +44,7 @@ def _strip(text: str, *, height: int, font: int, thickness: int, spacing: float)
     width = sum(widths) + pad * (len(text) + 1)
     canvas = np.zeros((height + 4, width), np.uint8)
     x = pad
-    for ch, w in zip(text, widths):
+    for ch, w in zip(text, widths, strict=True):
         if ch != " ":
             cv2.putText(canvas, ch, (x, height + 1), font, scale, 255, thickness, cv2.LINE_AA)
         x += w + pad

@@ -131,10 +131,11 @@ def clip_polygon(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
         a, b = clip[i], clip[(i + 1) % len(clip)]
         ex, ey = b[0] - a[0], b[1] - a[1]
 
-        def inside(p):
+        # the edge (a, ex, ey) is bound explicitly (B023): both helpers are used in this iteration only
+        def inside(p, a=a, ex=ex, ey=ey):
             return ex * (p[1] - a[1]) - ey * (p[0] - a[0]) >= 0
 
-        def cross(p, q):
+        def cross(p, q, a=a, ex=ex, ey=ey):
             dx, dy = q[0] - p[0], q[1] - p[1]
             den = ex * dy - ey * dx
             if abs(den) < 1e-12:
