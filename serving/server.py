@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from denarius.engine import decode_budget
 from denarius.engine.errors import ConfigError
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
-from denarius.serving.interceptors import MetricsInterceptor, RequestParsingInterceptor, TokenAuthInterceptor
+from denarius.serving.interceptors import MetricsInterceptor, TokenAuthInterceptor
 from denarius.serving.metrics import ServerMetrics
 
 __all__ = ["ServerConfig", "CoinServer", "BackgroundServer", "serve", "load_tokens", "SERVICE_NAME"]
@@ -192,12 +192,9 @@ class CoinServer:
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        # Outermost first: metrics see every outcome; the token is checked before the payload
-        # is parsed; parsing inside the handler makes a malformed message INVALID_ARGUMENT.
-        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        interceptors = [MetricsInterceptor(self.metrics)]
         if config.tokens:
             interceptors.append(TokenAuthInterceptor(config.tokens))
-        interceptors.append(RequestParsingInterceptor(tolerant_streams=(f"/{SERVICE_NAME}/IdentifyStream",)))
         server = grpc.aio.server(
             interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs)
         self._servicer = CoinServicer(config, self.metrics)

@@ -23,7 +23,6 @@ import grpc
 from denarius.engine.errors import BackendUnavailable, Cancelled, DeadlineExceeded, DenariusError, Overloaded
 from denarius.serving import runtime
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc, tensor_pb2
-from denarius.serving.messages import MalformedRequest
 from denarius.serving.status import internal_message, status_for
 
 __all__ = ["CoinServicer"]
@@ -151,8 +150,6 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         async def answer(request) -> coins_pb2.IdentifyResponse:
             rid = _request_id(request)
             try:
-                if isinstance(request, MalformedRequest):  # not valid protobuf (see RequestParsingInterceptor)
-                    raise request.error
                 return await self._identify(request, context, rid)
             except asyncio.CancelledError:
                 raise
