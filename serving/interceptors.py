@@ -1,7 +1,10 @@
-"""Server interceptors: bearer-token authentication and per-RPC metrics.
+"""Server interceptors: per-RPC metrics, bearer-token authentication and request parsing.
 
-Both wrap the real method handler rather than replacing it, so a rejected streaming call is
-still answered as a stream (a unary stand-in would wait for a request message first).
+All three wrap the real method handler rather than replacing it, so a rejected streaming
+call is still answered as a stream (a unary stand-in would wait for a request message first).
+The server installs them in this order, outermost first: metrics (sees every outcome, the
+rejections included), authentication (checked before any byte of the payload is parsed),
+parsing (a message that is not valid protobuf is INVALID_ARGUMENT, not gRPC's UNKNOWN).
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import grpc
 
+from denarius.engine.errors import InputError
+from denarius.serving.messages import MalformedRequest, parse_request
 from denarius.serving.metrics import ServerMetrics
 
-__all__ = ["TokenAuthInterceptor", "MetricsInterceptor", "OPEN_METHOD_PREFIXES"]
+__all__ = ["TokenAuthInterceptor", "MetricsInterceptor", "RequestParsingInterceptor", "final_code", "OPEN_METHOD_PREFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +36,7 @@ def _digest(token: str | bytes) -> bytes:
     return hashlib.sha256(token.encode() if isinstance(token, str) else token).digest()
 
 
-def _wrap(handler: grpc.RpcMethodHandler, wrap_unary, wrap_stream) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stream: Callable) -> grpc.RpcMethodHandler:
     """The same handler with its behaviour wrapped (unary-response or stream-response)."""
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
@@ -97,7 +103,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         return _wrap(handler, unary, stream)
 
 
-def _code_name(context, default: str) -> str:
+def _code_name(context: Any) -> str | None:
+    """The status code the handler set (abort, set_code) as a name, or None."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
@@ -105,11 +112,40 @@ def _code_name(context, default: str) -> str:
         for candidate in grpc.StatusCode:
             if candidate.value[0] == code:
                 return candidate.name
-    return default
+    return None
+
+
+def final_code(context: Any, error: BaseException | None) -> str:
+    """The status an RPC ended with, from its handler's outcome.
+
+    ``error`` is what the handler raised (None: it returned or its stream ended). A code the
+    handler set (abort, set_code) wins. Otherwise gRPC cancels the handler's task when the
+    call ends early, for a deadline and a client's cancel alike (``CancelledError``); the
+    two differ by the time left: none at the deadline. A handler that returned after its
+    deadline had passed answered nobody: DEADLINE_EXCEEDED too.
+    """
+    code = _code_name(context)
+    if code is not None:
+        return code
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return "DEADLINE_EXCEEDED"
+    if error is None:
+        return "OK"
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        return "CANCELLED"  # the client cancelled, or the server stopped past its grace
+    return "UNKNOWN"  # what gRPC answers for an exception that set no status
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Count every RPC by method and final status code and time it (outermost interceptor)."""
+    """Count every RPC once by method and final status code and time it (outermost interceptor).
+
+    The code is the one the call ended with (see :func:`final_code`): OK, the code of an
+    abort (INVALID_ARGUMENT, UNAUTHENTICATED, ...), DEADLINE_EXCEEDED for a deadline that
+    passed (unary or stream), CANCELLED for a client that cancelled. Calls that gRPC itself
+    refuses before any handler runs (a message over the size limit, beyond
+    ``max_concurrent_rpcs``) are not seen here.
+    """
 
     def __init__(self, metrics: ServerMetrics):
         self._metrics = metrics
@@ -121,49 +157,121 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         metrics = self._metrics
 
-        def record(start: float, code: str) -> None:
-            metrics.requests.labels(method=method, code=code).inc()
+        def record(start: float, context: Any, error: BaseException | None) -> None:
+            metrics.requests.labels(method=method, code=final_code(context, error)).inc()
             metrics.latency.labels(method=method).observe(time.perf_counter() - start)
             metrics.inflight.labels(method=method).dec()
 
-        def unary(behavior: Callable[..., Awaitable]):
+        def unary(behavior: Callable):
             async def timed(request, context):
-                start, code = time.perf_counter(), "UNKNOWN"
+                start, error = time.perf_counter(), None
                 metrics.inflight.labels(method=method).inc()
                 try:
-                    response = await behavior(request, context)
-                    code = _code_name(context, "OK")
-                    return response
-                except asyncio.CancelledError:
-                    code = "CANCELLED"
-                    raise
-                except BaseException:
-                    code = _code_name(context, "UNKNOWN")
+                    return await behavior(request, context)
+                except BaseException as raised:
+                    error = raised
                     raise
                 finally:
-                    record(start, code)
+                    record(start, context, error)
             return timed
 
-        def stream(behavior):
+        def stream(behavior: Callable):
             async def timed(request, context):
-                start, code = time.perf_counter(), "UNKNOWN"
+                start, error = time.perf_counter(), None
                 metrics.inflight.labels(method=method).inc()
                 try:
-                    result = behavior(request, context)
-                    if hasattr(result, "__aiter__"):
-                        async for item in result:
-                            yield item
-                    else:  # a handler that writes with context.write() and returns
-                        await result
-                    code = _code_name(context, "OK")
-                except asyncio.CancelledError:
-                    code = "CANCELLED"
-                    raise
-                except BaseException:
-                    code = _code_name(context, "UNKNOWN")
+                    async for item in _responses(behavior, request, context):
+                        yield item
+                except BaseException as raised:
+                    error = raised
                     raise
                 finally:
-                    record(start, code)
+                    record(start, context, error)
             return timed
 
         return _wrap(handler, unary, stream)
+
+
+async def _responses(behavior: Callable, request: Any, context: Any) -> AsyncIterator:
+    """The responses of a stream-response behaviour: an async generator, or a coroutine that
+    writes them with ``context.write()``."""
+    result = behavior(request, context)
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield item
+    else:
+        await result
+
+
+class RequestParsingInterceptor(grpc.aio.ServerInterceptor):
+    """Parse requests inside the handler, so a malformed message is INVALID_ARGUMENT.
+
+    gRPC deserialises a request before the handler (and every interceptor's wrapper) runs,
+    and answers UNKNOWN when that raises: random bytes, a truncated length, a string field
+    that is not UTF-8. This interceptor, the innermost, gives gRPC a pass-through
+    deserialiser and parses with :func:`denarius.serving.messages.parse_request` as the
+    handler starts; a failure aborts with INVALID_ARGUMENT "request is not a valid
+    denarius.v1.IdentifyRequest (57 bytes): field 2 (obverse) at byte 0 claims ...".
+    Being inside the authentication interceptor, it parses nothing of an unauthenticated call.
+
+    Streams of requests are parsed item by item. On a method listed in ``tolerant_streams``
+    a bad item becomes a :class:`~denarius.serving.messages.MalformedRequest` that the
+    handler answers with an error item (IdentifyStream: one bad message must not cost the
+    answers to the others in flight); on any other stream it aborts the call.
+    """
+
+    def __init__(self, *, tolerant_streams: Iterable[str] = ()):
+        self._tolerant = frozenset(tolerant_streams)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+        tolerant = handler_call_details.method in self._tolerant
+
+        async def parsed(raw: bytes, context: Any) -> Any:
+            try:
+                return parse_request(parse, raw)
+            except InputError as error:
+                log.info("%s: %s", handler_call_details.method, error)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+
+        async def parsed_stream(raw_iterator: Any, context: Any) -> AsyncIterator:
+            index = 0
+            async for raw in raw_iterator:
+                try:
+                    yield parse_request(parse, raw)
+                except InputError as error:
+                    log.info("%s: message %d of the stream: %s", handler_call_details.method, index, error)
+                    if not tolerant:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"message {index} of the stream: {error}")
+                    yield MalformedRequest(error, index)
+                index += 1
+
+        serialize = handler.response_serializer
+        if handler.unary_unary:
+            behavior = handler.unary_unary
+
+            async def unary_unary(raw, context):
+                return await behavior(await parsed(raw, context), context)
+            return grpc.unary_unary_rpc_method_handler(unary_unary, None, serialize)
+        if handler.unary_stream:
+            streaming = handler.unary_stream
+
+            async def unary_stream(raw, context):
+                async for item in _responses(streaming, await parsed(raw, context), context):
+                    yield item
+            return grpc.unary_stream_rpc_method_handler(unary_stream, None, serialize)
+        if handler.stream_unary:
+            consumer = handler.stream_unary
+
+            async def stream_unary(raw_iterator, context):
+                return await consumer(parsed_stream(raw_iterator, context), context)
+            return grpc.stream_unary_rpc_method_handler(stream_unary, None, serialize)
+        both = handler.stream_stream
+
+        async def stream_stream(raw_iterator, context):
+            async for item in _responses(both, parsed_stream(raw_iterator, context), context):
+                yield item
+        return grpc.stream_stream_rpc_method_handler(stream_stream, None, serialize)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -75,7 +76,7 @@ class ServerMetrics:
         self.inflight = Gauge(
             "denarius_inflight_requests", "RPCs being handled", ["method"], registry=self.registry,
         )
-        self._http = None
+        self._http: Any = None  # prometheus_client's WSGIServer while serving
         self._stream_peak = 0
 
     def note_stream_outstanding(self, count: int) -> None:

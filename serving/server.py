@@ -20,6 +20,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,8 +30,11 @@ from grpc_reflection.v1alpha import reflection
 from denarius.engine import decode_budget
 from denarius.engine.errors import ConfigError
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
-from denarius.serving.interceptors import MetricsInterceptor, TokenAuthInterceptor
+from denarius.serving.interceptors import MetricsInterceptor, RequestParsingInterceptor, TokenAuthInterceptor
 from denarius.serving.metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from denarius.serving.servicer import CoinServicer
 
 __all__ = ["ServerConfig", "CoinServer", "BackgroundServer", "serve", "load_tokens", "SERVICE_NAME"]
 
@@ -167,7 +171,7 @@ class CoinServer:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
-        self._servicer = None
+        self._servicer: CoinServicer | None = None
         self._stopped = asyncio.Event()
         self.decode_budget = decode_budget.DecodeBudget(
             config.decode_memory_bytes or decode_budget.default_budget_bytes())
@@ -192,12 +196,15 @@ class CoinServer:
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        interceptors = [MetricsInterceptor(self.metrics)]
+        # Outermost first: metrics see every outcome; the token is checked before the payload
+        # is parsed; parsing inside the handler makes a malformed message INVALID_ARGUMENT.
+        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
         if config.tokens:
             interceptors.append(TokenAuthInterceptor(config.tokens))
+        interceptors.append(RequestParsingInterceptor(tolerant_streams=(f"/{SERVICE_NAME}/IdentifyStream",)))
         server = grpc.aio.server(
             interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs)
-        self._servicer = CoinServicer(config, self.metrics)
+        self._servicer = servicer = CoinServicer(config, self.metrics)
         coins_pb2_grpc.add_CoinServiceServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -208,7 +215,7 @@ class CoinServer:
         if ":" in config.host and not config.host.startswith("["):
             address = f"[{config.host}]:{config.port}"
         try:
-            if config.tls_cert is not None:
+            if config.tls_cert is not None and config.tls_key is not None:  # both or neither (__post_init__)
                 credentials = grpc.ssl_server_credentials(
                     [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
                 self.port = server.add_secure_port(address, credentials)
@@ -228,7 +235,7 @@ class CoinServer:
             if config.metrics_port is not None:
                 self.metrics_port = self.metrics.start_http(
                     host=config.metrics_host or config.host, port=config.metrics_port)
-            await asyncio.get_running_loop().run_in_executor(None, self._servicer.load)
+            await asyncio.get_running_loop().run_in_executor(None, servicer.load)
         except BaseException:
             await self.drain(grace_s=0, delay_s=0)
             raise
@@ -274,6 +281,8 @@ class BackgroundServer:
 
     @property
     def port(self) -> int:
+        if self.server.port is None:
+            raise RuntimeError("the server is not started: use it as a context manager")
         return self.server.port
 
     @property

@@ -23,6 +23,7 @@ import grpc
 from denarius.engine.errors import BackendUnavailable, Cancelled, DeadlineExceeded, DenariusError, Overloaded
 from denarius.serving import runtime
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc, tensor_pb2
+from denarius.serving.messages import MalformedRequest
 from denarius.serving.status import internal_message, status_for
 
 __all__ = ["CoinServicer"]
@@ -150,6 +151,8 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         async def answer(request) -> coins_pb2.IdentifyResponse:
             rid = _request_id(request)
             try:
+                if isinstance(request, MalformedRequest):  # not valid protobuf (see RequestParsingInterceptor)
+                    raise request.error
                 return await self._identify(request, context, rid)
             except asyncio.CancelledError:
                 raise
@@ -163,6 +166,10 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
                     request_id=rid,
                     error=tensor_pb2.Error(code=code.value[0], code_name=code.name, message=message),
                 )
+
+        def finished(task: asyncio.Task) -> None:
+            tasks.discard(task)
+            done.put_nowait(task)
 
         async def reader() -> None:
             nonlocal outstanding
@@ -180,7 +187,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
                     self.metrics.note_stream_outstanding(outstanding)
                     task = asyncio.create_task(answer(request))
                     tasks.add(task)
-                    task.add_done_callback(lambda t: (tasks.discard(t), done.put_nowait(t)))
+                    task.add_done_callback(finished)
             finally:
                 done.put_nowait(reading_finished)
 
