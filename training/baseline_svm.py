@@ -33,6 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from denarius.engine.errors import ConfigError
+from denarius.engine.scoring import softmax64 as softmax  # the one softmax, re-exported here
 
 __all__ = ["SVMConfig", "grid_keypoints", "dense_sift", "extract_descriptors", "BowSVM", "softmax"]
 
@@ -143,14 +144,6 @@ def extract_descriptors(canonical: np.ndarray, config: SVMConfig, *, progress: b
     finally:
         cv2.setNumThreads(previous)
     return out
-
-
-def softmax(scores: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N, C) scores -> (N, C) float64 probabilities."""
-    scores = np.asarray(scores, np.float64)
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 class BowSVM:
