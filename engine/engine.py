@@ -271,7 +271,7 @@ class Engine:
     def _finish(self, chunk: dict, results: list, top_k: int) -> None:
         obverse, reverse = chunk["buffers"]
         failed: dict[int, InputError] = {}
-        for index, side, future in chunk["tasks"]:
+        for index, _side, future in chunk["tasks"]:
             error = future.exception()
             if error is None:
                 continue

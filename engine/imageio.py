@@ -55,7 +55,7 @@ def _jpeg_header(data: bytes) -> tuple[ImageHeader, int]:
     pos, size, header = 2, len(data), None
     while pos + 4 <= size:
         if data[pos] != 0xFF:
-            raise InputError("corrupt JPEG: marker segment expected at byte %d" % pos)
+            raise InputError(f"corrupt JPEG: marker segment expected at byte {pos}")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -65,7 +65,7 @@ def _jpeg_header(data: bytes) -> tuple[ImageHeader, int]:
             continue
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if length < 2:
-            raise InputError("corrupt JPEG: segment of length %d" % length)
+            raise InputError(f"corrupt JPEG: segment of length {length}")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             if pos + 10 > size:
                 break

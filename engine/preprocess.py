@@ -278,7 +278,7 @@ def normalize(images: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np
     written straight into the channels-first output (the hot path of every request).
     """
     images = np.asarray(images)
-    out = np.empty(images.shape[:-3] + (3,) + images.shape[-3:-1], np.float32)
+    out = np.empty((*images.shape[:-3], 3, *images.shape[-3:-1]), np.float32)
     mean = np.asarray(spec.mean, np.float32)
     inv_std = np.float32(1.0) / np.asarray(spec.std, np.float32)
     if images.dtype == np.uint8:

@@ -180,8 +180,8 @@ def cross_validate(
         "folds": [
             {
                 "fold": i,
-                "train": int(len(train)),
-                "test": int(len(test)),
+                "train": len(train),
+                "test": len(test),
                 "test_coin_ids": [dataset.records[j].coin_id for j in test],
             }
             for i, (train, test) in enumerate(splits)

@@ -144,7 +144,7 @@ def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
         )
     if len(top1) == 2:
         result["int8_top1_agreement"] = round(float(np.mean(top1["fp32"] == top1["int8"])), 4)
-        result["int8_agreement_images"] = int(len(top1["fp32"]))
+        result["int8_agreement_images"] = len(top1["fp32"])
         result["int8_agreement_recorded_at_export"] = {
             m: bundle.models[m].agreement.get(file_variant(bundle, "ort-cpu", m, "int8"), {}) for m in ("emperor", "ric")
         }

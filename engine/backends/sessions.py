@@ -68,7 +68,7 @@ def open_session(path: str | os.PathLike, *, options=None, providers: Sequence =
         raise BundleError(f"ONNX file {path} does not exist")
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-    except Exception as error:  # onnxruntime raises its own untyped errors
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise BundleError(f"onnxruntime cannot load {path}: {error}") from None
     logger.debug("onnxruntime session on %s (%s)", path.name, session.get_providers())
     return session

@@ -44,7 +44,7 @@ def tensorrt_available() -> tuple[bool, str]:
         cuda.init()
         if cuda.Device.count() < 1:
             return False, "no CUDA device is visible"
-    except Exception as error:  # pycuda raises its own driver errors
+    except Exception as error:  # noqa: BLE001 - pycuda raises its own driver errors
         return False, f"the CUDA driver cannot start: {error}"
     return True, ""
 

@@ -253,7 +253,7 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, should_sto
     for i in range(per_image):
         image_rows = slice(i * len(rungs), (i + 1) * len(rungs))
         maps = []
-        for j, r in enumerate(shown[i]):
+        for r in shown[i]:
             s = i if use_ladder else r
             heat = weights[s] if areas is None else support.restrict(weights[s], areas[i])
             target = int(result.targets[r])

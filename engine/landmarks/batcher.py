@@ -194,7 +194,7 @@ class LandmarkBatcher:
                     raise DeadlineExceeded("the deadline passed while the request waited for a landmark worker")
                 raise Cancelled("the caller gave up while the request waited for a landmark worker")
             return job.prepare()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure is this job's answer, given to its caller
             future.set_exception(error)
             return None
 
@@ -215,7 +215,7 @@ class LandmarkBatcher:
                 targets=None if first.target is None else [job.target for job, _, _ in live],
                 should_stop=lambda: all(job.should_stop() for job, _, _ in live),
             )
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - the group's failure is shared by its callers
             for job, future, _ in live:
                 future.set_exception(_share_of_failure(job, error))
             return
@@ -225,5 +225,5 @@ class LandmarkBatcher:
         for (job, future, crop), landmark_map in zip(live, maps, strict=True):
             try:
                 future.set_result(job.finish(landmark_map, crop))
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - this job's failure, given to its caller
                 future.set_exception(error)

@@ -45,7 +45,7 @@ def test_auto_picks_the_best_available_and_logs_why(bundle, caplog):
 
 
 def test_unknown_and_unavailable_backends_say_what_exists(bundle):
-    with pytest.raises(ConfigError, match="choose from .*ort-cpu"):
+    with pytest.raises(ConfigError, match=r"choose from .*ort-cpu"):
         open_backend(bundle, "onnx")
     with pytest.raises(ConfigError, match="precision"):
         open_backend(bundle, "ort-cpu", "bf16")

@@ -91,7 +91,7 @@ def test_bad_image_fails_only_its_own_future(bundle, coins, expected):
             bad.result(timeout=30)
         with pytest.raises(InputError, match="neither side"):
             empty.result(timeout=30)
-        for future, pair in zip(good + [more], coins[:4], strict=True):
+        for future, pair in zip([*good, more], coins[:4], strict=True):
             assert same(future.result(timeout=30), expected[pair.coin_id])
         assert engine.batcher.stats().failed == 2
 

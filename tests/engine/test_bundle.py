@@ -34,10 +34,10 @@ def test_truncated_and_missing_files_and_bad_schema(tiny_bundle, tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, copy)
     (copy / "emperor.onnx").write_bytes((copy / "emperor.onnx").read_bytes()[:100])
-    with pytest.raises(BundleError, match="emperor.onnx"):
+    with pytest.raises(BundleError, match=r"emperor.onnx"):
         load_bundle(copy)
     (copy / "emperor.onnx").unlink()
-    with pytest.raises(BundleError, match="missing.*emperor.onnx"):
+    with pytest.raises(BundleError, match=r"missing.*emperor.onnx"):
         load_bundle(copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["schema_version"] = 99

@@ -161,13 +161,13 @@ def test_one_sided_requests_rank_their_own_model(engine, bundle, coins):
 
 def test_corrupt_image_fails_only_its_own_coin(engine, coins):
     bad = CoinPair(obverse=coins[2].obverse, reverse=coins[2].reverse[:200], coin_id="truncated")
-    batch = coins[:2] + [bad] + [CoinPair(coin_id="empty"), "not a pair"] + coins[2:5]
+    batch = [*coins[:2], bad, CoinPair(coin_id="empty"), "not a pair", *coins[2:5]]
     results = engine.identify(batch)
     assert [r.ok for r in results] == [True, True, False, False, False, True, True, True]
     assert results[2].coin_id == "truncated" and results[2].error.side == "reverse" and not results[2].candidates
     assert "neither side" in str(results[3].error) and "CoinPair" in str(results[4].error)
     with pytest.raises(InputError, match="reverse"):
-        results[2].top
+        _ = results[2].top
     clean = engine.identify(coins[:5])
     for got, want in zip(results[:2] + results[5:], clean, strict=True):
         assert_same(got, want)

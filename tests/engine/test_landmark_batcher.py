@@ -153,7 +153,7 @@ def test_a_shared_run_stops_only_when_everyone_gave_up(service, model):
         timed_out = runs.submit(_coin(8), config=slow, should_stop=GivesUpOnceRunning(), deadline=0.0)
         left = runs.submit(_coin(9), config=slow, should_stop=GivesUpOnceRunning())
         runs.gate.set()
-        with pytest.raises(DeadlineExceeded, match="caller gave up.*deadline passed"):
+        with pytest.raises(DeadlineExceeded, match=r"caller gave up.*deadline passed"):
             timed_out.result(timeout=60)
         with pytest.raises(Cancelled, match="caller gave up"):
             left.result(timeout=60)

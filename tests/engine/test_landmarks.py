@@ -582,7 +582,7 @@ def test_centre_weights_give_each_pixel_its_nearest_window_centre(rng):
     x = rng.random((2, regions.count)).astype(np.float32)
     weights = composition.centre_weights(regions, x)
     assert weights.shape == (2, 40, 40)
-    ny, nx = regions.grid
+    _, nx = regions.grid
     centres_y, centres_x = regions.ys + 5.5, regions.xs + 5.5
     for p, q in [(0, 0), (0, 39), (20, 7), (39, 39), (13, 26)]:
         j = int(np.argmin(np.abs(centres_y - (p + 0.5))))

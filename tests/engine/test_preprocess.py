@@ -109,7 +109,7 @@ def test_truncated_jpeg_is_refused():
     data = encode(synthetic_coin(128), ".jpg")
     with pytest.raises(InputError, match="truncated"):
         decode_image(data[: len(data) // 2])
-    with pytest.raises(InputError, match="truncated|corrupt"):
+    with pytest.raises(InputError, match=r"truncated|corrupt"):
         decode_image(data[:40])
 
 
@@ -139,12 +139,12 @@ def test_zero_area_and_tiny_images_are_refused():
 
 
 def test_missing_file_names_the_path(tmp_path):
-    with pytest.raises(InputError, match="not found.*nope.jpg"):
+    with pytest.raises(InputError, match=r"not found.*nope.jpg"):
         decode_image(tmp_path / "nope.jpg")
 
 
 def test_side_is_named_in_errors():
-    with pytest.raises(InputError, match="^reverse: empty") as info:
+    with pytest.raises(InputError, match=r"^reverse: empty") as info:
         canonical_image(b"", side="reverse")
     assert info.value.side == "reverse"
 

@@ -56,7 +56,7 @@ def _torch_reference(module: nn.Module, image: np.ndarray, target: np.ndarray, p
     if pinned is not None:
         assert len(pinned) == len(pools)
         for pool, indices in zip(pools, pinned, strict=True):
-            def gather(mod, inputs, output, indices=torch.from_numpy(indices)):
+            def gather(mod, inputs, output, indices=torch.from_numpy(indices)):  # noqa: B008 - binds this pool's indices
                 picked = inputs[0].flatten()[indices.flatten()].reshape(output.shape)
                 # ORT's choice must be a true maximum of its window (to float32 rounding).
                 scale = float(output.detach().abs().max()) or 1.0
@@ -315,7 +315,7 @@ def test_identity_and_inference_dropout(training_mode):
 
 
 def test_training_mode_dropout_is_refused():
-    with pytest.raises(UnsupportedOpError, match="Dropout node 'drop'.*training mode"):
+    with pytest.raises(UnsupportedOpError, match=r"Dropout node 'drop'.*training mode"):
         build_gradient_graph(_dropout_graph(True)[0])
 
 
@@ -338,7 +338,7 @@ def test_image_dependent_weight_is_refused():
     ]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 2, 2])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", "N"])])
-    with pytest.raises(UnsupportedOpError, match="self_product.*weights must be constants"):
+    with pytest.raises(UnsupportedOpError, match=r"self_product.*weights must be constants"):
         build_gradient_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 

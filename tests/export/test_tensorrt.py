@@ -95,6 +95,6 @@ def test_build_plan_on_this_gpu(tiny_run, tmp_path):  # pragma: no cover - GPU h
     result = export_bundle(tiny_run, tmp_path / "b", config=config)
     bundle = load_bundle(result.path)
     for task in ("emperor", "ric"):
-        (key, name), = bundle.models[task].plans.items()
+        (key, _), = bundle.models[task].plans.items()
         assert bundle.plan(task, key).stat().st_size > 0
     assert (tmp_path / "cache").stat().st_size > 0

@@ -139,7 +139,7 @@ def test_concurrent_clients_get_their_own_answers(server):
                     response = own.identify(reverse=coin_png(seed), top_k=6, request_id=f"client-{seed}")
                     assert response.request_id == f"client-{seed}"
                     got.setdefault(seed, []).append(response)
-        except Exception as error:  # surfaced below
+        except Exception as error:  # noqa: BLE001 - surfaced below
             errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(s,)) for s in seeds]

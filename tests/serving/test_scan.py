@@ -159,7 +159,7 @@ def test_sigkill_mid_run_then_resume_gives_every_coin_exactly_once(coins, tiny_b
     second = _run_until_lines_then_sigkill(command, env, out, first + 12)  # killed again while resuming
     assert first + 12 <= second < len(ids), "killed too late to test a second resume"
 
-    rerun = subprocess.run(command + ["--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run([*command, "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     summary = json.loads(rerun.stdout)
     assert summary["already_done"] == second and summary["scanned"] == len(ids) - second
@@ -167,7 +167,7 @@ def test_sigkill_mid_run_then_resume_gives_every_coin_exactly_once(coins, tiny_b
 
 
 def test_torn_last_line_is_cut_and_its_coins_rescanned(coins, tiny_bundle, reference, tmp_path):
-    folder, ids = coins
+    folder, _ = coins
     out = tmp_path / "results.jsonl"
     scan(folder, tiny_bundle, out)
     data = out.read_bytes().splitlines(keepends=True)

@@ -69,7 +69,7 @@ def test_ray_scan_resumes_and_matches_the_local_scan(local_ray, tiny_bundle, tmp
     # Identical lines, in the same order: Ray preserves the input order.
     assert ray_lines.splitlines() == [line.rstrip(b"\n") for line in local_lines]
     records = [json.loads(line) for line in ray_lines.splitlines()]
-    assert sorted(r["coin_id"] for r in records) == sorted(ids + ["stray"])
+    assert sorted(r["coin_id"] for r in records) == sorted([*ids, "stray"])
 
 
 def test_a_ray_client_address_is_refused_with_what_to_use_instead(tiny_bundle, tmp_path):

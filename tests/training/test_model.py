@@ -209,7 +209,7 @@ def test_checkpoint_validation():
     _, ckpt = _tiny_checkpoint()
     with pytest.raises(ConfigError, match="task"):
         Checkpoint(**{**ckpt.__dict__, "task": "denomination"})
-    with pytest.raises(ConfigError, match="3 classes|classes"):
+    with pytest.raises(ConfigError, match=r"3 classes|classes"):
         Checkpoint(**{**ckpt.__dict__, "classes": ("a", "b")})
 
 
@@ -232,5 +232,5 @@ def test_load_checkpoint_refuses_truncated_and_foreign(tmp_path):
 def test_model_from_checkpoint_refuses_wrong_weights():
     _, ckpt = _tiny_checkpoint()
     other = build_model(ModelConfig(num_classes=3, width=0.25, input_size=64)).state_dict()
-    with pytest.raises(ConfigError, match="features.0.weight"):
+    with pytest.raises(ConfigError, match=r"features.0.weight"):
         model_from_checkpoint(Checkpoint(**{**ckpt.__dict__, "state_dict": other}))

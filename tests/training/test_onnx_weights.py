@@ -37,7 +37,7 @@ def test_not_an_alexnet_is_a_bundle_error(tiny_bundle, tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     path = tmp_path / "identity.onnx"
     onnx.save(helper.make_model(graph), str(path))
-    with pytest.raises(BundleError, match="no 'features.0.weight' initializer"):
+    with pytest.raises(BundleError, match=r"no 'features.0.weight' initializer"):
         model_from_onnx(path, num_classes=3, input_size=64)
     bundle = load_bundle(tiny_bundle)
     with pytest.raises(BundleError, match="do not fit the AlexNet"):
@@ -49,6 +49,6 @@ def test_torch_eager_bench_baseline_uses_it(tiny_bundle, symbol_coin):
 
     from denarius.apps.bench.torch_eager import TorchEagerPipeline
 
-    ok, png = cv2.imencode(".png", symbol_coin(0)[0])
+    _, png = cv2.imencode(".png", symbol_coin(0)[0])
     [ranked] = TorchEagerPipeline(load_bundle(tiny_bundle), threads=1).identify([(png.tobytes(), png.tobytes())], top_k=2)
     assert len(ranked) == 2 and all(0 <= score <= 1 for _, score in ranked)

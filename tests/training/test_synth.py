@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -252,7 +253,7 @@ def test_clip_polygon_keeps_points_inside_the_clip_region():
 def test_config_is_frozen_and_overridable():
     config = make_config("small", n_coins=300)
     assert isinstance(config, SynthConfig) and config.n_coins == 300 and config.n_types == PRESETS["small"].n_types
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.n_coins = 1  # type: ignore[misc]
 
 

@@ -295,7 +295,7 @@ def _mutate(design: ReverseDesign, rng: np.random.Generator) -> ReverseDesign:
     if choice == "staff":
         return replace(design, staff=str(rng.choice([a for a in STAFF if a != design.staff])))
     if choice == "field_add" and len(design.field) < 2:
-        return replace(design, field=design.field + (_random_field(rng, design.field),))
+        return replace(design, field=(*design.field, _random_field(rng, design.field)))
     if choice == "field_add":
         return replace(design, field=design.field[:1])
     attribute, position = design.field[-1]
@@ -304,10 +304,10 @@ def _mutate(design: ReverseDesign, rng: np.random.Generator) -> ReverseDesign:
         used = {p for _, p in rest} | {position}
         moves = [p for p in FIELD_POSITIONS if p not in used and not (attribute in SKY and p in GROUND_POSITIONS)]
         if moves:
-            return replace(design, field=rest + ((attribute, str(rng.choice(moves))),))
+            return replace(design, field=(*rest, (attribute, str(rng.choice(moves)))))
     used = {a for a, _ in design.field}
     swaps = [a for a in FIELD if a not in used and not (a in SKY and position in GROUND_POSITIONS)]
-    return replace(design, field=rest + ((str(rng.choice(swaps)), position),))
+    return replace(design, field=(*rest, (str(rng.choice(swaps)), position)))
 
 
 def build_catalogue(config, seed: int) -> Catalogue:

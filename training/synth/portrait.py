@@ -137,7 +137,7 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
         jaw = np.stack([-0.05 + 0.72 * t, 0.30 + 0.40 * np.sin(t * 1.4)], 1) * H
         if p.beard == "full":
             die.poly(smooth(np.concatenate([jaw, [[0.72 * H, 0.68 * H], [0.40 * H, 0.88 * H], [-0.05 * H, 0.62 * H]]]), 1), 1.05)
-            die.dots(jaw + [0.0, 0.08 * H], p.curl * 0.6, 1.14)
+            die.dots(jaw + np.array([0.0, 0.08 * H]), p.curl * 0.6, 1.14)  # numpy: shifts every point down
         die.dots(jaw, p.curl * 0.42, 1.12)
         die.end()
 
