@@ -249,7 +249,8 @@ def write_report(config: QuickstartConfig, bundle: Path, run: Path, results: dic
     lines += ["", "## Characteristic landmarks (red = more discriminative)", ""]
     for item in results["overlays"]:
         lines.append(f"- {item['coin_id']} {item['side']}: class `{item['target']}`, p {item['p_full']} full -> "
-                     f"{item['p_masked']} masked, {item['iterations']} iterations<br>![{item['coin_id']} {item['side']}]({rel(item['png'])})")
+                     f"{item['p_masked']} masked, {item['iterations']} iterations"
+                     f"<br>![{item['coin_id']} {item['side']}]({rel(item['png'])})")
     history = run_info.get("history") or {}
     if history:
         lines += ["", "## Training", "", "```", json.dumps(history, indent=1)[:2000], "```"]
@@ -299,7 +300,8 @@ def _markdown_to_html(markdown: str) -> str:
                 body.append(f"<p>{inline(line)}</p>")
     if in_table:
         body.append("</table>")
-    return "<!doctype html><meta charset=utf-8><title>Denarius quickstart</title><body style='font-family:sans-serif'>\n" + "\n".join(body) + "\n</body>\n"
+    return ("<!doctype html><meta charset=utf-8><title>Denarius quickstart</title><body style='font-family:sans-serif'>\n"
+            + "\n".join(body) + "\n</body>\n")
 
 
 def run_quickstart(config: QuickstartConfig) -> Path:

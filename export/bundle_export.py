@@ -270,7 +270,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
                 model_version=version, task=task, side=side, preprocess=spec,
             )
             images = _side_images(records, task, classes, merged)
-            batch = parity_batch(spec, sources=list(config.parity_sources) + list(images.sources[: config.parity_images]), limit=config.parity_images)
+            batch = parity_batch(
+                spec, sources=list(config.parity_sources) + list(images.sources[: config.parity_images]), limit=config.parity_images)
             parity[task] = check_parity(model, fp32, batch, tolerance=config.parity_tolerance).to_dict()
             _gradient_graph(fp32, stage / files["grad"])
 
@@ -285,7 +286,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
                 files["fp16"] = f"{task}.fp16.onnx"
                 convert_fp16(fp32, stage / files["fp16"])
                 eval_images, eval_labels = held_out if held_out is not None else (batch, None)
-                agreement[task]["fp16"] = measure_agreement(fp32, stage / files["fp16"], eval_images, labels=eval_labels, variant="fp16").to_dict()
+                agreement[task]["fp16"] = measure_agreement(
+                    fp32, stage / files["fp16"], eval_images, labels=eval_labels, variant="fp16").to_dict()
 
             plans = {}
             if trt_module is not None:

@@ -116,7 +116,8 @@ def dense_sift(grey: np.ndarray, xy: np.ndarray, *, patch_size: float, sift=None
     keypoints = [cv2.KeyPoint(float(x), float(y), float(patch_size)) for x, y in xy]
     found, descriptors = sift.compute(grey, keypoints)
     if descriptors is None or len(found) != len(keypoints):
-        raise ConfigError(f"SIFT dropped keypoints ({0 if found is None else len(found)} of {len(keypoints)}); keep the grid inside the image")
+        raise ConfigError(
+            f"SIFT dropped keypoints ({0 if found is None else len(found)} of {len(keypoints)}); keep the grid inside the image")
     return descriptors.astype(np.float32)
 
 

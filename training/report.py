@@ -24,7 +24,11 @@ __all__ = ["write_report", "format_table", "plot_confusion", "plot_history"]
 
 logger = logging.getLogger(__name__)
 
-TASK_TITLES = {"reverse": "Reverse (RIC from reverse)", "obverse": "Obverse (emperor from obverse)", "hierarchy": "Hierarchy (RIC from both)"}
+TASK_TITLES = {
+    "reverse": "Reverse (RIC from reverse)",
+    "obverse": "Obverse (emperor from obverse)",
+    "hierarchy": "Hierarchy (RIC from both)",
+}
 
 
 def _pyplot():

@@ -481,7 +481,8 @@ def train_run(
             path = out_dir / f"{task}.pt"
             if path.is_file():
                 ckpt = load_checkpoint(path)
-                check_resumable(ckpt, task=task, classes=classes, model_config=config.model_config(len(classes)), spec=spec, source=str(path))
+                check_resumable(
+                    ckpt, task=task, classes=classes, model_config=config.model_config(len(classes)), spec=spec, source=str(path))
                 resumed[task] = ckpt
             else:
                 logger.warning("--resume: %s does not exist, training %s from the start", path, task)

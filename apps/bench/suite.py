@@ -140,7 +140,10 @@ def bench_model_only(bundle: Bundle, config: BenchConfig, pairs) -> dict:
             by_batch[str(batch)] = _timed(run, seconds=config.seconds, items_per_call=batch)
         result["precisions"][precision] = {"coins_per_s_by_batch": by_batch, "files": variants}
         top1[precision] = np.concatenate(
-            [np.argmax(sessions[m].run([bundle.models[m].output_name], {inputs[m]: side})[0], 1) for m, side in (("emperor", obverse), ("ric", reverse))]
+            [
+                np.argmax(sessions[m].run([bundle.models[m].output_name], {inputs[m]: side})[0], 1)
+                for m, side in (("emperor", obverse), ("ric", reverse))
+            ]
         )
     if len(top1) == 2:
         result["int8_top1_agreement"] = round(float(np.mean(top1["fp32"] == top1["int8"])), 4)
@@ -234,7 +237,8 @@ def bench_scan(bundle: Bundle, config: BenchConfig, pairs, folder: Path) -> dict
 
     batch = max(config.batch_sizes)
     out = folder / "scan.jsonl"
-    summary = run_scan(ScanConfig(input=folder / "pairs", out=out, bundle=bundle.path, batch_size=batch, backend="ort-cpu", restart=True, progress=False))
+    summary = run_scan(ScanConfig(
+        input=folder / "pairs", out=out, bundle=bundle.path, batch_size=batch, backend="ort-cpu", restart=True, progress=False))
     # The engine alone on the same coins, in the same way (one pass, same batch size).
     with Engine(bundle, backend="ort-cpu", max_batch=batch) as engine:
         coins = [CoinPair(obverse=o, reverse=r) for o, r in pairs]
@@ -242,7 +246,12 @@ def bench_scan(bundle: Bundle, config: BenchConfig, pairs, folder: Path) -> dict
         start = time.perf_counter()
         engine.identify(coins)
         engine_per_s = len(coins) / (time.perf_counter() - start)
-    return {"coins": summary.scanned, "errors": summary.errors, "coins_per_s": summary.coins_per_s, "engine_same_coins_per_s": round(engine_per_s, 2)}
+    return {
+        "coins": summary.scanned,
+        "errors": summary.errors,
+        "coins_per_s": summary.coins_per_s,
+        "engine_same_coins_per_s": round(engine_per_s, 2),
+    }
 
 
 # ----------------------------------------------------------------------------- driver
@@ -267,7 +276,8 @@ def _ratios(results: dict) -> dict:
     binding = get("landmarks", "methods", "optimized_binding") or {}
     return {
         "engine_vs_torch_eager": ratio(get("engine", "default", "per_s"), get("torch_eager", "per_s")),
-        "engine_vs_ort_model_only": ratio(get("engine", "fp32", "per_s"), get("model_only", "precisions", "fp32", "coins_per_s_by_batch", batch, "per_s")),
+        "engine_vs_ort_model_only": ratio(
+            get("engine", "fp32", "per_s"), get("model_only", "precisions", "fp32", "coins_per_s_by_batch", batch, "per_s")),
         "int8_vs_fp32": ratio(
             get("model_only", "precisions", "int8", "coins_per_s_by_batch", batch, "per_s"),
             get("model_only", "precisions", "fp32", "coins_per_s_by_batch", batch, "per_s"),
@@ -275,12 +285,14 @@ def _ratios(results: dict) -> dict:
         "int8_top1_agreement": get("model_only", "int8_top1_agreement"),
         "grpc_p50_vs_inprocess": ratio(get("grpc", "unary", "1", "p50"), get("grpc", "inprocess_single_coin_ms", "p50")),
         "landmarks_occlusion_vs_optimized": ratio(occ.get("seconds_per_image"), opt.get("seconds_per_image")),
-        "landmarks_occlusion_vs_optimized_forward_passes": ratio(occ.get("forward_equivalents_per_image"), opt.get("forward_equivalents_per_image")),
+        "landmarks_occlusion_vs_optimized_forward_passes": ratio(
+            occ.get("forward_equivalents_per_image"), opt.get("forward_equivalents_per_image")),
         "landmarks_occlusion_vs_optimized_binding": ratio(occ.get("seconds_per_image"), binding.get("seconds_per_image")),
         "landmarks_occlusion_vs_optimized_binding_forward_passes": ratio(
             occ.get("forward_equivalents_per_image"), binding.get("forward_equivalents_per_image")),
         "landmarks_occlusion_vs_optimized_at_cap": ratio(occ.get("seconds_per_image"), cap.get("seconds_per_image")),
-        "landmarks_occlusion_vs_optimized_at_cap_forward_passes": ratio(occ.get("forward_equivalents_per_image"), cap.get("forward_equivalents_per_image")),
+        "landmarks_occlusion_vs_optimized_at_cap_forward_passes": ratio(
+            occ.get("forward_equivalents_per_image"), cap.get("forward_equivalents_per_image")),
         **{
             f"landmarks_occlusion_vs_optimized_at_cap_{n}_per_run": ratio(occ.get("seconds_per_image"), run.get("seconds_per_image"))
             for n, run in (get("landmarks", "at_cap_by_images_per_run") or {}).items()
@@ -383,18 +395,22 @@ def markdown_report(results: dict) -> str:
     if grpc:
         lines.append(f"| in-process single coin | p50 {grpc['inprocess_single_coin_ms']['p50']} ms |")
         for level, m in grpc.get("unary", {}).items():
-            lines.append(f"| gRPC Identify, concurrency {level} | p50 {m['p50']} / p95 {m['p95']} / p99 {m['p99']} ms, {m['coins_per_s']} coins/s |")
+            lines.append(f"| gRPC Identify, concurrency {level} | p50 {m['p50']} / p95 {m['p95']} / p99 {m['p99']} ms, "
+                         f"{m['coins_per_s']} coins/s |")
         if "stream" in grpc:
             lines.append(f"| gRPC IdentifyStream | {grpc['stream']['coins_per_s']} coins/s |")
         for label, m in {k: v for k, v in grpc.get("landmarks", {}).items() if isinstance(v, dict)}.items():
             lines.append(f"| gRPC Landmarks, {grpc['landmarks']['callers']} callers, landmark_batch {m['landmark_batch']} ({label}) | "
                          f"{m['searches_per_s']} searches/s |")
     for method, m in results.get("landmarks", {}).get("methods", {}).items():
-        lines.append(f"| landmarks {method} (11x11, stride 3) | {m['seconds_per_image']} s/image, {m['forward_equivalents_per_image']} forward passes |")
+        lines.append(f"| landmarks {method} (11x11, stride 3) | {m['seconds_per_image']} s/image, "
+                     f"{m['forward_equivalents_per_image']} forward passes |")
     for n, m in results.get("landmarks", {}).get("at_cap_by_images_per_run", {}).items():
-        lines.append(f"| landmarks optimised at the cap, {n} image(s) per run | {m['seconds_per_image']} s/image, {m['forward_equivalents_per_image']} forward passes |")
+        lines.append(f"| landmarks optimised at the cap, {n} image(s) per run | {m['seconds_per_image']} s/image, "
+                     f"{m['forward_equivalents_per_image']} forward passes |")
     if "coins_per_s" in results.get("scan", {}):
-        lines.append(f"| denarius scan | {results['scan']['coins_per_s']} coins/s (engine alone {results['scan']['engine_same_coins_per_s']}) |")
+        lines.append(f"| denarius scan | {results['scan']['coins_per_s']} coins/s "
+                     f"(engine alone {results['scan']['engine_same_coins_per_s']}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -414,7 +430,8 @@ def plot(results: dict, path: Path) -> None:
     engine = results.get("engine", {})
     for label in ("default", "fp32"):
         if label in engine:
-            left.scatter([engine["batch"]], [engine[label]["per_s"]], marker="s", s=60, label=f"Engine end to end, {engine[label]['precision']}")
+            left.scatter([engine["batch"]], [engine[label]["per_s"]], marker="s", s=60,
+                         label=f"Engine end to end, {engine[label]['precision']}")
     if "per_s" in results.get("torch_eager", {}):
         left.scatter([1], [results["torch_eager"]["per_s"]], marker="x", s=80, color="black", label="PyTorch eager script")
     left.set(xscale="log", xlabel="batch size", ylabel="coins / s", title="Throughput")

@@ -85,13 +85,15 @@ def run(args: argparse.Namespace) -> int:
     tree = bundle.hierarchy
     print(f"  hierarchy: {len(tree.emperors)} emperors, {len(tree.rics)} RIC classes; {len(bundle.descriptions)} RIC descriptions")
     for name, info in bundle.models.items():
-        print(f"  {name} model ({info.side}): {len(info.classes)} classes, input (N, 3, {info.input_size}, {info.input_size}) '{info.input_name}' -> '{info.output_name}'")
+        print(f"  {name} model ({info.side}): {len(info.classes)} classes, "
+              f"input (N, 3, {info.input_size}, {info.input_size}) '{info.input_name}' -> '{info.output_name}'")
         for variant, relative in info.files.items():
             print(f"    {variant:5s} {relative} ({_size(bundle.path / relative)})")
         for key, relative in info.plans.items():
             print(f"    plan  {relative} [{key}] ({_size(bundle.path / relative)})")
         for variant, report in info.agreement.items():
-            line = f"    {variant} vs fp32: top-1 agreement {_percent(report.get('top1_agreement'))} on {report.get('images', '?')} held-out images"
+            line = (f"    {variant} vs fp32: top-1 agreement {_percent(report.get('top1_agreement'))} "
+                    f"on {report.get('images', '?')} held-out images")
             if report.get("accuracy_delta") is not None:
                 line += f", accuracy delta {report['accuracy_delta']:+.1%}"
             print(line)

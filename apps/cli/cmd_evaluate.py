@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs")
     add_training_arguments(parser)
     g = parser.add_argument_group("SIFT + SVM baseline")
-    g.add_argument("--svm-image-size", type=int, default=None, help="canonical image side for SIFT (default: the CNN's canonical size, 256/224 x --input-size)")
+    g.add_argument("--svm-image-size", type=int, default=None,
+                   help="canonical image side for SIFT (default: the CNN's canonical size, 256/224 x --input-size)")
     g.add_argument("--svm-step", type=int, default=None, help="dense SIFT grid spacing in px (default 6)")
     g.add_argument("--svm-codebook", type=int, default=None, help="visual words (default 256)")
     g.add_argument("--svm-c", type=float, default=None, help="LinearSVC C (default 1.0)")

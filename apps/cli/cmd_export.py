@@ -14,23 +14,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory of `denarius train` (emperor.pt, ric.pt, run.json)")
     parser.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle directory to create")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
-    parser.add_argument("--model-version", default=None, help="version string recorded in the bundle (default: run folder name + checkpoint hash)")
+    parser.add_argument("--model-version", default=None,
+                        help="version string recorded in the bundle (default: run folder name + checkpoint hash)")
     quant = parser.add_argument_group("INT8")
-    quant.add_argument("--int8", action="store_true", help="add QDQ INT8 files (onnxruntime static quantisation; also TensorRT's INT8 input)")
-    quant.add_argument("--calibration", type=Path, default=None, metavar="MANIFEST", help="dataset manifest whose photographs calibrate INT8 (default: the run's manifest)")
+    quant.add_argument("--int8", action="store_true",
+                       help="add QDQ INT8 files (onnxruntime static quantisation; also TensorRT's INT8 input)")
+    quant.add_argument("--calibration", type=Path, default=None, metavar="MANIFEST",
+                       help="dataset manifest whose photographs calibrate INT8 (default: the run's manifest)")
     quant.add_argument("--calibration-size", type=int, default=300, metavar="N", help="coins used for calibration (default 300)")
-    quant.add_argument("--evaluation-size", type=int, default=200, metavar="N", help="held-out coins for the INT8 agreement report (default 200)")
-    quant.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax", help="activation range estimator (default minmax)")
+    quant.add_argument("--evaluation-size", type=int, default=200, metavar="N",
+                       help="held-out coins for the INT8 agreement report (default 200)")
+    quant.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                       help="activation range estimator (default minmax)")
     parser.add_argument("--fp16", action="store_true", help="add fp16 files (fp16 compute, fp32 image/logits)")
     trt = parser.add_argument_group("TensorRT (only where `import tensorrt` works; skipped with a message otherwise)")
     trt.add_argument("--tensorrt", "--trt", action="store_true", help="build TensorRT plans for this machine's GPU")
-    trt.add_argument("--trt-precision", choices=("fp32", "fp16", "int8"), default=None, help="plan precision (default: int8 with --int8, else fp16)")
-    trt.add_argument("--trt-batch", type=int, nargs=3, default=(1, 8, 32), metavar=("MIN", "OPT", "MAX"), help="batch optimisation profile (default 1 8 32)")
+    trt.add_argument("--trt-precision", choices=("fp32", "fp16", "int8"), default=None,
+                     help="plan precision (default: int8 with --int8, else fp16)")
+    trt.add_argument("--trt-batch", type=int, nargs=3, default=(1, 8, 32), metavar=("MIN", "OPT", "MAX"),
+                     help="batch optimisation profile (default 1 8 32)")
     trt.add_argument("--trt-workspace-mib", type=int, default=2048, metavar="MIB", help="builder workspace limit (default 2048)")
-    trt.add_argument("--timing-cache", type=Path, default=None, metavar="FILE", help="persistent TensorRT timing cache (default: RUN_DIR/tensorrt.cache)")
-    trt.add_argument("--strongly-typed", action="store_true", help="TensorRT 10: strongly typed network (precision from the fp16/QDQ file); always on in 11")
-    parser.add_argument("--parity-images", type=int, default=16, metavar="N", help="photographs in the ORT-vs-PyTorch parity batch (default 16)")
-    parser.add_argument("--parity-photo", type=Path, action="append", default=[], metavar="PATH", help="photograph to include in the parity batch first (repeatable)")
+    trt.add_argument("--timing-cache", type=Path, default=None, metavar="FILE",
+                     help="persistent TensorRT timing cache (default: RUN_DIR/tensorrt.cache)")
+    trt.add_argument("--strongly-typed", action="store_true",
+                     help="TensorRT 10: strongly typed network (precision from the fp16/QDQ file); always on in 11")
+    parser.add_argument("--parity-images", type=int, default=16, metavar="N",
+                        help="photographs in the ORT-vs-PyTorch parity batch (default 16)")
+    parser.add_argument("--parity-photo", type=Path, action="append", default=[], metavar="PATH",
+                        help="photograph to include in the parity batch first (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
             f"= {report['relative']:.2e} of the logit scale (limit {report['tolerance']:.0e})"
         )
         for variant, agreement in result.agreement.get(model, {}).items():
-            line = f"  {model}: {variant} vs fp32 on {agreement['images']} held-out photos: top-1 agreement {agreement['top1_agreement']:.1%}"
+            line = (f"  {model}: {variant} vs fp32 on {agreement['images']} held-out photos: "
+                    f"top-1 agreement {agreement['top1_agreement']:.1%}")
             if agreement.get("accuracy_delta") is not None:
                 line += (
                     f", accuracy {agreement['variant_accuracy']:.1%} vs {agreement['fp32_accuracy']:.1%}"

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=224, help="image side in px (default 224)")
     parser.add_argument("--batch", type=int, default=8, help="masks per call (default 8)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per operation (default 20)")
-    parser.add_argument("--require-cuda", action="store_true", help="exit 1 when CUDA cannot run here (else NumPy alone is timed and the run succeeds)")
+    parser.add_argument("--require-cuda", action="store_true",
+                        help="exit 1 when CUDA cannot run here (else NumPy alone is timed and the run succeeds)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -123,7 +123,8 @@ def run_local(args: argparse.Namespace, config) -> int:
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     for m in maps:
         masked = "" if m.p_masked is None else f", p(c | landmarks) = {m.p_masked:.4f} (epsilon {m.epsilon:g}, {m.iterations} iterations)"
-        print(f"{m.method}: target {m.label}: p(c) = {m.p_full:.4f}{masked}; {m.forward_equivalents:.0f} forward-pass equivalents, {m.seconds:.2f} s")
+        print(f"{m.method}: target {m.label}: p(c) = {m.p_full:.4f}{masked}; "
+              f"{m.forward_equivalents:.0f} forward-pass equivalents, {m.seconds:.2f} s")
         if m.vacuous:
             print(f"  note: epsilon {m.epsilon:g} is vacuous here - the {m.reference} reference alone (every region removed) keeps p(c) "
                   "above p - epsilon, so the smallest mask is empty; the heatmap still ranks the regions; use a smaller epsilon for a mask")

@@ -32,9 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--landmarks", action="store_true", help="add landmark boxes per side (slow)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", metavar="HOST:PORT", help="scan through a running Denarius server (IdentifyStream)")
-    where.add_argument("--ray", metavar="ADDRESS", help="run on Ray Data, from a node of the cluster: 'auto' (this machine's cluster, else a local one), the GCS address "
-                            "HOST:6379, or 'local'; Ray Client (ray://) is not supported by Ray Data. Images and the bundle must be "
-                            "readable at the same paths on every node")
+    where.add_argument("--ray", metavar="ADDRESS",
+                       help="run on Ray Data, from a node of the cluster: 'auto' (this machine's cluster, else a local one), "
+                            "the GCS address HOST:6379, or 'local'; Ray Client (ray://) is not supported by Ray Data. "
+                            "Images and the bundle must be readable at the same paths on every node")
     parser.add_argument("--restart", action="store_true", help="discard an existing output and start over")
     parser.add_argument("--backend", default="auto", help="engine backend: auto, ort-cpu, ort-cuda, tensorrt (default auto)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="engine precision (default: the backend's)")

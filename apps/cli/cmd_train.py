@@ -36,7 +36,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                    help="plain cross-entropy instead of inverse-class-frequency weights")
     g.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling, crops, dropout and folds")
     g.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: best on a shared, busy CPU)")
-    parser.add_argument("--merge-threshold", type=int, default=2, help="merge RIC types whose reverse descriptions differ in fewer words (0: off)")
+    parser.add_argument("--merge-threshold", type=int, default=2,
+                        help="merge RIC types whose reverse descriptions differ in fewer words (0: off)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -46,7 +47,8 @@ def train_config_from_args(args: argparse.Namespace):
     mapping = {
         "epochs": args.epochs, "input_size": args.input_size, "width": args.width, "weights": args.weights,
         "lr": args.lr, "new_layer_lr_mult": args.new_layer_lr_mult, "optimizer": args.optimizer,
-        "batch_size": args.batch_size, "weight_decay": args.weight_decay, "dropout": args.dropout, "jitter": args.jitter, "balance": args.balance,
+        "batch_size": args.batch_size, "weight_decay": args.weight_decay, "dropout": args.dropout, "jitter": args.jitter,
+        "balance": args.balance,
         "seed": args.seed, "threads": args.threads,
     }
     return TrainConfig(**{k: v for k, v in mapping.items() if v is not None})

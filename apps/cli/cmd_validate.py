@@ -11,7 +11,8 @@ EXAMPLES = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, help="dataset manifest CSV")
-    parser.add_argument("--merge-threshold", type=int, default=2, help="merge RIC labels whose reverse descriptions differ in fewer words (default 2, 0 = off)")
+    parser.add_argument("--merge-threshold", type=int, default=2,
+                        help="merge RIC labels whose reverse descriptions differ in fewer words (default 2, 0 = off)")
     parser.add_argument("--folds", type=int, default=5, help="check that every class fits this many folds (default 5)")
 
 

@@ -142,7 +142,8 @@ class TensorRTBackend(Backend):
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if spec.input_name not in inputs or spec.output_name not in outputs:
-            raise BundleError(f"{spec.path}: expected input {spec.input_name!r} and output {spec.output_name!r}; plan has {inputs} -> {outputs}")
+            raise BundleError(
+                f"{spec.path}: expected input {spec.input_name!r} and output {spec.output_name!r}; plan has {inputs} -> {outputs}")
         _, _, max_shape = engine.get_tensor_profile_shape(spec.input_name, 0)
         max_shape = tuple(int(d) for d in max_shape)
         classes = int(engine.get_tensor_shape(spec.output_name)[1])

@@ -22,7 +22,10 @@ from denarius.engine.landmarks.optimizer import NumpyOps, OptimizerConfig, check
 from denarius.engine.landmarks.regions import Regions, pixel_regions, superpixel_regions, window_regions
 from denarius.engine.landmarks.result import LandmarkMap, rescale, top_regions
 
-__all__ = ["METHODS", "HEATMAPS", "SUPPORTS", "SPREADS", "SWEEP_EPSILONS", "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source", "source_crop", "decode_side"]
+__all__ = [
+    "METHODS", "HEATMAPS", "SUPPORTS", "SPREADS", "SWEEP_EPSILONS",
+    "LandmarkConfig", "make_regions", "compute_landmarks", "landmarks_for_source", "source_crop", "decode_side",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +284,8 @@ def _optimized(model, crops, regions, config, targets, eps_list, ops, should_sto
                     converged=bool(result.converged[image_rows].all() if use_ladder else result.converged[r]),
                     vacuous=bool(result.vacuous[r]),
                     top_regions=top_regions(scores[s], boxes, count=config.top),
-                    forward_equivalents=float(result.forward_equivalents[image_rows].sum() if use_ladder else result.forward_equivalents[r]),
+                    forward_equivalents=float(
+                        result.forward_equivalents[image_rows].sum() if use_ladder else result.forward_equivalents[r]),
                     seconds=seconds if use_ladder else seconds / len(rungs),
                 )
             )

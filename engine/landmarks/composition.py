@@ -44,7 +44,10 @@ from denarius.engine.errors import InputError
 from denarius.engine.landmarks.regions import LabelRegions, Regions, WindowRegions
 from denarius.engine.preprocess import PreprocessSpec, normalize
 
-__all__ = ["REFERENCES", "reference_images", "replace_pixels", "mask_weights", "centre_weights", "compose", "region_sums", "adjoint", "normalize_slope", "pixel_gradient"]
+__all__ = [
+    "REFERENCES", "reference_images", "replace_pixels", "mask_weights", "centre_weights", "compose",
+    "region_sums", "adjoint", "normalize_slope", "pixel_gradient",
+]
 
 
 REFERENCES = ("blur", "black", "coin-blur")

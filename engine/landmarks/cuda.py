@@ -63,7 +63,8 @@ class CudaOps:
         self._module = SourceModule(KERNEL_SOURCE.read_text(), no_extern_c=True, options=["-O3"])
         self._kernels = {
             name: self._module.get_function(name)
-            for name in ("compose_windows", "compose_labels", "weighted_dot", "window_sums_rows", "window_sums_cols", "label_sums", "projected_step")
+            for name in (
+                "compose_windows", "compose_labels", "weighted_dot", "window_sums_rows", "window_sums_cols", "label_sums", "projected_step")
         }
         self._cache: dict[int, tuple] = {}
 

@@ -72,7 +72,8 @@ def reference(bundle, pairs, *, top_k):
     parent = {r: h.emperors.index(h.emperor_of(r)) for r in h.rics}
     out = {}
     for i, pair in enumerate(pairs):
-        rows = [(r, p_emp[i, parent[r]] * p_ric[i, k], p_ric[i, k], h.emperors[parent[r]], p_emp[i, parent[r]]) for k, r in enumerate(h.rics)]
+        rows = [(r, p_emp[i, parent[r]] * p_ric[i, k], p_ric[i, k], h.emperors[parent[r]], p_emp[i, parent[r]])
+                for k, r in enumerate(h.rics)]
         rows.sort(key=lambda row: -row[1])
         out[pair.coin_id] = rows[:top_k]
     return out

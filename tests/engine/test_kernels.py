@@ -34,7 +34,9 @@ def test_kernels_compile_with_nvcc(tmp_path):
     result = subprocess.run([nvcc, "--ptx", "-arch=sm_80", "-o", str(out), str(KERNEL_SOURCE)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     ptx = out.read_text()
-    for name in ("compose_windows", "compose_labels", "weighted_dot", "window_sums_rows", "window_sums_cols", "label_sums", "projected_step"):
+    for name in (
+        "compose_windows", "compose_labels", "weighted_dot", "window_sums_rows", "window_sums_cols", "label_sums", "projected_step",
+    ):
         assert f".entry {name}(" in ptx
 
 
@@ -113,7 +115,8 @@ def emulated(tmp_path_factory):
     (root / "wrappers.cpp").write_text(WRAPPERS)
     library = root / "libemu.so"
     result = subprocess.run(
-        [gxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-include", str(root / "emu.h"), "-o", str(library), str(root / "wrappers.cpp")],
+        [gxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-include", str(root / "emu.h"),
+         "-o", str(library), str(root / "wrappers.cpp")],
         capture_output=True, text=True, timeout=180,
     )
     if result.returncode != 0 and "barrier" in result.stderr:
@@ -145,7 +148,8 @@ class EmulatedOps:
                                          ny, nx, regions.size, regions.stride, batch, h, w, _ptr(out))
         else:
             labels = np.ascontiguousarray(regions.labels, np.int32)
-            self.lib.run_compose_labels(self.grid, self.block, _ptr(images), _ptr(x), _ptr(cov), _ptr(labels), regions.count, batch, h, w, _ptr(out))
+            self.lib.run_compose_labels(
+                self.grid, self.block, _ptr(images), _ptr(x), _ptr(cov), _ptr(labels), regions.count, batch, h, w, _ptr(out))
         return out
 
     def adjoint(self, regions, images, grad):

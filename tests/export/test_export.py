@@ -129,7 +129,8 @@ def test_int8_is_symmetric_per_channel_qdq_and_agreement_is_reported(bundle):
         ops = [n.op_type for n in proto.graph.node]
         assert ops.count("QuantizeLinear") >= 8 and "DequantizeLinear" in ops
         inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
-        zero_points = [inits[n.input[2]] for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+        zero_points = [inits[n.input[2]] for n in proto.graph.node
+                       if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
         assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points), "TensorRT needs int8, zero point 0"
         conv_weight = next(n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith("features.0.weight"))
         assert inits[conv_weight.input[1]].shape == (inits[conv_weight.input[0]].shape[0],), "per-output-channel weight scales"
@@ -288,7 +289,8 @@ def test_parity_check_refuses_a_graph_that_differs_from_the_model(tiny_run, tmp_
 
     model = _torch_model(tiny_run, "emperor")
     spec = PreprocessSpec.for_input_size(64)
-    path = export_onnx(model, tmp_path / "e.onnx", input_size=64, classes=("a", "b", "c"), model_version="x", task="emperor", side="obverse")
+    path = export_onnx(
+        model, tmp_path / "e.onnx", input_size=64, classes=("a", "b", "c"), model_version="x", task="emperor", side="obverse")
     images = _photos(spec, count=4)
     assert check_parity(model, path, images).passed
     with torch.no_grad():

@@ -16,7 +16,8 @@ from denarius.export.tensorrt import (
 )
 
 needs_no_tensorrt = pytest.mark.skipif(tensorrt_available(), reason="tensorrt is installed; this checks the message when it is not")
-needs_tensorrt = pytest.mark.skipif(not tensorrt_available(), reason="tensorrt is not importable here (no GPU build machine); plans are built on GPU hosts")
+needs_tensorrt = pytest.mark.skipif(
+    not tensorrt_available(), reason="tensorrt is not importable here (no GPU build machine); plans are built on GPU hosts")
 
 
 @pytest.mark.parametrize("cc, version, key", [
@@ -91,7 +92,8 @@ def test_build_plan_on_this_gpu(tiny_run, tmp_path):  # pragma: no cover - GPU h
     from denarius.engine.bundle import load_bundle
     from denarius.export.bundle_export import ExportConfig, export_bundle
 
-    config = ExportConfig(fp16=True, tensorrt=True, tensorrt_config=TensorRTConfig(precision="fp16", max_batch=8, opt_batch=4, timing_cache=tmp_path / "cache"))
+    config = ExportConfig(fp16=True, tensorrt=True, tensorrt_config=TensorRTConfig(
+        precision="fp16", max_batch=8, opt_batch=4, timing_cache=tmp_path / "cache"))
     result = export_bundle(tiny_run, tmp_path / "b", config=config)
     bundle = load_bundle(result.path)
     for task in ("emperor", "ric"):

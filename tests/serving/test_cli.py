@@ -91,7 +91,8 @@ def test_serve_with_a_broken_bundle_exits_1(tmp_path):
 
 def test_serving_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import denarius.serving.server, denarius.serving.client, denarius.serving.servicer, denarius.serving.runtime, denarius.serving.status\n"
+            "import denarius.serving.server, denarius.serving.client, denarius.serving.servicer, "
+            "denarius.serving.runtime, denarius.serving.status\n"
             "import denarius.apps.cli.cmd_serve, denarius.apps.cli.cmd_identify, denarius.apps.cli.remote_landmarks\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

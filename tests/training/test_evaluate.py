@@ -104,7 +104,9 @@ def test_evaluate_writes_the_report_for_both_methods_on_the_same_folds(evaluated
         assert set(section["top1"]["mean"]) == set(section["top5"]["mean"]) == {"reverse", "obverse", "hierarchy"}
         assert np.array(section["confusion"]["reverse"]).sum() == report["coins"]
     assert len(report["cnn"]["history"]["ric"]) == 2
-    for name in ("confusion_cnn_reverse", "confusion_cnn_hierarchy", "confusion_svm_reverse", "confusion_svm_hierarchy", "accuracy_vs_iterations"):
+    for name in (
+        "confusion_cnn_reverse", "confusion_cnn_hierarchy", "confusion_svm_reverse", "confusion_svm_hierarchy", "accuracy_vs_iterations",
+    ):
         assert (evaluated / f"{name}.png").stat().st_size > 1000
     assert "Hierarchy" in (evaluated / "table.md").read_text()
 

@@ -169,7 +169,8 @@ def test_catalogue_structure_of_the_bigger_presets(preset):
     # the reverse alone is ambiguous for some types: the same figure and attributes elsewhere
     assert catalogue.shared
     # some types of an emperor use another obverse variant
-    assert any((t.crown, t.bust) != (catalogue.emperors[t.emperor].portrait.crown, catalogue.emperors[t.emperor].portrait.bust) for t in catalogue.types)
+    assert any((t.crown, t.bust) != (catalogue.emperors[t.emperor].portrait.crown, catalogue.emperors[t.emperor].portrait.bust)
+               for t in catalogue.types)
 
 
 def test_paper_preset_counts():
@@ -217,7 +218,8 @@ def test_cli_writes_a_dataset_and_reports_errors(tmp_path, capsys):
     from denarius.apps.cli import main
 
     out = tmp_path / "cli"
-    argv = ["synth", "--out", str(out), "--n-emperors", "2", "--n-types", "3", "--n-coins", "15", "--min-coins-per-type", "5", "--no-progress"]
+    argv = ["synth", "--out", str(out), "--n-emperors", "2", "--n-types", "3", "--n-coins", "15",
+            "--min-coins-per-type", "5", "--no-progress"]
     assert main(argv) == 0
     assert len(read_manifest(out / "manifest.csv")) == 15
     assert main(argv) == 2

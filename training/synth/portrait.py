@@ -68,7 +68,8 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
                 die.lines(_clip_to_die(flap), 0.5, 0.012, closed=True, record=False)
         if "draped" in bust:
             # a cloak over the far shoulder, its folds, and a brooch (fibula)
-            cloak = np.array([[-0.95, 1.0], [-0.82, top + 0.20], [-0.56, top + 0.0], [-0.22, top + 0.05], [-0.15, top + 0.35], [-0.35, 1.0]])
+            cloak = np.array(
+                [[-0.95, 1.0], [-0.82, top + 0.20], [-0.56, top + 0.0], [-0.22, top + 0.05], [-0.15, top + 0.35], [-0.35, 1.0]])
             die.poly(_clip_to_die(smooth(cloak, 2)), 0.70, record=False)
             for k in range(6):
                 x = -0.78 + 0.1 * k
@@ -122,7 +123,8 @@ def draw_obverse(die: Die, emperor: Emperor, *, crown: str, bust: str, rng: np.r
     elif p.hair == "combed":
         for k in range(11):
             a0 = np.pi * (0.85 + 0.085 * k)
-            pts = [[np.cos(a0 + d) * r * H * sl - 0.26 * H, np.sin(a0 + d) * r * H - 0.08 * H] for d, r in ((0, 0.88), (0.1, 0.68), (0.2, 0.48))]
+            pts = [[np.cos(a0 + d) * r * H * sl - 0.26 * H, np.sin(a0 + d) * r * H - 0.08 * H]
+                   for d, r in ((0, 0.88), (0.1, 0.68), (0.2, 0.48))]
             die.lines(pts, 0.92, 0.014, record=False)
     else:
         a = rng.uniform(np.pi * 0.8, np.pi * 1.78, 60)

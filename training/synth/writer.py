@@ -276,7 +276,8 @@ def _readme(catalogue: Catalogue, config: SynthConfig, preset: str, seed: int, c
     per_type = Counter(coin_types)
     types_per_emperor = Counter(t.emperor for t in catalogue.types)
     by_label = {t.label: t for t in catalogue.types}
-    variants = sum(1 for t in catalogue.types if (t.crown, t.bust) != (catalogue.emperors[t.emperor].portrait.crown, catalogue.emperors[t.emperor].portrait.bust))
+    variants = sum(1 for t in catalogue.types
+                   if (t.crown, t.bust) != (catalogue.emperors[t.emperor].portrait.crown, catalogue.emperors[t.emperor].portrait.bust))
     lines = [
         "# Synthetic Roman imperial coins (Denarius `synth`)",
         "",
@@ -381,7 +382,8 @@ def _contact_sheet(out_dir: Path, catalogue: Catalogue, coin_types: list[int], *
         sheet[y + pad : y + pad + thumb, x + pad : x + pad + thumb] = images[0]
         sheet[y + pad : y + pad + thumb, x + 2 * pad + thumb : x + 2 * pad + 2 * thumb] = images[1]
         for n, (line, color) in enumerate(text):
-            cv2.putText(sheet, line, (x + pad, y + thumb + 2 * pad + 11 + n * line_h), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+            cv2.putText(sheet, line, (x + pad, y + thumb + 2 * pad + 11 + n * line_h), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1,
+                        cv2.LINE_AA)
         cv2.rectangle(sheet, (x, y), (x + cell_w - 1, y + cell_h - 1), (210, 210, 210), 1)
     ok, png = cv2.imencode(".png", sheet)
     if not ok:  # pragma: no cover
