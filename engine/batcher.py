@@ -39,12 +39,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
 from denarius.engine.bundle import SIDES
 from denarius.engine.errors import BatcherClosed, DeadlineExceeded, InputError, Overloaded
-from denarius.engine.scoring import Scorer, batch_rows, check_top_k, coerce_pair
+from denarius.engine.scoring import CoinPair, Scorer, batch_rows, check_top_k, coerce_pair
 
 __all__ = ["Batcher", "BatcherStats", "BatcherClosed"]
 
@@ -84,7 +85,7 @@ class BatcherStats:
 
 @dataclass
 class _Request:
-    pair: object
+    pair: object  # what submit() was given; _preprocess replaces it with its CoinPair
     top_k: int
     deadline: float | None
     future: Future
@@ -131,8 +132,8 @@ class Batcher:
         self._pending = 0  # admitted, not yet taken into a batch
         self._closing = False
         self._cancelling = False
-        self._counts = collections.Counter()
-        self._sizes = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._sizes: collections.Counter[int] = collections.Counter()  # batch size -> batches
         self._max_depth = 0
         self._inference_seconds = 0.0
         size = scorer.spec.crop
@@ -323,7 +324,7 @@ class Batcher:
                 stack["obverse"][: counts["obverse"]] if counts["obverse"] else None,
                 stack["reverse"][: counts["reverse"]] if counts["reverse"] else None,
                 rows,
-                [request.pair.coin_id for request in live],
+                [cast(CoinPair, request.pair).coin_id for request in live],  # live requests are preprocessed
                 [request.top_k for request in live],
             )
         except Exception as error:  # the backend failed: every request of this batch learns why

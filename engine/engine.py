@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import cast
 
 import cv2
 import numpy as np
@@ -54,7 +55,8 @@ class _BufferPool:
     """Reusable (max_batch, 3, S, S) float32 batch buffers: fresh ones page-fault ~20 MB each."""
 
     def __init__(self, shape: tuple[int, ...]):
-        self._shape, self._free, self._lock = shape, [], threading.Lock()
+        self._shape, self._lock = shape, threading.Lock()
+        self._free: list[np.ndarray] = []
 
     def acquire(self) -> np.ndarray:
         with self._lock:
@@ -185,11 +187,12 @@ class Engine:
                 if all(f.done() for f in chunk["futures"]):  # never recycle a buffer still being written
                     for buffer in chunk["buffers"]:
                         self._buffers.release(buffer)
+        done = cast("list[Identification]", results)  # _finish filled every slot
         if errors == "raise":
-            for index, result in enumerate(results):
+            for index, result in enumerate(done):
                 if result.error is not None:
                     raise InputError(f"coin {index}: {result.error.reason}", side=result.error.side)
-        return results
+        return done
 
     # ------------------------------------------------------------------ batched / concurrent API
 

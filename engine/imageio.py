@@ -34,6 +34,11 @@ class ImageHeader(tuple):
             progressive JPEG's coefficients, a lossless WebP's ARGB plane, a TIFF strip).
     """
 
+    channels: int
+    sample_bytes: int
+    alpha: bool
+    internal_bytes: int
+
     def __new__(cls, fmt: str, width: int, height: int, *, channels: int = 3, sample_bytes: int = 1,
                 alpha: bool = False, internal_bytes: int = 0):
         self = super().__new__(cls, (fmt, int(width), int(height)))

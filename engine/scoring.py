@@ -158,6 +158,13 @@ def batch_rows(sides_per_coin: Iterable[Iterable[str]]) -> tuple[list[tuple[int 
     return rows, counts
 
 
+def _batch_row(probabilities: np.ndarray | None, row: int) -> np.ndarray:
+    """Row ``row`` of a side's batch probabilities, which a coin with that side guarantees."""
+    if probabilities is None:
+        raise RuntimeError(f"row {row} of a side whose batch was not inferred")
+    return probabilities[row]
+
+
 class Scorer:
     """Preprocesses sides and scores batches with a bundle's two classifiers on one backend.
 
@@ -220,12 +227,14 @@ class Scorer:
         both = [j for j, (o, r) in enumerate(rows) if o is not None and r is not None]
         joint = {}
         if both:
+            assert p_emp is not None and p_ric is not None  # a coin with both sides has a row in each batch
             scores = hierarchy.joint_scores(p_emp[[rows[j][0] for j in both]], p_ric[[rows[j][1] for j in both]])
             joint = dict(zip(both, scores, strict=True))
         results = []
         for j, (o, r) in enumerate(rows):
-            pe = None if o is None else p_emp[o]
-            pr = None if r is None else p_ric[r]
+            # a row number means that side's batch was inferred
+            pe = None if o is None else _batch_row(p_emp, o)
+            pr = None if r is None else _batch_row(p_ric, r)
             results.append(self._rank(coin_ids[j], pe, pr, joint.get(j), top_ks[j]))
         return results
 
@@ -244,11 +253,11 @@ class Scorer:
             return Identification(coin_id, "emperor", candidates, self.version)
         score = p_ric if joint is None else joint
         order = np.argsort(-score, kind="stable")[:top_k]
-        candidates = []
+        ranked: list[Candidate] = []
         for r in order:
             ric, parent = hierarchy.rics[r], int(hierarchy.parent[r])
             text = descriptions.get(ric) or {}
-            candidates.append(Candidate(
+            ranked.append(Candidate(
                 ric=ric,
                 emperor=hierarchy.emperors[parent],
                 score=float(score[r]),
@@ -257,4 +266,4 @@ class Scorer:
                 obverse_description=str(text.get("obverse", "")),
                 reverse_description=str(text.get("reverse", "")),
             ))
-        return Identification(coin_id, "ric" if joint is None else "joint", tuple(candidates), self.version)
+        return Identification(coin_id, "ric" if joint is None else "joint", tuple(ranked), self.version)

@@ -61,7 +61,7 @@ class CoinClient:
     ):
         if timeout <= 0 or retries < 0 or backoff_s < 0:
             raise ConfigError("timeout must be > 0, retries and backoff_s >= 0")
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -203,14 +204,14 @@ class Runtime:
         model_name = service.model_name(side)
         classes = service.classes(model_name)
         target = service.check_target(model_name, request.target or None, side=side)
-        optimizer = {}
+        optimizer: dict[str, Any] = {}
         if request.HasField("sparsity"):
             optimizer["lam"] = float(request.sparsity)
         if request.max_iterations:
             if request.max_iterations > MAX_ITERATIONS:
                 raise ConfigError(f"max_iterations must be <= {MAX_ITERATIONS}, got {request.max_iterations}")
             optimizer["max_iterations"] = int(request.max_iterations)
-        settings = {
+        settings: dict[str, Any] = {
             "method": METHOD_NAMES[request.method],
             "reference": REFERENCE_NAMES[request.reference],
             "optimizer": OptimizerConfig(**optimizer),

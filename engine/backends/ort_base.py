@@ -32,13 +32,13 @@ class ClassifierIO:
         node = inputs[spec.input_name]
         if spec.output_name not in outputs:
             raise BundleError(f"{path}: no output named {spec.output_name!r}; outputs: {sorted(outputs)}")
-        shape = node.shape[1:]
-        if len(shape) != 3 or any(d is None for d in shape):
+        shape = tuple(d for d in node.shape[1:] if d is not None)
+        if len(shape) != 3 or len(node.shape) != 4:
             raise BundleError(f"{path}: input {node.name!r} has shape {node.shape}, expected (N, 3, S, S)")
         self.input = node.name
         self.output = spec.output_name
         self.dtype = node.dtype
-        self.shape: tuple[int, ...] = tuple(shape)
+        self.shape: tuple[int, ...] = shape
 
 
 class OrtBackend(Backend):

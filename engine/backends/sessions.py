@@ -28,7 +28,7 @@ __all__ = ["ORT_TYPES", "open_session", "quiet_options", "input_specs", "output_
 logger = logging.getLogger(__name__)
 
 # onnxruntime's type strings -> NumPy dtypes (the ones Denarius graphs use).
-ORT_TYPES = {
+ORT_TYPES: dict[str, np.dtype] = {
     "tensor(float)": np.dtype(np.float32),
     "tensor(float16)": np.dtype(np.float16),
     "tensor(double)": np.dtype(np.float64),

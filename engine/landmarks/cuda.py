@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class CudaOps:
 
     # ---------------------------------------------------------------- helpers
 
-    def _upload(self, array: np.ndarray, dtype) -> object:
+    def _upload(self, array: np.ndarray, dtype) -> Any:  # a pycuda GPUArray (pycuda has no types)
         return self._gpu.to_gpu(np.ascontiguousarray(array, dtype=dtype))
 
     def _geometry(self, regions: Regions) -> tuple:
@@ -80,6 +81,7 @@ class CudaOps:
         if cached is not None and cached[0] is regions:
             return cached[1]
         coverage = self._upload(regions.coverage, np.float32)
+        arrays: tuple[Any, ...]
         if isinstance(regions, WindowRegions):
             arrays = (coverage, self._upload(regions.ys, np.int32), self._upload(regions.xs, np.int32))
         elif isinstance(regions, LabelRegions):

@@ -102,6 +102,10 @@ class WindowRegions(Regions):
     size: int
     stride: int
     kind: str = field(default="windows", init=False)
+    # Derived in __post_init__ (read-only arrays); not part of the value: no init, repr or eq.
+    ys: np.ndarray = field(init=False, repr=False, compare=False)
+    xs: np.ndarray = field(init=False, repr=False, compare=False)
+    _coverage: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         ys = window_starts(self.height, self.size, self.stride)
@@ -169,6 +173,7 @@ class LabelRegions(Regions):
     labels: np.ndarray
     num_regions: int
     kind: str = "superpixels"
+    _coverage: np.ndarray = field(init=False, repr=False, compare=False)  # derived in __post_init__
 
     def __post_init__(self):
         labels = np.ascontiguousarray(self.labels, dtype=np.int32)

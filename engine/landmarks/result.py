@@ -74,7 +74,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.6, floor
         (H, W, 3) uint8 RGB.
     """
     image = np.asarray(image, np.uint8)
-    heat = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32)), 0.0, 1.0)
+    heat: np.ndarray = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32)), 0.0, 1.0)
     if heat.shape != image.shape[:2]:
         heat = cv2.resize(heat, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     colour = cv2.cvtColor(cv2.applyColorMap((heat * 255 + 0.5).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)

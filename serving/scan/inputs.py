@@ -175,17 +175,19 @@ def scan_folder(root: str | Path) -> ScanInput:
     items: list[CoinItem] = []
     unpaired: list[str] = []
     for coin_id in sorted(sides):
-        found = sides[coin_id]
-        obverse = found["obverse"][0] if found["obverse"] else None
-        reverse = found["reverse"][0] if found["reverse"] else None
-        problem = None
-        several = {s: f for s, f in found.items() if len(f) > 1}
+        by_side = sides[coin_id]
+        obverse = by_side["obverse"][0] if by_side["obverse"] else None
+        reverse = by_side["reverse"][0] if by_side["reverse"] else None
+        problem: tuple[str, str] | None = None
+        several = {s: f for s, f in by_side.items() if len(f) > 1}
         if several:
             listed = "; ".join(f"{s}: {', '.join(p.relative_to(root).as_posix() for p in f)}" for s, f in several.items())
             problem = ("ambiguous", f"several images for one side ({listed}); keep one per side")
         elif obverse is None or reverse is None:
             have, lack = ("obverse", "reverse") if reverse is None else ("reverse", "obverse")
-            present = (obverse or reverse).relative_to(root).as_posix()
+            only = obverse if reverse is None else reverse
+            assert only is not None  # a coin id comes from at least one of its images
+            present = only.relative_to(root).as_posix()
             problem = ("unpaired", f"{have} image {present} has no {lack} image")
         if problem is not None:
             unpaired.append(f"{coin_id}: {problem[1]}")

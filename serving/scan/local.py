@@ -111,8 +111,8 @@ class LocalScanner:
 
     def finish(self, items: Sequence[CoinItem], prepared: Sequence) -> list[dict]:
         """Identify the prepared coins of one group in one engine call; lines in input order."""
-        records: list[dict | None] = [p if isinstance(p, dict) else None for p in prepared]
-        todo = [i for i, p in enumerate(prepared) if not isinstance(p, dict)]
+        records: dict[int, dict] = {i: p for i, p in enumerate(prepared) if isinstance(p, dict)}
+        todo = [i for i in range(len(prepared)) if i not in records]
         if todo:
             pairs = [CoinPair(obverse=prepared[i][0], reverse=prepared[i][1], coin_id=items[i].coin_id) for i in todo]
             identified = []
@@ -127,7 +127,7 @@ class LocalScanner:
                 boxes = self.landmarks.annotate([prepared[i] for i, _ in identified], [r for _, r in identified])
                 for (i, _), landmarks in zip(identified, boxes, strict=True):
                     records[i]["landmarks"] = landmarks
-        return records
+        return [records[i] for i in range(len(prepared))]
 
     def scan_group(self, items: Sequence[CoinItem]) -> list[dict]:
         """prepare (in the pool) + finish, for one group (the Ray actors' entry point)."""

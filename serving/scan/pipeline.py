@@ -156,6 +156,7 @@ class _LocalRunner:
 
     def __init__(self, config: ScanConfig):
         self.config = config
+        assert config.bundle is not None  # ScanConfig requires a bundle unless a server is given
         # The engine's own pool only copies our preprocessed arrays into its batch buffers.
         self.engine = Engine(config.bundle, backend=config.backend, precision=config.precision,
                              max_batch=config.batch_size, preprocess_workers=1)
