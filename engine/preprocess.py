@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import cv2
 import numpy as np
@@ -95,7 +96,8 @@ class PreprocessSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown preprocessing keys {unknown}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
 
 
 # --------------------------------------------------------------------------- background
