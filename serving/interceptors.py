@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -115,20 +116,26 @@ def _code_name(context: Any) -> str | None:
     return None
 
 
+# The client's clock starts a call's deadline before the server's does (the timeout travels in
+# the request headers), so a client whose deadline passed cancels the call a moment before the
+# server's own deadline: a cancel this close to the deadline is the deadline.
+DEADLINE_SLACK_S = 0.1
+
+
 def final_code(context: Any, error: BaseException | None) -> str:
     """The status an RPC ended with, from its handler's outcome.
 
     ``error`` is what the handler raised (None: it returned or its stream ended). A code the
     handler set (abort, set_code) wins. Otherwise gRPC cancels the handler's task when the
     call ends early, for a deadline and a client's cancel alike (``CancelledError``); the
-    two differ by the time left: none at the deadline. A handler that returned after its
-    deadline had passed answered nobody: DEADLINE_EXCEEDED too.
+    two differ by the time left: none (within ``DEADLINE_SLACK_S``) at the deadline. A
+    handler that returned after its deadline had passed answered nobody: DEADLINE_EXCEEDED.
     """
     code = _code_name(context)
     if code is not None:
         return code
     remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+    if remaining is not None and remaining <= (0 if error is None else DEADLINE_SLACK_S):
         return "DEADLINE_EXCEEDED"
     if error is None:
         return "OK"
@@ -142,9 +149,14 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     The code is the one the call ended with (see :func:`final_code`): OK, the code of an
     abort (INVALID_ARGUMENT, UNAUTHENTICATED, ...), DEADLINE_EXCEEDED for a deadline that
-    passed (unary or stream), CANCELLED for a client that cancelled. Calls that gRPC itself
-    refuses before any handler runs (a message over the size limit, beyond
-    ``max_concurrent_rpcs``) are not seen here.
+    passed (unary or stream), CANCELLED for a client that cancelled.
+
+    A unary request whose handler never ran, because gRPC refused its message (larger than
+    ``max_message_bytes``; the client was told RESOURCE_EXHAUSTED), is counted
+    RESOURCE_EXHAUSTED when gRPC drops the call (rarely it is a client that went away while
+    still sending its message). An oversized message on a stream ends the call as gRPC's
+    cancel, counted CANCELLED: nothing here tells the two apart. Calls beyond
+    ``max_concurrent_rpcs`` are refused before any interceptor runs and are not counted.
     """
 
     def __init__(self, metrics: ServerMetrics):
@@ -162,8 +174,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             metrics.latency.labels(method=method).observe(time.perf_counter() - start)
             metrics.inflight.labels(method=method).dec()
 
+        ran = [False]  # the handler started (it runs only once the request message arrived)
+
+        def never_ran() -> None:
+            if not ran[0]:
+                metrics.requests.labels(method=method, code="RESOURCE_EXHAUSTED").inc()
+
         def unary(behavior: Callable):
             async def timed(request, context):
+                ran[0] = True
                 start, error = time.perf_counter(), None
                 metrics.inflight.labels(method=method).inc()
                 try:
@@ -177,6 +196,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
         def stream(behavior: Callable):
             async def timed(request, context):
+                ran[0] = True
                 start, error = time.perf_counter(), None
                 metrics.inflight.labels(method=method).inc()
                 try:
@@ -189,7 +209,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                     record(start, context, error)
             return timed
 
-        return _wrap(handler, unary, stream)
+        wrapped = _wrap(handler, unary, stream)
+        if not (handler.stream_unary or handler.stream_stream):  # a stream of requests starts its handler at once
+            # gRPC lets go of the handler when the call is over, whether it ran or not.
+            weakref.finalize(wrapped.unary_unary or wrapped.unary_stream, never_ran)
+        return wrapped
 
 
 async def _responses(behavior: Callable, request: Any, context: Any) -> AsyncIterator:

@@ -33,19 +33,22 @@ METHODS = {  # method: the request message it takes
     "GetModelInfo": "denarius.v1.GetModelInfoRequest",
 }
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+MAX_MESSAGE = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def slow_batch_server(tiny_bundle):
     """The batcher always waits 400 ms for a batch: a 100 ms deadline expires in its queue."""
-    config = server_config(tiny_bundle, max_batch=8, max_wait_ms=400.0, eager_dispatch=False)
+    config = server_config(tiny_bundle, max_batch=8, max_wait_ms=400.0, eager_dispatch=False, max_message_bytes=MAX_MESSAGE)
     with BackgroundServer(config) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def channel(slow_batch_server):
-    with grpc.insecure_channel(f"127.0.0.1:{slow_batch_server.port}") as opened:
+    # Allowed to send more than the server takes, so the server has to refuse it.
+    options = [("grpc.max_send_message_length", 8 * MAX_MESSAGE)]
+    with grpc.insecure_channel(f"127.0.0.1:{slow_batch_server.port}", options=options) as opened:
         yield opened
 
 
@@ -156,6 +159,17 @@ def test_every_rpc_is_counted_once_with_its_final_code(slow_batch_server, channe
         assert {code: n for code, n in grown.items() if n} == codes, method
     time.sleep(0.3)  # nothing counted twice, late
     assert sum(_codes(port, "Identify").values()) == sum(before["Identify"].values()) + 4
+
+
+def test_a_message_over_the_size_limit_is_counted_resource_exhausted(slow_batch_server, channel):
+    port = slow_batch_server.metrics_port
+    before = _codes(port, "Identify").get("RESOURCE_EXHAUSTED", 0)
+    oversized = coins_pb2.IdentifyRequest(reverse=b"\xff\xd8\xff" + bytes(2 * MAX_MESSAGE)).SerializeToString()
+    with pytest.raises(grpc.RpcError) as caught:
+        _raw(channel, SERVICE + "Identify")(oversized, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # gRPC refused it: no handler ran
+    assert wait_for_metric(port, "denarius_requests_total", lambda v: v > before, method="Identify",
+                           code="RESOURCE_EXHAUSTED") == before + 1
 
 
 def test_parse_request_without_grpc():
