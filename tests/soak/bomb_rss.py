@@ -30,24 +30,31 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
 
-from denarius.serving.client import CoinClient  # noqa: E402
+from denarius.serving.client import CoinClient
 
 MIB = 1024 * 1024
 
 
 def proc_kib(pid: int, field: str) -> int:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM). Raises OSError when the process is
+    gone, LookupError when it has no such line (a zombie has no VmRSS)."""
     text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    if match is None:
+        raise LookupError(f"no {field} in /proc/{pid}/status")
+    return int(match.group(1))
 
 
 def start_server(command: list[str], bundle: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
-    args = command + ["serve", str(bundle), "--port", "0", "--metrics-port", "-1", "--backend", "ort-cpu"] + extra
+    args = [*command, "serve", str(bundle), "--port", "0", "--metrics-port", "-1", "--backend", "ort-cpu", *extra]
     process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    stderr = process.stderr
+    assert stderr is not None  # stderr=PIPE
     deadline = time.monotonic() + 120
-    for line in process.stderr:
+    for line in stderr:
         match = re.search(r"ready: port=(\d+)", line)
         if match:
-            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()  # keep draining
+            threading.Thread(target=lambda: [None for _ in stderr], daemon=True).start()  # keep draining
             return process, int(match.group(1))
         if time.monotonic() > deadline:
             break
