@@ -53,7 +53,7 @@ class CudaOps:
 
     name = "cuda"
 
-    def __init__(self):
+    def __init__(self) -> None:
         try:
             import pycuda.autoprimaryctx  # noqa: F401
             import pycuda.gpuarray as gpuarray

@@ -113,6 +113,12 @@ class Journal:
             fd, self._fd = self._fd, None
             os.close(fd)  # also releases the lock
 
+    def _open_fd(self) -> int:
+        """The output's file descriptor; ConfigError when the journal is not open."""
+        if self._fd is None:
+            raise ConfigError("the journal is not open")
+        return self._fd
+
     def __enter__(self) -> Journal:
         return self.open()
 
@@ -123,12 +129,13 @@ class Journal:
 
     def _check_header(self) -> None:
         hpath = header_path(self.path)
-        size = os.fstat(self._fd).st_size
+        fd = self._open_fd()
+        size = os.fstat(fd).st_size
         if self.restart:
             if size:
                 log.info("--restart: discarding %d bytes of earlier results in %s", size, self.path)
-            os.ftruncate(self._fd, 0)
-            os.fsync(self._fd)
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
             _write_atomic(hpath, json.dumps(self.header, indent=2, sort_keys=True).encode() + b"\n")
             return
         stored = None
@@ -182,8 +189,9 @@ class Journal:
             self.repaired_bytes = len(data) - good_end
             log.warning("%s: cut off %d bytes of an incomplete last write (a scan was interrupted); "
                         "those coins are scanned again", self.path, self.repaired_bytes)
-            os.ftruncate(self._fd, good_end)
-            os.fsync(self._fd)
+            fd = self._open_fd()
+            os.ftruncate(fd, good_end)
+            os.fsync(fd)
         if duplicates:  # never written by this module; a hand-edited or concatenated file
             log.warning("%s: %d coin ids appear more than once", self.path, duplicates)
 
