@@ -123,6 +123,7 @@ def _tiff_header(data: bytes) -> ImageHeader:
     (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
     width = height = None
     samples, bits, floating = 1, 8, False
+    tile_width = tile_length = 0
     for i in range(count):
         entry = data[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
         if len(entry) < 12:
@@ -144,13 +145,23 @@ def _tiff_header(data: bytes) -> ImageHeader:
             bits = max(1, value)
         elif tag == 339:
             floating = value == 3
+        elif tag == 322:
+            tile_width = value
+        elif tag == 323:
+            tile_length = value
     if width is None or height is None:
         raise InputError("TIFF without image width/length tags")
     sample_bytes = 8 if bits > 32 else 4 if bits > 16 or floating else 2 if bits > 8 else 1
     # A single strip may hold the whole image: libtiff's strip buffer is a second copy.
     channels = 3 if samples in (1, 3) else 4  # a one-sample TIFF may be a palette
+    internal = width * height * channels * sample_bytes
+    # A tiled file's tile buffer is as big as its tiles claim, whatever the image's size: a
+    # 64 x 64 TIFF with 16,000 x 16,000 tiles made OpenCV allocate 976 MiB before failing
+    # (found by tests/fuzz/fuzz_decode.py; OpenCV refuses only tiles of 1 GB or more).
+    # 8-bit tiles are read as RGBA, 4 bytes a pixel.
+    internal = max(internal, tile_width * tile_length * max(4, channels * sample_bytes))
     return ImageHeader("TIFF", width, height, channels=channels, sample_bytes=sample_bytes, alpha=channels == 4,
-                       internal_bytes=width * height * channels * sample_bytes)
+                       internal_bytes=internal)
 
 
 def _webp_header(data: bytes) -> ImageHeader:

@@ -14,7 +14,10 @@ The only exception allowed is the project's ``InputError`` (a bad input, said so
 else, a network input that is not (3, S, S) finite float32, a crash, a timeout or an
 out-of-memory is a finding: libFuzzer stops, writes the input to ``-artifact_prefix`` and
 exits non-zero. Decodes run under a 512 MiB decode budget (640 MiB is the server's default
-per-image cap), so a bomb is refused from its header as in the server.
+per-image cap), so a bomb is refused from its header as in the server; and the budget's
+estimate is checked too: an input that takes the process' peak RSS (VmHWM, reset before
+each input) more than ``PEAK_SLACK`` above the budget's per-image cap is a finding (a
+decoder that allocates more than the header said).
 
 Usage (libFuzzer flags pass through; with no corpus folder the seed corpus of
 ``tests/fuzz/hostile.py`` is written to a temporary one)::
@@ -47,7 +50,27 @@ from hostile import seed_files
 
 MIB = 1024 * 1024
 SPEC = PreprocessSpec.for_input_size(64)  # the tiny test bundle's contract; decoding does not depend on it
+IMAGE_CAP = 512 * MIB
+PEAK_SLACK = 128 * MIB
 DEFAULT_FLAGS = ("-timeout=30", "-rss_limit_mb=3072", "-print_final_stats=1")
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+def _reset_peak() -> int | None:
+    """Reset VmHWM to the current RSS; returns the RSS in bytes (None: no /proc to use)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        return 1024 * _status_kib("VmRSS")
+    except (OSError, LookupError):
+        return None
 
 
 def _check_side(source: object, side: str | None) -> None:
@@ -75,10 +98,16 @@ def one_input(data: bytes) -> None:
 
 
 def test_one_input(data: bytes) -> None:
+    before = _reset_peak()
     try:
         one_input(data)
     except InputError:
         pass
+    if before is not None:
+        grown = 1024 * _status_kib("VmHWM") - before
+        if grown > IMAGE_CAP + PEAK_SLACK:
+            raise AssertionError(f"this input took the peak RSS {grown / MIB:,.0f} MiB above the RSS before it; "
+                                 f"the decode budget admits at most {IMAGE_CAP / MIB:,.0f} MiB an image")
 
 
 def seed_corpus() -> dict[str, bytes]:
@@ -114,7 +143,7 @@ def main(argv: list[str]) -> None:
     if len(argv) == 3 and argv[1] == "--write-seeds":
         print(f"fuzz: {write_seed_corpus(Path(argv[2]))} seed inputs in {argv[2]}")
         return
-    decode_budget.install(decode_budget.DecodeBudget(512 * MIB, image_bytes=512 * MIB, wait_s=0.0))
+    decode_budget.install(decode_budget.DecodeBudget(IMAGE_CAP, image_bytes=IMAGE_CAP, wait_s=0.0))
     args = list(argv)
     flags = [a for a in args[1:] if a.startswith("-")]
     for flag in DEFAULT_FLAGS:

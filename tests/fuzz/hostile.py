@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["seed_files", "big_rgba16_png", "coin_bgr", "png_chunk", "png_claiming"]
+__all__ = ["seed_files", "big_rgba16_png", "coin_bgr", "png_chunk", "png_claiming", "tiff_claiming_tiles"]
 
 
 def coin_bgr(side: int, *, dtype=np.uint8, channels: int = 3) -> np.ndarray:
@@ -51,6 +51,19 @@ def png_claiming(width: int, height: int, *, depth: int = 8, colour: int = 2, id
     """A well-formed PNG whose IHDR claims width x height (the pixel data does not match)."""
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(idat)) + png_chunk(b"IEND", b"")
+
+
+def tiff_claiming_tiles(width: int, height: int, tile: int, *, samples: int = 3, bits: int = 8) -> bytes:
+    """A little-endian uncompressed TIFF of width x height whose tiles claim tile x tile pixels
+    (one 64-byte tile of data): the decoder sizes its tile buffer from the claim (a fuzz finding)."""
+    entries = [(256, 3, width), (257, 3, height), (258, 3, bits), (259, 3, 1), (262, 3, 2 if samples >= 3 else 1),
+               (277, 3, samples), (284, 3, 1), (322, 4, tile), (323, 4, tile), (324, 4, 0), (325, 4, 64)]
+    data_offset = 8 + 2 + 12 * len(entries) + 4
+    out = bytearray(b"II*\x00" + struct.pack("<IH", 8, len(entries)))
+    for tag, kind, value in entries:
+        value = data_offset if tag == 324 else value
+        out += struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+    return bytes(out + b"\x00" * 4 + bytes(64))
 
 
 def big_rgba16_png(side: int = 6324) -> bytes:
@@ -94,6 +107,7 @@ def seed_files() -> dict[str, bytes]:
         "text.txt": b"<html><body>not an image</body></html>",
         "empty.bin": b"",
         "jpeg_no_frame.jpg": b"\xff\xd8\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00\xff\xd9",
+        "tiff_huge_tiles.tiff": tiff_claiming_tiles(64, 64, 16000),
     }
     return files
 
