@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from denarius.engine.atomic_write import write_atomic
+
 __all__ = ["contact_sheet", "letterbox", "wrap_text", "write_png"]
 
 
@@ -74,5 +76,4 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode {path}")
-    with open(path, "wb") as handle:
-        handle.write(data.tobytes())
+    write_atomic(path, data.tobytes())

@@ -7,6 +7,9 @@ synth -> train -> export pipeline once those land).
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +142,41 @@ def tiny_manifest(tmp_path_factory) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``make(kib, leave=None) -> folder``: a real tmpfs of ``kib`` KiB mounted in ``tmp_path``
+    for full-disk tests (writes there fail with ENOSPC, as on a full disk); with ``leave``
+    it is filled up to ``leave`` free bytes. Skips where mounting is not allowed (not root,
+    no tmpfs); unmounted afterwards."""
+    mounts: list[Path] = []
+
+    def make(kib: int = 64, *, leave: int | None = None) -> Path:
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode:
+            pytest.skip(f"cannot mount a {kib} KiB tmpfs here ({done.stderr.strip() or done.returncode}): full-disk tests need root")
+        mounts.append(folder)
+        if leave is not None:
+            _fill(folder / ".filler", leave=leave)
+        return folder
+
+    yield make
+    for folder in reversed(mounts):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def _fill(filler: Path, *, leave: int) -> None:
+    """Write ``filler`` until its file system is full, then give back ``leave`` bytes."""
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC, error
+    finally:
+        os.close(fd)
+    os.truncate(filler, max(0, filler.stat().st_size - leave))

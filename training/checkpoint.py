@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from denarius.engine.atomic_write import output_error
 from denarius.engine.bundle import SIDES
 from denarius.engine.errors import ConfigError
 from denarius.training.model import ModelConfig, build_model
@@ -111,8 +112,40 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
+class _RecordingWriter:
+    """The file ``torch.save`` writes through, keeping the ``OSError`` a write raised.
+
+    torch reports a failed write (a full disk) as a bare RuntimeError ("unexpected pos ...");
+    :func:`save_checkpoint` raises the recorded OSError instead, which names the file.
+    """
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        try:
+            while view:
+                view = view[self.handle.write(view) :]
+        except OSError as error:
+            self.error = error
+            raise
+        return size
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
-    """Write ``ckpt`` atomically (temporary file in the same folder + ``os.replace``)."""
+    """Write ``ckpt`` atomically (temporary file in the same folder + ``os.replace``).
+
+    Raises:
+        ConfigError: a field holds something other than plain containers.
+        OSError: the write failed (ENOSPC on a full disk, ...), ``filename`` = ``path``; no
+            temporary file is left behind.
+    """
     path = Path(path)
     payload = {
         "format": FORMAT,
@@ -134,10 +167,19 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            writer = _RecordingWriter(f)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise output_error(error, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

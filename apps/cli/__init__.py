@@ -14,11 +14,14 @@ serving host without PyTorch can run every serving command.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 
 from denarius import __version__
+from denarius.engine.atomic_write import DISK_FULL_ERRNOS
 from denarius.engine.errors import ConfigError, DenariusError
 
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_INTERRUPTED"]
@@ -100,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"denarius {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as error:  # a full disk, a folder where a file was expected, a permission: one line, no traceback
-        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
-        print(f"denarius {args.command}: error: {error.strerror or error}{where}", file=sys.stderr)
+        print(f"denarius {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return EXIT_FAILURE
     except ModuleNotFoundError as error:
         print(f"denarius {args.command}: error: {missing_extra_hint(error)}", file=sys.stderr)
@@ -109,6 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"denarius {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for an OSError: what failed and on which file.
+
+    A full disk or an exhausted quota (the writers name the output in ``filename``, see
+    ``denarius.engine.atomic_write``) reads "no space left on device while writing
+    out.jsonl (ENOSPC); free some space or write elsewhere".
+    """
+    name, code = getattr(error, "filename", None), error.errno
+    if code is not None and code in DISK_FULL_ERRNOS:
+        reason = (error.strerror or os.strerror(code)).lower()
+        where = f" while writing {name}" if name else ""
+        return f"{reason}{where} ({errno.errorcode.get(code, code)}); free some space or write elsewhere"
+    where = f" ({name})" if name else ""
+    return f"{error.strerror or error}{where}"
 
 
 # top-level module -> the extra that installs it

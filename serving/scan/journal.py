@@ -15,7 +15,8 @@ protocol that makes a scan killable at any instant (SIGKILL, power cut after an 
 A kill between two writes leaves complete lines; a kill inside a write leaves complete lines
 plus a torn tail that the next open cuts off, so every coin ends up in the file exactly
 once. The header is written atomically (temp file, fsync, rename, fsync of the folder)
-before the first line.
+before the first line; a write that fails (a full disk) is cut back off, and the error
+names the file (``denarius scan`` prints it in one line and exits 1).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from denarius.engine.atomic_write import output_error, write_atomic
 from denarius.engine.errors import ConfigError
 
 __all__ = ["Journal", "header_path", "HEADER_FORMAT"]
@@ -41,24 +43,6 @@ def header_path(out: str | Path) -> Path:
     """The job header that sits next to the output: ``results.jsonl`` -> ``results.jsonl.scan.json``."""
     out = Path(out)
     return out.with_name(out.name + ".scan.json")
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class Journal:
@@ -103,6 +87,9 @@ class Journal:
         try:
             self._check_header()
             self._repair_and_load()
+        except OSError as error:  # ftruncate/fsync name no file: this journal is the one
+            self.close()
+            raise (output_error(error, self.path) if error.filename is None else error) from None
         except BaseException:
             self.close()
             raise
@@ -136,7 +123,7 @@ class Journal:
                 log.info("--restart: discarding %d bytes of earlier results in %s", size, self.path)
             os.ftruncate(fd, 0)
             os.fsync(fd)
-            _write_atomic(hpath, json.dumps(self.header, indent=2, sort_keys=True).encode() + b"\n")
+            write_atomic(hpath, json.dumps(self.header, indent=2, sort_keys=True).encode() + b"\n", durable=True)
             return
         stored = None
         if hpath.is_file():
@@ -149,7 +136,7 @@ class Journal:
                 raise ConfigError(
                     f"{self.path} already holds {size} bytes but has no scan header {hpath.name}; it was not written "
                     "by this scan. Choose another --out, or pass --restart to overwrite it")
-            _write_atomic(hpath, json.dumps(self.header, indent=2, sort_keys=True).encode() + b"\n")
+            write_atomic(hpath, json.dumps(self.header, indent=2, sort_keys=True).encode() + b"\n", durable=True)
             return
         if stored != self.header:
             keys = sorted(set(stored) | set(self.header))
@@ -200,21 +187,37 @@ class Journal:
     def append(self, records: Iterable[Mapping]) -> int:
         """Write records as complete JSON lines in one write, then fsync.
 
+        A failed write (a full disk: ENOSPC) is undone: the file is cut back to the lines
+        it held before, so it never ends in a torn line, and the error names the file.
+
         Returns:
             the number of records written.
+        Raises:
+            OSError: the write or fsync failed; ``filename`` is the output's path.
         """
-        if self._fd is None:
-            raise ConfigError("the journal is not open")
+        fd = self._open_fd()
         records = list(records)
         lines = [json.dumps(record, ensure_ascii=False, separators=(",", ":")) for record in records]
         if not lines:
             return 0
         data = ("\n".join(lines) + "\n").encode("utf-8")
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
+        before = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as error:
+            self._undo_append(fd, before)
+            raise output_error(error, self.path) from None
         for record in records:
             self.done.add(record["coin_id"])
         return len(lines)
+
+    def _undo_append(self, fd: int, size: int) -> None:
+        """Cut the file back to ``size`` bytes after a failed append (shrinking needs no space)."""
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        except OSError as error:  # the next open cuts the torn tail anyway
+            log.warning("%s: could not cut back a failed write (%s); the next run repairs it", self.path, error)

@@ -18,8 +18,10 @@ that differ from the type's nearest siblings. Each die draws its layout
 (:mod:`denarius.training.synth.layout`), so the discriminative elements are not at the
 coin's centre. Version 1 centred the portrait and did not mark the obverse legend.
 
-``manifest.csv`` is written last, through a temporary name and ``os.replace``, so an
-interrupted run never leaves a manifest that points at missing or half-written files.
+Every file is written through a temporary name and ``os.replace``
+(:func:`denarius.engine.atomic_write.write_atomic`), and ``manifest.csv`` last, so an
+interrupted run (or a full disk, an ``OSError`` naming the file) never leaves a half-written
+file nor a manifest that points at missing ones.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from denarius.engine.atomic_write import write_atomic
 from denarius.engine.bundle import SIDES
 from denarius.engine.contact_sheet import letterbox, wrap_text
 from denarius.engine.errors import ConfigError
@@ -110,9 +113,7 @@ def _render_task(task: tuple[int, int]) -> tuple[int, list]:
     lines = []
     for side in SIDES:
         jpeg, (width, height), regions = result[side]
-        path = os.path.join(_STATE["out_dir"], _image_name(index, side))
-        with open(path, "wb") as handle:
-            handle.write(jpeg)
+        write_atomic(os.path.join(_STATE["out_dir"], _image_name(index, side)), jpeg)
         lines.append({"coin_id": f"c{index:05d}", "side": side, "width": width, "height": height, "regions": regions})
     return index, lines
 
@@ -132,12 +133,6 @@ def _prepare(out_dir: Path, force: bool):
             for path in images.glob("c*_*.jpg"):
                 path.unlink()
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-
-
-def _write_atomic(path: Path, data: bytes):
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -236,10 +231,10 @@ def generate(
         bar.close()
 
     landmarks = "".join(json.dumps(line, separators=(",", ":")) + "\n" for lines in landmark_lines for line in lines)
-    _write_atomic(out_dir / "landmarks.jsonl", landmarks.encode("utf-8"))
-    _write_atomic(out_dir / "README.md", _readme(catalogue, config, preset, seed, coin_types).encode("utf-8"))
-    _write_atomic(out_dir / "contact_sheet.png", _contact_sheet(out_dir, catalogue, coin_types))
-    _write_atomic(out_dir / "manifest.csv", _manifest(catalogue, coin_types))
+    write_atomic(out_dir / "landmarks.jsonl", landmarks.encode("utf-8"))
+    write_atomic(out_dir / "README.md", _readme(catalogue, config, preset, seed, coin_types).encode("utf-8"))
+    write_atomic(out_dir / "contact_sheet.png", _contact_sheet(out_dir, catalogue, coin_types))
+    write_atomic(out_dir / "manifest.csv", _manifest(catalogue, coin_types))
     seconds = time.perf_counter() - start
     log.info("wrote %d coins (%d images) to %s in %.1f s with %d worker(s)", len(tasks), 2 * len(tasks), out_dir, seconds, workers)
     return SynthSummary(
