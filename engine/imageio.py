@@ -184,6 +184,52 @@ def _webp_header(data: bytes) -> ImageHeader:
     return ImageHeader("WebP", width, height, channels=4 if alpha else 3, alpha=alpha, internal_bytes=internal)
 
 
+# BMP info-header sizes (after the 14-byte file header) by variant; width and height are
+# 32-bit signed in all of them, a negative height meaning rows stored top-down.
+_BMP_INFO_SIZES = {40: "BITMAPINFOHEADER", 52: "BITMAPV2INFOHEADER", 56: "BITMAPV3INFOHEADER",
+                   108: "BITMAPV4HEADER", 124: "BITMAPV5HEADER"}
+_BMP_CORE_SIZE = 12  # OS/2 1.x BITMAPCOREHEADER: 16-bit unsigned width and height
+_BMP_OS2V2_SIZES = (16, 64)  # OS/2 2.x BITMAPCOREHEADER2: its compression codes clash with Windows'
+_BMP_COMPRESSIONS = {0: "BI_RGB", 1: "BI_RLE8", 2: "BI_RLE4", 3: "BI_BITFIELDS"}  # what OpenCV decodes
+
+
+def _bmp_header(data: bytes) -> ImageHeader:
+    """BMP dimensions from its DIB header, whose size tells the variant.
+
+    OS/2 1.x (12 bytes: WORD width, height, planes, bit count) and the Windows info headers
+    (40 to 124 bytes: LONG width, height, a negative height for top-down rows) are read;
+    OS/2 2.x headers, unknown sizes, JPEG/PNG-compressed BMPs and bit counts OpenCV cannot
+    decode are refused as unsupported.
+    """
+    if len(data) < 18:
+        raise InputError("truncated BMP header")
+    (size,) = struct.unpack("<I", data[14:18])
+    if size == _BMP_CORE_SIZE:
+        if len(data) < 26:
+            raise InputError("truncated BMP header (OS/2 BITMAPCOREHEADER)")
+        width, height, _planes, bits = struct.unpack("<HHHH", data[18:26])
+        return _bmp_layout(width, height, bits, allowed=(1, 4, 8, 24), variant="OS/2 BITMAPCOREHEADER")
+    if size in _BMP_OS2V2_SIZES:
+        raise InputError(f"unsupported BMP variant: OS/2 2.x (BITMAPCOREHEADER2, {size}-byte header); convert it to PNG or JPEG")
+    if size not in _BMP_INFO_SIZES:
+        raise InputError(f"unsupported or corrupt BMP: unknown {size}-byte header; expected {SUPPORTED_FORMATS}")
+    if len(data) < 34:
+        raise InputError(f"truncated BMP header ({_BMP_INFO_SIZES[size]})")
+    width, height, _planes, bits, compression = struct.unpack("<iiHHI", data[18:34])
+    if compression not in _BMP_COMPRESSIONS:
+        raise InputError(f"unsupported BMP compression {compression} (JPEG/PNG inside a BMP, or unknown); convert it to PNG or JPEG")
+    if width < 0:
+        raise InputError(f"corrupt BMP: negative width {width}")
+    return _bmp_layout(width, abs(height), bits, allowed=(1, 4, 8, 16, 24, 32), variant=_BMP_INFO_SIZES[size])
+
+
+def _bmp_layout(width: int, height: int, bits: int, *, allowed: tuple[int, ...], variant: str) -> ImageHeader:
+    if bits not in allowed:
+        raise InputError(f"unsupported BMP: {bits} bits per pixel in a {variant}; expected one of {list(allowed)}")
+    channels = 4 if bits == 32 else 3
+    return ImageHeader("BMP", width, height, channels=channels, alpha=channels == 4)
+
+
 def read_header(data: bytes) -> ImageHeader:
     """Format and claimed dimensions from the first bytes of an encoded image.
 
@@ -200,11 +246,8 @@ def read_header(data: bytes) -> ImageHeader:
         return _webp_header(data)
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return _tiff_header(data)
-    if data[:2] == b"BM" and len(data) >= 26:
-        width, height = struct.unpack("<ii", data[18:26])
-        bits = struct.unpack("<H", data[28:30])[0] if len(data) >= 30 else 24
-        channels = 4 if bits == 32 else 3
-        return ImageHeader("BMP", abs(width), abs(height), channels=channels, alpha=channels == 4)
+    if data[:2] == b"BM":
+        return _bmp_header(data)
     if data.lstrip()[:1] in (b"<", b"{", b"%") or all(32 <= b < 127 or b in (9, 10, 13) for b in data[:64]):
         raise InputError(f"not an image: the data looks like text; expected {SUPPORTED_FORMATS}")
     raise InputError(f"unsupported or unrecognised image format; expected {SUPPORTED_FORMATS}")
@@ -256,9 +299,10 @@ def plan_decode(header: ImageHeader, *, keep_side: int | None = None) -> DecodeP
     """Choose the decoder flags for ``header`` and estimate the bytes the decode needs.
 
     JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the shorter side
-    at least ``keep_side`` pixels. PNGs without transparency are decoded straight to 8-bit
-    BGR (libpng drops the low byte of 16-bit samples: at most 1 level in 255 from rounding).
-    Transparent PNGs, WebP, TIFF and BMP keep their layout and are converted in row bands.
+    at least ``keep_side`` pixels. PNGs and BMPs without transparency are decoded straight
+    to 8-bit BGR (libpng drops the low byte of 16-bit samples: at most 1 level in 255 from
+    rounding). Transparent PNGs, WebP, TIFF and 32-bit BMPs keep their layout and are
+    converted in row bands.
     """
     width, height = header.width, header.height
     scale = 1
@@ -270,8 +314,9 @@ def plan_decode(header: ImageHeader, *, keep_side: int | None = None) -> DecodeP
                 flags, scale = reduced, factor
                 break
         channels, sample_bytes = 3, 1 if scale > 1 else header.sample_bytes
-    elif header.format == "PNG" and not header.alpha:
-        # As IMREAD_UNCHANGED did: no EXIF rotation for PNG.
+    elif header.format in ("PNG", "BMP") and not header.alpha:
+        # As IMREAD_UNCHANGED did: no EXIF rotation for PNG. OpenCV reads an OS/2 BMP's
+        # colours only through IMREAD_COLOR (IMREAD_UNCHANGED turns it grey).
         flags, channels, sample_bytes = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION, 3, 1
     else:
         flags, channels, sample_bytes = cv2.IMREAD_UNCHANGED, max(1, header.channels), header.sample_bytes

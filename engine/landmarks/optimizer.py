@@ -82,12 +82,24 @@ def check_epsilon(epsilon: float) -> float:
     return epsilon
 
 
+def _check_finite(name: str, value: float, *, positive: bool) -> None:
+    """ConfigError unless ``value`` is a finite number, > 0 (``positive``) or >= 0.
+
+    NaN and infinity are refused by name: an infinite sparsity weight makes every step
+    remove every region (an all-zero heatmap), NaN makes every comparison false.
+    """
+    if not (isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and np.isfinite(value)):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{name} must be {'>' if positive else '>='} 0, got {value}")
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
     """Settings of :func:`optimize_masks`.
 
     Attributes:
-        lam: weight of ||x||_1 (the paper: 1).
+        lam: weight of ||x||_1 (the paper: 1); finite, >= 0 (the server's ``sparsity``).
         max_iterations: iteration cap (>= 1).
         step: eta_0, the largest per-region move of the first step (see module docstring).
         patience: stop a row after this many iterations without a better feasible iterate.
@@ -116,10 +128,10 @@ class OptimizerConfig:
     def __post_init__(self):
         if int(self.max_iterations) < 1:
             raise ConfigError(f"max_iterations must be >= 1, got {self.max_iterations}")
-        if not self.lam >= 0:
-            raise ConfigError(f"lambda must be >= 0, got {self.lam}")
-        if not self.step > 0:
-            raise ConfigError(f"step must be > 0, got {self.step}")
+        _check_finite("lambda (sparsity)", self.lam, positive=False)
+        _check_finite("step", self.step, positive=True)
+        _check_finite("tolerance", self.tolerance, positive=False)
+        _check_finite("margin", self.margin, positive=False)
         if int(self.patience) < 1:
             raise ConfigError(f"patience must be >= 1, got {self.patience}")
         if self.constraint not in CONSTRAINTS:

@@ -72,6 +72,7 @@ def _cases(photo):
         "epsilon above 1": (*_landmarks(jpeg, epsilon=1.5), INVALID, ["epsilon"]),
         "epsilon nan": (*_landmarks(jpeg, epsilon=float("nan")), INVALID, ["epsilon"]),
         "negative sparsity": (*_landmarks(jpeg, sparsity=-1.0), INVALID, ["lambda"]),
+        "infinite sparsity": (*_landmarks(jpeg, sparsity=float("inf")), INVALID, ["sparsity", "finite"]),
         "landmarks without side": (*_landmarks(jpeg, side=coins_pb2.SIDE_UNSPECIFIED), INVALID, ["side"]),
         "landmarks empty image": (*_landmarks(b""), INVALID, ["reverse", "empty"]),
         "landmarks text image": (*_landmarks(b"hello"), INVALID, ["reverse", "text"]),
