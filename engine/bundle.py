@@ -14,6 +14,13 @@
 
 Loading verifies the schema version and every sha256, and refuses a missing, truncated or
 tampered file by name. There is no pickle anywhere in a bundle.
+
+The manifest is untrusted input until verified: every path it names must stay inside the
+bundle folder (no absolute path, no ``..`` component, no symlink leading out), its
+preprocessing limits must lie within the runtime's own (``PreprocessSpec``'s bounds, e.g.
+``MAX_PIXELS_CEILING``), and JSON's non-standard NaN/Infinity are refused. With a
+``verify_key`` the manifest's Ed25519 signature (``manifest.json.sig``, see
+``denarius.engine.bundle_signing``) must match, so an edited manifest is refused by name.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from denarius import __version__
+from denarius.engine.atomic_write import write_atomic
+from denarius.engine.bundle_signing import SIGNATURE_NAME
 from denarius.engine.errors import BundleError, ConfigError
 from denarius.engine.hierarchy import Hierarchy
 from denarius.engine.preprocess import PreprocessSpec
@@ -51,6 +60,7 @@ SIDES = ("obverse", "reverse")
 # Which photo each classifier reads: the emperor from the obverse, the RIC type from the reverse.
 MODEL_SIDES = {"emperor": "obverse", "ric": "reverse"}
 VARIANTS = ("fp32", "fp16", "int8", "int8-cpu", "grad")
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a manifest is text: class tables, descriptions, hashes
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,7 @@ class Bundle:
     models: dict
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    signed_by: str | None = None  # fingerprint of the key the manifest's signature was verified with
 
     def has(self, model: str, variant: str) -> bool:
         return variant in self._model(model).files
@@ -157,12 +168,22 @@ def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def load_bundle(path: str | os.PathLike, *, verify: bool = True) -> Bundle:
-    """Read ``manifest.json``, check the schema and (by default) every file's sha256.
+def load_bundle(path: str | os.PathLike, *, verify: bool = True, verify_key=None) -> Bundle:
+    """Read ``manifest.json``, check the schema, its paths and limits and (by default) every file's sha256.
 
+    Args:
+        path: the bundle folder.
+        verify: check every file's sha256 (False skips only that; paths, limits and a
+            signature are always checked).
+        verify_key: an Ed25519 public key (a PEM file's path, PEM bytes or 32 raw bytes; see
+            ``denarius.engine.bundle_signing``); the manifest must then carry a valid
+            ``manifest.json.sig``. None loads unsigned bundles (and ignores a signature).
     Raises:
         BundleError: the folder or manifest is missing or unreadable, the schema version is
-            unknown, a file is missing, or a file's sha256 differs (the file is named).
+            unknown, a path leaves the bundle (absolute, ``..``, a symlink out), a limit
+            exceeds the runtime's own, a file is missing, a file's sha256 differs, or the
+            signature is missing or wrong (the file or field is named).
+        ConfigError: ``verify_key`` cannot be read or is not an Ed25519 public key.
     """
     root = Path(path)
     manifest_path = root / MANIFEST_NAME
@@ -170,32 +191,19 @@ def load_bundle(path: str | os.PathLike, *, verify: bool = True) -> Bundle:
         raise BundleError(f"bundle folder not found: {root}")
     if not manifest_path.is_file():
         raise BundleError(f"{manifest_path} not found: not a Denarius bundle (create one with `denarius export`)")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BundleError(f"{manifest_path} is not valid JSON (truncated or tampered?): {error}") from None
-    schema = manifest.get("schema_version")
-    if schema != SCHEMA_VERSION:
-        raise BundleError(
-            f"{manifest_path}: schema_version {schema!r} is not supported by this Denarius "
-            f"(supports {SCHEMA_VERSION}); re-export the bundle"
-        )
-    try:
-        models = {name: ModelInfo.from_dict(name, manifest["models"][name]) for name in MODEL_NAMES}
-        hierarchy = Hierarchy.from_dict(manifest["hierarchy"])
-        preprocess = PreprocessSpec.from_dict(manifest["preprocess"])
-        files = dict(manifest["files"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(f"{manifest_path}: malformed manifest ({type(error).__name__}: {error})") from None
+    base = root.resolve()
+    raw = _read_manifest_bytes(base, manifest_path)
+    signed_by = None
+    if verify_key is not None:
+        from denarius.engine.bundle_signing import verify_manifest
 
-    if models["emperor"].classes != hierarchy.emperors or models["ric"].classes != hierarchy.rics:
-        raise BundleError(f"{manifest_path}: model class tables do not match the hierarchy")
-    referenced = {p for m in models.values() for p in (*m.files.values(), *m.plans.values())}
-    unlisted = sorted(referenced - set(files))
-    if unlisted:
-        raise BundleError(f"{manifest_path}: files without a sha256 entry: {unlisted}")
+        signed_by = verify_manifest(manifest_path, raw, verify_key)
+    manifest = _parse_manifest(manifest_path, raw)
+    models, hierarchy, preprocess, files = _manifest_parts(manifest_path, manifest)
+    _check_models(manifest_path, models, hierarchy, preprocess, files)
     for relative, expected in files.items():
         file_path = root / relative
+        _confined(base, relative, manifest_path)
         if not file_path.is_file():
             raise BundleError(f"bundle file missing: {file_path}")
         if verify and sha256_file(file_path) != expected:
@@ -203,7 +211,7 @@ def load_bundle(path: str | os.PathLike, *, verify: bool = True) -> Bundle:
 
     return Bundle(
         path=root,
-        schema_version=schema,
+        schema_version=manifest["schema_version"],
         version=str(manifest.get("version", "unknown")),
         created=str(manifest.get("created", "")),
         preprocess=preprocess,
@@ -212,7 +220,90 @@ def load_bundle(path: str | os.PathLike, *, verify: bool = True) -> Bundle:
         models=models,
         metrics=dict(manifest.get("metrics", {})),
         extra=dict(manifest.get("extra", {})),
+        signed_by=signed_by,
     )
+
+
+def _read_manifest_bytes(base: Path, manifest_path: Path) -> bytes:
+    """The manifest's bytes, read once (what a signature covers is what is parsed)."""
+    _confined(base, MANIFEST_NAME, manifest_path)
+    size = manifest_path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path} is {size:,} bytes, more than a manifest can be ({MAX_MANIFEST_BYTES:,}); not a Denarius bundle")
+    return manifest_path.read_bytes()
+
+
+def _parse_manifest(manifest_path: Path, raw: bytes) -> dict:
+    """Strict JSON (no NaN/Infinity) holding an object of the supported schema version."""
+
+    def refuse_constant(name: str):
+        raise BundleError(f"{manifest_path}: {name} is not valid JSON; a bundle manifest holds finite numbers only")
+
+    try:
+        manifest = json.loads(raw.decode("utf-8"), parse_constant=refuse_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{manifest_path} is not valid JSON (truncated or tampered?): {error}") from None
+    schema = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
+        raise BundleError(
+            f"{manifest_path}: schema_version {schema!r} is not supported by this Denarius "
+            f"(supports {SCHEMA_VERSION}); re-export the bundle"
+        )
+    return manifest
+
+
+def _manifest_parts(manifest_path: Path, manifest: dict) -> tuple[dict, Hierarchy, PreprocessSpec, dict]:
+    """(models, hierarchy, preprocess spec, files) of a parsed manifest."""
+    try:
+        preprocess = PreprocessSpec.from_dict(manifest["preprocess"])
+    except ConfigError as error:
+        raise BundleError(f"{manifest_path}: preprocess refused: {error} (this runtime's own bounds; re-export the bundle)") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"{manifest_path}: malformed preprocess spec ({type(error).__name__}: {error})") from None
+    try:
+        models = {name: ModelInfo.from_dict(name, manifest["models"][name]) for name in MODEL_NAMES}
+        hierarchy = Hierarchy.from_dict(manifest["hierarchy"])
+        files = dict(manifest["files"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"{manifest_path}: malformed manifest ({type(error).__name__}: {error})") from None
+    return models, hierarchy, preprocess, files
+
+
+def _check_models(manifest_path: Path, models: dict, hierarchy: Hierarchy, preprocess: PreprocessSpec, files: dict) -> None:
+    """Class tables match the hierarchy, inputs match the spec, every referenced file is hashed."""
+    if models["emperor"].classes != hierarchy.emperors or models["ric"].classes != hierarchy.rics:
+        raise BundleError(f"{manifest_path}: model class tables do not match the hierarchy")
+    for name, info in models.items():
+        if info.input_size != preprocess.crop:
+            raise BundleError(f"{manifest_path}: models.{name}.input_size {info.input_size} differs from preprocess.crop {preprocess.crop}")
+    referenced = {p for m in models.values() for p in (*m.files.values(), *m.plans.values())}
+    unlisted = sorted(map(str, referenced - set(files)))
+    if unlisted:
+        raise BundleError(f"{manifest_path}: files without a sha256 entry: {unlisted}")
+
+
+def _confined(base: Path, relative, manifest_path: Path) -> Path:
+    """``base / relative`` resolved (symlinks followed), refused unless it lies inside ``base``.
+
+    Args:
+        base: the bundle folder, already resolved.
+        relative: a path as the manifest names it (a str, "/"-separated).
+    Raises:
+        BundleError: not a non-empty string, absolute, a ``..`` component, or resolving outside
+            ``base`` (a symlink leading out); the path is named.
+    """
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
+        raise BundleError(f"{manifest_path}: file path {relative!r} is not a relative path")
+    posix, windows = PurePosixPath(relative), PureWindowsPath(relative)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive:
+        raise BundleError(f"{manifest_path}: file path {relative!r} is absolute; a bundle names its files relative to its folder")
+    if ".." in posix.parts or ".." in windows.parts:
+        raise BundleError(f"{manifest_path}: file path {relative!r} has a '..' component; bundle files must lie inside the bundle folder")
+    resolved = (base / relative).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise BundleError(f"{manifest_path}: {relative!r} resolves to {resolved}, outside the bundle folder {base} "
+                          "(a symlink leading out of the bundle); copy the file into the bundle")
+    return resolved
 
 
 def write_bundle_manifest(
@@ -228,7 +319,9 @@ def write_bundle_manifest(
 ) -> Path:
     """Hash every file the models reference and write ``manifest.json`` atomically.
 
-    The model files must already be in ``bundle_dir``. Returns the manifest path.
+    The model files must already be in ``bundle_dir`` (named relative to it, inside it). A
+    signature of an earlier manifest is removed: sign the new one with
+    ``denarius.engine.bundle_signing.sign_manifest``. Returns the manifest path.
     """
     root = Path(bundle_dir)
     if set(models) != set(MODEL_NAMES):
@@ -241,7 +334,9 @@ def write_bundle_manifest(
             raise ConfigError(f"{name}: variants must include 'fp32' and be among {VARIANTS}; got {sorted(info.files)}")
     relative_paths = sorted({p for m in models.values() for p in (*m.files.values(), *m.plans.values())})
     files = {}
+    base = root.resolve()
     for relative in relative_paths:
+        _confined(base, relative, root / MANIFEST_NAME)
         if not (root / relative).is_file():
             raise BundleError(f"cannot write the manifest: {root / relative} does not exist")
         files[relative] = sha256_file(root / relative)
@@ -259,7 +354,7 @@ def write_bundle_manifest(
         "files": files,
     }
     path = root / MANIFEST_NAME
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=False), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False).encode("utf-8"))
+    # A signature of the manifest this one replaces would only fail; sign again (bundle_signing).
+    (root / SIGNATURE_NAME).unlink(missing_ok=True)
     return path

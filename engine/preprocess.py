@@ -14,6 +14,8 @@ Stages and their outputs::
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -28,6 +30,8 @@ from denarius.engine.imageio import decode_image
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_PIXELS_CEILING",
+    "SIDE_CEILING",
     "PreprocessSpec",
     "CoinDisc",
     "coin_mask",
@@ -42,7 +46,31 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The runtime's own maxima: no PreprocessSpec (a bundle's manifest, a checkpoint, a flag) may
+# exceed them. 40 Mpx is the default per-image limit, which the decode budget's per-image cap
+# (640 MiB, engine/decode_budget.py) admits even as RGBA 16-bit; 4096 px bounds every side.
+MAX_PIXELS_CEILING = 40_000_000
+SIDE_CEILING = 4096
 Source = bytes | str | os.PathLike | np.ndarray
+
+
+def _check_int(name: str, value, low: int, high: int) -> int:
+    """``value`` as an int in [low, high]; ConfigError naming ``name`` otherwise (bools and floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if not low <= int(value) <= high:
+        raise ConfigError(f"{name} must be in [{low:,}, {high:,}], got {int(value):,}")
+    return int(value)
+
+
+def _check_float(name: str, value, low: float, high: float) -> float:
+    """``value`` as a finite float in [low, high]; ConfigError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ConfigError(f"{name} must be a finite number in [{low}, {high}], got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -56,8 +84,15 @@ class PreprocessSpec:
         channel_order: "RGB" (the only order the models are trained with).
         remove_background: find the coin disc and blank everything outside it.
         coin_margin: fraction of the coin diameter kept around it in the canonical image.
-        max_pixels: images whose header claims more pixels are refused before decoding.
+        max_pixels: images whose header claims more pixels are refused before decoding
+            (at most :data:`MAX_PIXELS_CEILING`).
         min_side: images with a shorter side are refused (a 1x1 "photo" is an error).
+
+    Every field is checked against the runtime's own bounds (:data:`SIDE_CEILING`,
+    :data:`MAX_PIXELS_CEILING`, finite floats), so a bundle's manifest cannot lift a limit.
+
+    Raises:
+        ConfigError: a field of the wrong type or out of bounds; the message names it.
     """
 
     resize: int = 256
@@ -71,14 +106,21 @@ class PreprocessSpec:
     min_side: int = 16
 
     def __post_init__(self):
-        if self.crop > self.resize or self.crop < 16:
-            raise ConfigError(f"crop must be in [16, resize={self.resize}], got {self.crop}")
+        _check_int("resize", self.resize, 16, SIDE_CEILING)
+        _check_int("crop", self.crop, 16, self.resize)
+        _check_int("max_pixels", self.max_pixels, 1, MAX_PIXELS_CEILING)
+        _check_int("min_side", self.min_side, 1, SIDE_CEILING)
         if self.channel_order != "RGB":
             raise ConfigError(f"channel_order must be 'RGB', got {self.channel_order!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ConfigError("mean and std need 3 values each, std > 0")
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if not isinstance(self.remove_background, bool):
+            raise ConfigError(f"remove_background must be true or false, got {self.remove_background!r}")
+        _check_float("coin_margin", self.coin_margin, 0.0, 1.0)
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not isinstance(values, (tuple, list)) or len(values) != 3:
+                raise ConfigError(f"{name} needs 3 values (R, G, B), got {values!r}")
+            low = 1e-3 if name == "std" else -1e3
+            object.__setattr__(self, name, tuple(_check_float(name, v, low, 1e3) for v in values))
 
     @classmethod
     def for_input_size(cls, crop: int, **overrides) -> PreprocessSpec:

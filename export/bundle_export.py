@@ -9,6 +9,7 @@ and writes a bundle directory::
     *.fp16.onnx                         --fp16: fp16 compute, fp32 image/logits
     *.plan                              --tensorrt, where tensorrt is importable
     manifest.json                       denarius.engine.bundle's writer: specs, tables, sha256 of every file
+    manifest.json.sig                   --sign-key: Ed25519 signature of manifest.json (denarius.engine.bundle_signing)
 
 The bundle is assembled in a hidden sibling folder and moved into place only once it is
 complete and verifies, so a failed export never leaves a half bundle at ``out``.
@@ -61,6 +62,9 @@ class ExportConfig:
         parity_images: parity batch size.
         parity_tolerance: bound on max|ort - torch| / max|torch|.
         overwrite: replace an existing bundle at ``out``.
+        sign_key: an Ed25519 private key (PEM, from ``denarius bundle-keygen``); the
+            manifest is signed with it (``manifest.json.sig``) and verified before the
+            bundle is moved into place. None = unsigned.
     """
 
     int8: bool = False
@@ -74,10 +78,13 @@ class ExportConfig:
     parity_images: int = 16
     parity_tolerance: float = 1e-4
     overwrite: bool = False
+    sign_key: Path | None = None
 
     def __post_init__(self):
         if self.calibration is not None:
             object.__setattr__(self, "calibration", Path(self.calibration))
+        if self.sign_key is not None:
+            object.__setattr__(self, "sign_key", Path(self.sign_key))
         object.__setattr__(self, "parity_sources", tuple(self.parity_sources))
         if self.parity_images < 1:
             raise ConfigError(f"parity_images must be >= 1, got {self.parity_images}")
@@ -96,6 +103,7 @@ class ExportResult:
         agreement: {model: {variant: AgreementReport.to_dict()}}.
         plans: {model: {key: file name}}.
         skipped: human-readable notes on what was requested but not produced, and why.
+        signed_by: fingerprint of the key the manifest was signed with, or None.
     """
 
     path: Path
@@ -104,6 +112,7 @@ class ExportResult:
     agreement: dict
     plans: dict = field(default_factory=dict)
     skipped: tuple[str, ...] = ()
+    signed_by: str | None = None
 
 
 def read_run(run_dir: str | Path) -> dict:
@@ -212,7 +221,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
     """Export a training run to a verified bundle at ``out``.
 
     Raises:
-        ConfigError: bad run directory, checkpoints that disagree with run.json, ``out`` in the way.
+        ConfigError: bad run directory, checkpoints that disagree with run.json, ``out`` in the
+            way, an unreadable or non-Ed25519 ``sign_key``.
         ManifestError: the calibration manifest is invalid.
         BundleError: parity failure, gradient-graph failure, quantisation/conversion failure,
             TensorRT parser/build errors.
@@ -234,6 +244,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
     tables = {"emperor": hierarchy.emperors, "ric": hierarchy.rics}
     version = config.model_version or _default_version(run_dir)
     _prepare_out(out, config.overwrite)
+    signing_key = _signing_key(config.sign_key)  # read before the long work: a bad key fails at once
 
     manifest = config.calibration or (Path(run["manifest"]) if run.get("manifest") else None)
     records = _load_records(manifest, required=config.int8)
@@ -317,7 +328,14 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
             stage, version=version, preprocess=spec, hierarchy=hierarchy, models=models,
             descriptions=run.get("descriptions") or {}, metrics=run.get("metrics") or {}, extra=extra,
         )
-        load_bundle(stage, verify=True)  # what the engine will do; fail here, not in production
+        verify_key = None
+        if signing_key is not None:
+            from denarius.engine.bundle_signing import sign_manifest
+
+            sign_manifest(stage, signing_key)
+            verify_key = signing_key.public_key()
+        # What the engine will do; fail here, not in production.
+        signed_by = load_bundle(stage, verify=True, verify_key=verify_key).signed_by
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)
@@ -325,7 +343,17 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
         shutil.rmtree(stage, ignore_errors=True)
         raise
     logger.info("bundle %s written (model version %s)", out, version)
-    return ExportResult(path=out, version=version, parity=parity, agreement=agreement, plans=plans_out, skipped=tuple(skipped))
+    return ExportResult(path=out, version=version, parity=parity, agreement=agreement, plans=plans_out, skipped=tuple(skipped),
+                        signed_by=signed_by)
+
+
+def _signing_key(path: Path | None):
+    """The Ed25519 private key at ``path`` (cryptography's key object), or None."""
+    if path is None:
+        return None
+    from denarius.engine.bundle_signing import load_private_key
+
+    return load_private_key(path)
 
 
 def _export_int8(task, fp32, stage, files, images, spec, config, agreement):

@@ -70,20 +70,26 @@ class Runtime:
         on_batch: Callable[[int], None] | None = None,
         max_message_bytes: int = 0,
         stream_window: int = 0,
+        verify_key=None,
     ) -> Runtime:
         """Load and verify the bundle, open the engine, optionally warm it up.
 
         Args:
             max_pixels: lowers/raises the bundle's per-image pixel limit (checked on the
-                header before decoding); None keeps the bundle's.
+                header before decoding), up to ``MAX_PIXELS_CEILING``; None keeps the bundle's.
             on_batch: called with the size of every batch the dynamic batcher runs.
+            verify_key: the Ed25519 public key (PEM path, PEM bytes or 32 raw bytes) the
+                bundle's manifest must be signed with; None serves unsigned bundles.
         Raises:
-            BundleError, BackendUnavailable, ConfigError: from the engine.
+            BundleError, BackendUnavailable, ConfigError: from the engine; BundleError also
+                for a missing or wrong signature when ``verify_key`` is given.
         """
         from denarius.engine.bundle import load_bundle
         from denarius.engine.engine import Engine
 
-        loaded = load_bundle(bundle)
+        loaded = load_bundle(bundle, verify_key=verify_key)
+        if loaded.signed_by:
+            log.info("bundle %s: manifest signature verified (key %s)", bundle, loaded.signed_by)
         if max_pixels is not None:
             loaded = dataclasses.replace(
                 loaded, preprocess=dataclasses.replace(loaded.preprocess, max_pixels=int(max_pixels)))
@@ -183,7 +189,7 @@ class Runtime:
 
         Raises:
             InputError: no side, an image whose header is unusable, an unknown target label.
-            ConfigError: epsilon outside (0, 1], negative sparsity, out-of-range settings.
+            ConfigError: epsilon outside (0, 1], negative or non-finite sparsity, out-of-range settings.
         """
         from denarius.engine.imageio import read_header
         from denarius.engine.landmarks import LandmarkConfig, OptimizerConfig

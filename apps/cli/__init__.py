@@ -49,6 +49,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("cmd_evaluate", "k-fold cross-validation of the CNN and the SIFT+SVM baseline (paper Table 1)"),
     "export": ("cmd_export", "export a training run to a model bundle (ONNX, gradient graphs, INT8/FP16, TensorRT)"),
     "bundle-info": ("cmd_bundle_info", "verify a model bundle and summarise what it holds"),
+    "bundle-keygen": ("cmd_bundle_keygen", "create an Ed25519 keypair for signing bundle manifests"),
+    "bundle-sign": ("cmd_bundle_sign", "sign an existing bundle's manifest with an Ed25519 private key"),
     "serve": ("cmd_serve", "serve a model bundle over gRPC (health, reflection, metrics, TLS, tokens)"),
     "identify": ("cmd_identify", "identify a coin from its obverse/reverse photos (via a server or a local bundle)"),
     "bench": ("cmd_bench", "benchmark throughput, latency and landmark cost (JSON + Markdown + PNG)"),
@@ -133,7 +135,7 @@ def describe_os_error(error: OSError) -> str:
 _EXTRAS = {
     "grpc": "serve", "grpc_health": "serve", "grpc_reflection": "serve", "google": "serve", "prometheus_client": "serve",
     "torch": "train", "onnx": "train", "sklearn": "train", "skimage": "train", "matplotlib": "train", "captum": "train",
-    "onnxruntime": "cpu", "ray": "ray", "tensorrt": "gpu", "pycuda": "gpu",
+    "onnxruntime": "cpu", "ray": "ray", "tensorrt": "gpu", "pycuda": "gpu", "cryptography": "serve",
 }
 
 

@@ -8,11 +8,14 @@ from pathlib import Path
 
 EXAMPLES = (
     'denarius bundle-info bundles/v1',
+    'denarius bundle-info bundles/v1 --verify-key keys/bundle-signing.pub',
 )  # shown under `denarius bundle-info --help`
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory (from `denarius export`)")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every file")
+    parser.add_argument("--verify-key", type=Path, default=None, metavar="PUB.pem",
+                        help="require manifest.json to be signed with this Ed25519 public key (from `denarius bundle-keygen`)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--classes", action="store_true", help="list every class name")
 
@@ -65,18 +68,21 @@ def summary(bundle) -> dict:
         },
         "metrics": dict(bundle.metrics),
         "descriptions": len(bundle.descriptions),
+        "signed_by": bundle.signed_by,
     }
 
 
 def run(args: argparse.Namespace) -> int:
     from denarius.engine.bundle import load_bundle
 
-    bundle = load_bundle(args.bundle, verify=not args.no_verify)
+    bundle = load_bundle(args.bundle, verify=not args.no_verify, verify_key=args.verify_key)
     if args.json:
         print(json.dumps(summary(bundle), indent=2))
         return 0
     spec = bundle.preprocess
     verified = "not verified (--no-verify)" if args.no_verify else "every sha256 verified"
+    if bundle.signed_by:
+        verified += f", manifest signature verified (key {bundle.signed_by})"
     print(f"bundle {bundle.path}: model version {bundle.version}, schema {bundle.schema_version}, created {bundle.created}; {verified}")
     print(
         f"  preprocessing: resize {spec.resize}, crop {spec.crop}, mean {list(spec.mean)}, std {list(spec.std)}, "

@@ -8,12 +8,16 @@ from pathlib import Path
 EXAMPLES = (
     'denarius export runs/r1 --out bundles/v1',
     'denarius export runs/r1 --out bundles/v1 --int8 --calibration data/manifest.csv',
+    'denarius export runs/r1 --out bundles/v1 --sign-key keys/bundle-signing.key',
 )  # shown under `denarius export --help`
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory of `denarius train` (emperor.pt, ric.pt, run.json)")
     parser.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="bundle directory to create")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    parser.add_argument("--sign-key", type=Path, default=None, metavar="KEY.pem",
+                        help="sign manifest.json with this Ed25519 private key (from `denarius bundle-keygen`); "
+                             "servers given the public key refuse an edited manifest")
     parser.add_argument("--model-version", default=None,
                         help="version string recorded in the bundle (default: run folder name + checkpoint hash)")
     quant = parser.add_argument_group("INT8")
@@ -71,9 +75,11 @@ def run(args: argparse.Namespace) -> int:
         parity_sources=tuple(args.parity_photo),
         parity_images=args.parity_images,
         overwrite=args.overwrite,
+        sign_key=args.sign_key,
     )
     result = export_bundle(args.run_dir, args.out, config=config)
-    print(f"bundle {result.path} (model version {result.version})")
+    signed = f", manifest signed by {result.signed_by}" if result.signed_by else ""
+    print(f"bundle {result.path} (model version {result.version}{signed})")
     for model, report in result.parity.items():
         print(
             f"  {model}: ORT vs PyTorch on {report['images']} photos: max |diff| {report['max_abs_diff']:.2e} "
