@@ -8,9 +8,9 @@ import pytest
 
 
 def test_kernel_check_times_numpy_and_says_why_cuda_did_not_run(tmp_path, capsys):
+    from denarius.apps.cli import main
     from denarius.engine.landmarks.cuda import cuda_available
     from denarius.evaluation.kernel_check import OPERATIONS
-    from denarius.apps.cli import main
 
     if cuda_available():
         pytest.skip("this machine has CUDA: tools/gpu_check.sh covers it")

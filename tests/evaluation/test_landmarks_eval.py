@@ -7,8 +7,8 @@ import json
 import cv2
 import pytest
 
-from denarius.evaluation.path_scores import PATH_CHECKPOINTS
 from denarius.apps.cli import main
+from denarius.evaluation.path_scores import PATH_CHECKPOINTS
 
 FAIR = ("pointing_game_torchray", "pointing_game_tie_robust", "pointing_game_difficult", "sufficiency_auc", "deletion_auc", "energy")
 
@@ -42,7 +42,7 @@ def test_landmarks_eval_scores(eval_run):
     for part in ("shield", "legend"):
         assert 0 <= reverse[part]["p_removed"] <= 1 and 0 < reverse[part]["area"] < 1
     for method in ("optimized", "occlusion", "saliency"):
-        for side, parts in scores["parts"].items():
+        for parts in scores["parts"].values():
             shares = [v["maximum_inside"][method] for v in parts.values()]
             assert all(0 <= x <= 1 for x in shares) and sum(shares) >= 1 - 1e-9  # parts may overlap
     assert "| shield | 3 |" in (out / "scores.md").read_text()
@@ -86,7 +86,7 @@ def test_landmarks_eval_fair_figures_baselines_and_peers(eval_run):
         assert _inside(random["pointing_game_torchray"], random["intervals"]["pointing_game_torchray"])
     for curve in scores["path"].values():  # the path and the parts tables carry intervals too
         assert len(curve["intervals"]) == len(curve["pointing_game"])
-        assert all(_inside(v, ci) for v, ci in zip(curve["pointing_game"], curve["intervals"]))
+        assert all(_inside(v, ci) for v, ci in zip(curve["pointing_game"], curve["intervals"], strict=True))
     shield = scores["parts"]["reverse"]["shield"]
     assert _inside(shield["p_removed"], shield["intervals"]["p_removed"])
     assert all(_inside(shield["maximum_inside"][m], shield["intervals"]["maximum_inside"][m]) for m in scores["methods"])

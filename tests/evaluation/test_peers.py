@@ -10,7 +10,7 @@ from denarius.engine.errors import ConfigError
 from denarius.engine.landmarks import GradientModel, LandmarkConfig, composition, compute_landmarks
 
 pytest.importorskip("captum")
-from denarius.evaluation.peers import CAPTUM_METHODS, CaptumPeers  # noqa: E402
+from denarius.evaluation.peers import CAPTUM_METHODS, CaptumPeers
 
 
 def _crops(symbol_coin, spec, count=2):

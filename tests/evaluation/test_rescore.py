@@ -27,7 +27,7 @@ def _evaluate(mask: np.ndarray, point, tolerance: float) -> bool:
 
 def _accuracy(hits, labels) -> float:
     classes = sorted(set(labels))
-    per_class = [np.mean([h for h, label in zip(hits, labels) if label == c]) for c in classes]
+    per_class = [np.mean([h for h, label in zip(hits, labels, strict=True) if label == c]) for c in classes]
     return float(np.mean(per_class))
 
 
@@ -42,7 +42,7 @@ def _score_side(data) -> dict:
     random = []
     for i in rows:  # every coin pixel as the point, by brute force
         ys, xs = np.nonzero(data["coin"][i])
-        random.append(np.mean([_evaluate(masks[i], (x, y), tol) for y, x in zip(ys, xs)]))
+        random.append(np.mean([_evaluate(masks[i], (x, y), tol) for y, x in zip(ys, xs, strict=True)]))
     out["random"] = _accuracy(random, [labels[i] for i in rows])
     for m, method in enumerate(data["methods"]):
         maps = data["heatmaps"][m]
@@ -51,7 +51,7 @@ def _score_side(data) -> dict:
         for i in rows:
             top = maps[i].max()
             ys, xs = np.nonzero(maps[i] >= top - 1e-6 * max(top - maps[i].min(), 1e-30))
-            ties[i] = np.mean([_evaluate(masks[i], (x, y), tol) for y, x in zip(ys, xs)])
+            ties[i] = np.mean([_evaluate(masks[i], (x, y), tol) for y, x in zip(ys, xs, strict=True)])
         qs = data["sufficiency_qs"]
         curves = data["sufficiency"][m]
         auc = [np.trapezoid(c, qs) / (qs[-1] - qs[0]) for c in curves]
