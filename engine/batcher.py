@@ -58,7 +58,8 @@ class BatcherStats:
 
     Attributes:
         submitted: requests admitted by ``submit``.
-        rejected: requests refused with ``Overloaded``.
+        rejected: requests refused with ``Overloaded``: a full queue at ``submit``, or a decode
+            memory budget that stayed full while they were preprocessed.
         completed: futures resolved with an Identification.
         failed: futures failed with an InputError (bad image) or a backend error.
         expired: futures failed with DeadlineExceeded (no inference was spent on them).
@@ -240,6 +241,8 @@ class Batcher:
                     request.images[side] = self._scorer.preprocess_side(source, side)
         except InputError as error:
             return self._drop(request, error, "failed")
+        except Overloaded as error:  # the decode memory budget stayed full: the caller backs off and retries
+            return self._drop(request, error, "rejected")
         except Exception as error:  # a bug or resource error: fail this request, keep serving
             logger.exception("preprocessing failed unexpectedly")
             return self._drop(request, error, "failed")
