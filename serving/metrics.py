@@ -2,8 +2,11 @@
 
 Exported series (all prefixed ``denarius_``):
 
-- ``requests_total{method, code}``: finished RPCs by method name and gRPC status code name
-  (for IdentifyStream, one per stream; ``stream_items_total{code}`` counts its items).
+- ``requests_total{method, code}``: every RPC once, by method name and the name of the gRPC
+  status code it ended with: DEADLINE_EXCEEDED and CANCELLED for calls that ran out of time
+  or whose client gave up, streams included (see ``serving/interceptors.py``
+  ``MetricsInterceptor``). For IdentifyStream, one per stream; ``stream_items_total{code}``
+  counts its items.
 - ``request_latency_seconds{method}``: histogram of RPC wall time on the server.
 - ``batch_size``: histogram of the batch sizes the dynamic batcher formed.
 - ``queue_depth``: requests waiting in the batcher queue (sampled at scrape time).
