@@ -62,6 +62,9 @@ def test_wheel_holds_every_module_kernel_and_stub(wheel):
     assert not missing, f"modules left out of the wheel (add their package to pyproject.toml): {missing[:10]}"
     assert "denarius/engine/kernels/landmarks.cu" in names
     assert "denarius/serving/denarius/v1/coins_pb2.pyi" in names
+    static = {p.name for p in (REPO / "serving" / "http" / "static").iterdir() if p.is_file()}
+    assert {"index.html", "app.js", "style.css"} <= static  # the web page: served from the package, no build step
+    assert {f"denarius/serving/http/static/{name}" for name in static} <= names
     protos = {p.name for p in (REPO / "proto" / "denarius" / "v1").glob("*.proto")}
     assert protos and {f"denarius/proto/denarius/v1/{name}" for name in protos} <= names  # for clients in other languages
 

@@ -1,0 +1,377 @@
+"""The HTTP/JSON API and the web page, as one FastAPI application over the gRPC server's runtime.
+
+Every route turns its body into the request message a gRPC client would send
+(:mod:`denarius.serving.http.body`), calls the same :class:`~denarius.serving.runtime.Runtime`
+methods as :class:`~denarius.serving.servicer.CoinServicer` (identification through the
+engine's dynamic batcher, landmark searches through the landmark batcher, shared with the
+gRPC server when it runs in the same process) and answers the response message as proto3
+JSON. Errors take their status from the one table in :mod:`denarius.serving.status`.
+
+=========================  ============================  ======================================
+route                      request                       answer
+=========================  ============================  ======================================
+``POST /v1/identify``      IdentifyRequest (form/JSON)   IdentifyResponse
+``POST /v1/landmarks``     LandmarksRequest (form/JSON)  LandmarksResponse (``?heatmap=false``
+                                                         leaves the heatmap values out)
+``GET /v1/model``          -                             ModelInfo
+``GET /healthz``           -                             200 while the process serves HTTP
+``GET /readyz``            -                             200 once the model is loaded, 503
+                                                         while loading or draining
+``GET /openapi.json``      -                             the OpenAPI document
+``GET /``                  -                             the web page (``static/``)
+=========================  ============================  ======================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from google.protobuf.message import Message
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from denarius.engine.errors import BackendUnavailable, Cancelled, ConfigError, DeadlineExceeded, Overloaded
+from denarius.serving.denarius.v1 import coins_pb2
+from denarius.serving.http.body import read_message
+from denarius.serving.http.convert import message_json
+from denarius.serving.http.errors import ERROR_SCHEMA, HttpProblem, error_response, request_id_headers, response_for
+from denarius.serving.http.schema import form_schema, message_schemas, ref
+from denarius.serving.interceptors import TokenAuthInterceptor
+from denarius.serving.runtime import SERVER_VERSION, Runtime
+
+__all__ = ["HttpConfig", "HttpApi", "STATIC_DIR"]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP frontend's settings; :meth:`from_server_config` takes the gRPC server's limits.
+
+    Attributes:
+        host, port: listen address; port 0 = any free port.
+        tokens: accepted bearer tokens (``Authorization: Bearer <token>``); empty = open.
+        max_body_bytes: largest request body (larger -> 413), the gRPC message limit.
+        max_concurrent: requests to ``/v1/`` handled at once (more -> 429).
+        landmark_slots: landmark searches running or waiting at once (more -> 429).
+        landmark_workers, landmark_batch: the landmark batcher the frontend opens when it
+            is not given the gRPC server's.
+        default_top_k: candidates when a request leaves ``top_k`` at 0.
+        timeout_s: each request's deadline (504 past it; a landmark search stops).
+        grace_s: how long in-flight requests may finish when the frontend stops.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_concurrent: int = 512
+    landmark_slots: int = 5
+    landmark_workers: int = 1
+    landmark_batch: int = 8
+    default_top_k: int = 5
+    timeout_s: float = 300.0
+    grace_s: float = 10.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"http port must be in [0, 65535], got {self.port}")
+        for name in ("max_body_bytes", "max_concurrent", "landmark_slots", "landmark_workers", "landmark_batch", "default_top_k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.timeout_s <= 0 or self.grace_s < 0:
+            raise ConfigError("timeout_s must be > 0 and grace_s >= 0")
+        if any(not t or any(c.isspace() for c in t) for t in self.tokens):
+            raise ConfigError("tokens must be non-empty and contain no whitespace")
+
+    @classmethod
+    def from_server_config(cls, config: Any, *, port: int, host: str | None = None) -> HttpConfig:
+        """The HTTP settings of a :class:`~denarius.serving.server.ServerConfig`: its tokens,
+        message limit, concurrency limit, landmark slots, default top-k and grace period."""
+        return cls(
+            host=config.host if host is None else host, port=port, tokens=config.tokens,
+            max_body_bytes=config.max_message_bytes, max_concurrent=config.max_concurrent_rpcs,
+            landmark_slots=config.landmark_workers + config.landmark_queue,
+            landmark_workers=config.landmark_workers, landmark_batch=config.landmark_batch,
+            default_top_k=config.default_top_k, grace_s=config.grace_s,
+        )
+
+
+def _doc_responses(schema: dict | None, *, auth: bool, body: bool) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route: its answer and the errors it can give."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    out: dict[int | str, dict[str, Any]] = {}
+    if schema is not None:
+        out[200] = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+    described = {400: "a bad photo or parameter (the message names the side or field)",
+                 401: "missing or wrong bearer token", 413: "the body is over the size limit",
+                 415: "not multipart/form-data or application/json", 429: "overloaded: retry after Retry-After seconds",
+                 500: "unexpected failure (the message has the request id)", 501: "this bundle cannot run that method",
+                 503: "the model is loading or the server is draining", 504: "the deadline passed"}
+    for status, text in described.items():
+        if (status == 401 and not auth) or (status in (413, 415) and not body):
+            continue
+        out[status] = {"description": text, **error}
+    return out
+
+
+def _body_doc(message: type[Message]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": form_schema(message.DESCRIPTOR)},
+        "application/json": {"schema": ref(message.DESCRIPTOR)},
+    }}}
+
+
+class HttpApi:
+    """The routes over one runtime; :attr:`app` is the ASGI application.
+
+    Args:
+        runtime: returns the loaded Runtime, or None while the bundle is still loading.
+        landmarks: returns the LandmarkBatcher to run searches on (None while loading).
+        config: limits and tokens.
+        draining: returns True once the server is shutting down (readyz says 503).
+    """
+
+    def __init__(self, *, runtime: Callable[[], Runtime | None], landmarks: Callable[[], Any],
+                 config: HttpConfig, draining: Callable[[], bool] = lambda: False):
+        self.config = config
+        self._runtime, self._landmarks, self._draining = runtime, landmarks, draining
+        self._auth = TokenAuthInterceptor(config.tokens) if config.tokens else None
+        self._inflight = 0
+        self._landmark_busy = 0
+        self.app = self._build()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _ready(self) -> Runtime:
+        runtime = self._runtime()
+        if runtime is None:
+            raise BackendUnavailable("the model bundle is still loading; retry shortly")
+        return runtime
+
+    async def _authorize(self, request: Request) -> None:
+        if self._auth is None:
+            return
+        header = request.headers.get("authorization")
+        if self._auth.authorized([("authorization", header)] if header is not None else []):
+            return
+        message = "invalid bearer token" if header is not None else "missing bearer token: send header 'Authorization: Bearer <token>'"
+        log.info("rejected %s %s: %s", request.method, request.url.path, message)
+        raise HttpProblem(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": "Bearer"})
+
+    async def _answer(self, request: Request, work: Callable[[dict], Awaitable[Message]],
+                      shape: Callable[[dict], None] | None = None) -> Response:
+        """Run one API call: the concurrency limit, the request id, errors -> the status table."""
+        offered = request.headers.get("x-request-id", "")
+        call = {"rid": offered if request_id_headers(offered) else uuid.uuid4().hex[:16]}
+        if self._inflight >= self.config.max_concurrent:
+            return error_response(429, "RESOURCE_EXHAUSTED",
+                                  f"{self._inflight} requests are in flight, this server's limit; retry later or use another replica",
+                                  request_id=call["rid"])
+        self._inflight += 1
+        try:
+            answer = message_json(await work(call))
+            if shape is not None:
+                shape(answer)
+            return JSONResponse(answer, headers=request_id_headers(call["rid"]))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure becomes its JSON error (5xx ones logged)
+            return response_for(error, call["rid"])
+        finally:
+            self._inflight -= 1
+
+    async def _wait(self, future: Future, request: Request, *, gave_up: threading.Event | None = None) -> Any:
+        """The future's result; if the client disconnects first, stop its work (499)."""
+        waited = asyncio.wrap_future(future)
+        watcher = asyncio.ensure_future(_disconnected(request))
+        try:
+            done, _ = await asyncio.wait({waited, watcher}, timeout=self.config.timeout_s + 5.0,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if waited in done:
+                return waited.result()
+            if gave_up is not None:
+                gave_up.set()
+            future.cancel()
+            if watcher in done:
+                raise Cancelled("the client went away")
+            raise DeadlineExceeded(f"the request ran past this server's {self.config.timeout_s:.0f} s deadline")
+        finally:
+            watcher.cancel()
+            if not waited.done():
+                waited.cancel()
+
+    # -- the API --------------------------------------------------------------------------------
+    async def identify(self, request: Request, call: dict) -> Message:
+        received = time.perf_counter()
+        message = await read_message(request, coins_pb2.IdentifyRequest(), limit=self.config.max_body_bytes)
+        call["rid"] = message.request_id or call["rid"]
+        runtime = self._ready()
+        pair = runtime.pair_from_request(message)  # InputError when neither side is present
+        deadline = time.monotonic() + self.config.timeout_s
+        future = runtime.submit(pair, top_k=message.top_k or self.config.default_top_k, deadline=deadline)
+        result = await self._wait(future, request)
+        return runtime.identification_response(result, request_id=call["rid"], received=received)
+
+    async def landmarks(self, request: Request, call: dict) -> Message:
+        received = time.perf_counter()
+        message = await read_message(request, coins_pb2.LandmarksRequest(), limit=self.config.max_body_bytes)
+        call["rid"] = message.request_id or call["rid"]
+        runtime = self._ready()
+        job = runtime.landmark_job(message)  # validates everything before queueing
+        batcher = self._landmarks()
+        if batcher is None:
+            raise BackendUnavailable("the landmark workers are still starting; retry shortly")
+        slots = self.config.landmark_slots
+        if self._landmark_busy >= slots:
+            raise Overloaded(f"all {slots} landmark slots are busy; retry later or use another replica")
+        deadline = time.monotonic() + self.config.timeout_s
+        gave_up = threading.Event()
+        job.should_stop = lambda: gave_up.is_set() or time.monotonic() >= deadline
+        job.deadline = deadline
+        loop = asyncio.get_running_loop()
+
+        def settled(_future: Future) -> None:
+            try:
+                loop.call_soon_threadsafe(self._release_landmark_slot)
+            except RuntimeError:  # the loop is gone: the frontend has stopped
+                pass
+
+        # As in the gRPC servicer, a slot is held until the search really ends.
+        future = batcher.submit(job)
+        self._landmark_busy += 1
+        future.add_done_callback(settled)
+        try:
+            result = await self._wait(future, request, gave_up=gave_up)
+        except asyncio.CancelledError:
+            gave_up.set()
+            raise
+        started = job.started if job.started is not None else received
+        return runtime.landmarks_response(result, request_id=call["rid"], received=received, started=started)
+
+    def _release_landmark_slot(self) -> None:
+        self._landmark_busy -= 1
+
+    async def model(self, request: Request, call: dict) -> Message:
+        return self._ready().model_info()
+
+    # -- the application ------------------------------------------------------------------------
+    def _build(self) -> FastAPI:
+        app = FastAPI(title="Denarius", version=SERVER_VERSION, docs_url=None, redoc_url=None,
+                      description="Identify Roman imperial coins from an obverse/reverse photo pair and show their "
+                                  "characteristic landmarks. The messages are the gRPC service's (denarius.v1), in "
+                                  "the proto3 JSON mapping; photos go as multipart file parts or base64 JSON.")
+        auth = self._auth is not None
+        guard = [Depends(self._authorize)]
+        if auth:
+            # Documents the scheme (the check itself is _authorize, the gRPC interceptor's comparison).
+            guard.append(Depends(HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")))
+        landmark_query = {"parameters": [{
+            "name": "heatmap", "in": "query", "required": False, "schema": {"type": "boolean", "default": True},
+            "description": "false: leave the heatmap values out of the answer (the overlay PNG is enough for a page)"}]}
+
+        @app.post("/v1/identify", dependencies=guard, response_class=JSONResponse, summary="Identify one coin",
+                  description="Ranked RIC candidates of one coin from its obverse and/or reverse photo "
+                              "(gRPC CoinService.Identify).",
+                  responses=_doc_responses(ref(coins_pb2.IdentifyResponse.DESCRIPTOR), auth=auth, body=True),
+                  openapi_extra=_body_doc(coins_pb2.IdentifyRequest))
+        async def identify(request: Request) -> Response:
+            return await self._answer(request, lambda call: self.identify(request, call))
+
+        @app.post("/v1/landmarks", dependencies=guard, response_class=JSONResponse, summary="Landmarks of one side",
+                  description="The characteristic landmarks of one coin side: heatmap, regions and, with "
+                              "include_overlay, a 512-px overlay PNG (gRPC CoinService.Landmarks).",
+                  responses=_doc_responses(ref(coins_pb2.LandmarksResponse.DESCRIPTOR), auth=auth, body=True),
+                  openapi_extra={**_body_doc(coins_pb2.LandmarksRequest), **landmark_query})
+        async def landmarks(request: Request) -> Response:
+            keep = request.query_params.get("heatmap", "true").strip().lower()
+            if keep not in ("true", "false", "1", "0"):
+                return error_response(400, "INVALID_ARGUMENT", f"heatmap must be true or false, got {keep[:40]!r}")
+
+            def shape(answer: dict) -> None:
+                if keep in ("false", "0"):
+                    answer.pop("heatmap", None)
+            return await self._answer(request, lambda call: self.landmarks(request, call), shape)
+
+        @app.get("/v1/model", dependencies=guard, response_class=JSONResponse, summary="The model being served",
+                 responses=_doc_responses(ref(coins_pb2.ModelInfo.DESCRIPTOR), auth=auth, body=False))
+        async def model(request: Request) -> Response:
+            return await self._answer(request, lambda call: self.model(request, call))
+
+        status_schema = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+
+        @app.get("/healthz", response_class=JSONResponse, summary="Liveness: the process answers",
+                 responses={200: {"description": "alive", "content": {"application/json": {"schema": status_schema}}}})
+        async def healthz() -> Response:
+            return JSONResponse({"status": "alive"})
+
+        @app.get("/readyz", response_class=JSONResponse, summary="Readiness: the model is loaded and not draining",
+                 responses={200: {"description": "ready", "content": {"application/json": {"schema": status_schema}}},
+                            503: {"description": "loading or draining",
+                                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}})
+        async def readyz() -> Response:
+            if self._draining():
+                return error_response(503, "UNAVAILABLE", "the server is shutting down; use another replica")
+            if self._runtime() is None:
+                return error_response(503, "UNAVAILABLE", "the model bundle is still loading")
+            return JSONResponse({"status": "SERVING"})
+
+        @app.get("/", include_in_schema=False)
+        async def page() -> Response:
+            return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+        @app.exception_handler(HttpProblem)
+        async def problem(_request: Request, error: HttpProblem) -> Response:
+            return response_for(error, "")
+
+        @app.exception_handler(StarletteHTTPException)
+        async def http_error(_request: Request, error: StarletteHTTPException) -> Response:
+            names = {404: "NOT_FOUND", 405: "UNIMPLEMENTED", 400: "INVALID_ARGUMENT"}
+            return error_response(error.status_code, names.get(error.status_code, "UNKNOWN"), str(error.detail),
+                                  headers=dict(error.headers or {}))
+
+        @app.exception_handler(RequestValidationError)
+        async def invalid(_request: Request, error: RequestValidationError) -> Response:
+            return error_response(400, "INVALID_ARGUMENT", f"invalid request: {error.errors()}")
+
+        base_openapi = app.openapi
+
+        def openapi() -> dict[str, Any]:
+            if app.openapi_schema is None:
+                document = base_openapi()
+                schemas = document.setdefault("components", {}).setdefault("schemas", {})
+                for request_type in (coins_pb2.IdentifyRequest, coins_pb2.LandmarksRequest):
+                    schemas.update(message_schemas(request_type.DESCRIPTOR, request=True))
+                for response_type in (coins_pb2.IdentifyResponse, coins_pb2.LandmarksResponse, coins_pb2.ModelInfo):
+                    schemas.update(message_schemas(response_type.DESCRIPTOR, request=False))
+                schemas["ErrorBody"] = ERROR_SCHEMA
+                app.openapi_schema = document
+            return app.openapi_schema
+
+        app.openapi = openapi  # type: ignore[method-assign]
+        return app
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read: only that message is left)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

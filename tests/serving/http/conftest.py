@@ -1,0 +1,51 @@
+"""Fixtures of the HTTP tests: a real gRPC server and the HTTP frontend beside it, sharing its
+runtime and landmark batcher (as ``denarius serve --http-port`` runs them), on loopback ports."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from denarius.serving.client import CoinClient
+from denarius.serving.http import HttpConfig, HttpFrontend
+from denarius.serving.server import BackgroundServer
+
+from serving_helpers import server_config
+
+
+def frontend_beside(running: BackgroundServer, **overrides) -> HttpFrontend:
+    """An HTTP frontend on a free port over ``running``'s runtime and landmark batcher."""
+    servicer = running.server._servicer
+    config = dataclasses.replace(HttpConfig.from_server_config(running.server.config, port=0), **overrides)
+    return HttpFrontend(lambda: servicer.runtime, config, landmarks=lambda: servicer._landmarks)
+
+
+@pytest.fixture(scope="module")
+def grpc_server(tiny_bundle):
+    with BackgroundServer(server_config(tiny_bundle, max_batch=8, max_wait_ms=20.0)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def http_url(grpc_server):
+    with frontend_beside(grpc_server) as frontend:
+        yield f"http://127.0.0.1:{frontend.port}"
+
+
+@pytest.fixture(scope="session")
+def beside():
+    """:func:`frontend_beside`, for tests that start a gRPC server of their own."""
+    return frontend_beside
+
+
+@pytest.fixture(scope="module")
+def make_frontend(grpc_server):
+    """``make_frontend(**HttpConfig overrides)``: another frontend beside the module's gRPC server."""
+    return lambda **overrides: frontend_beside(grpc_server, **overrides)
+
+
+@pytest.fixture
+def grpc_client(grpc_server):
+    with CoinClient(f"127.0.0.1:{grpc_server.port}", timeout=30.0) as client:
+        yield client
