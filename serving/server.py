@@ -34,6 +34,7 @@ from denarius.serving.interceptors import MetricsInterceptor, RequestParsingInte
 from denarius.serving.metrics import ServerMetrics
 
 if TYPE_CHECKING:
+    from denarius.serving.http import HttpFrontend
     from denarius.serving.servicer import CoinServicer
 
 __all__ = ["ServerConfig", "CoinServer", "BackgroundServer", "serve", "load_tokens", "SERVICE_NAME"]
@@ -73,6 +74,9 @@ class ServerConfig:
         grace_s: how long in-flight RPCs may run after a SIGTERM.
         drain_delay_s: after a SIGTERM, keep accepting calls this long while health says
             NOT_SERVING, so load balancers stop routing here before the port closes.
+        http_host, http_port: the HTTP/JSON API and web page (serving/http/), in this process
+            on the same runtime, tokens and limits; port 0 = any free port, None = no HTTP;
+            host None = ``host``. Plaintext (put a TLS proxy in front, or keep it on loopback).
         tls_cert, tls_key: PEM files; both or neither (then the port is plaintext).
         tokens: accepted bearer tokens; empty = no authentication.
         warmup: run one batch through the models before reporting SERVING.
@@ -102,6 +106,8 @@ class ServerConfig:
     default_top_k: int = 5
     grace_s: float = 10.0
     drain_delay_s: float = 0.0
+    http_host: str | None = None
+    http_port: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tokens: tuple[str, ...] = field(default=(), repr=False)
@@ -125,6 +131,8 @@ class ServerConfig:
             raise ConfigError("landmark_queue, max_wait_ms, grace_s and drain_delay_s must be >= 0")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise ConfigError(f"http_port must be in [0, 65535], got {self.http_port}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.max_pixels is not None and self.max_pixels < 1:
@@ -170,6 +178,8 @@ class CoinServer:
         self.health = health_aio.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
+        self._http: HttpFrontend | None = None  # when config.http_port is set
         self._server: grpc.aio.Server | None = None
         self._servicer: CoinServicer | None = None
         self._stopped = asyncio.Event()
@@ -235,12 +245,26 @@ class CoinServer:
             if config.metrics_port is not None:
                 self.metrics_port = self.metrics.start_http(
                     host=config.metrics_host or config.host, port=config.metrics_port)
+            if config.http_port is not None:
+                await self._start_http()
             await asyncio.get_running_loop().run_in_executor(None, servicer.load)
         except BaseException:
             await self.drain(grace_s=0, delay_s=0)
             raise
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on port %d", SERVICE_NAME, self.port)
+
+    async def _start_http(self) -> None:
+        """The HTTP API on this loop, over the servicer's runtime and landmark batcher (503 until loaded)."""
+        from denarius.serving.http import HttpConfig, HttpFrontend
+
+        servicer = self._servicer
+        assert servicer is not None
+        config = HttpConfig.from_server_config(self.config, port=self.config.http_port or 0, host=self.config.http_host)
+        frontend = HttpFrontend(lambda: servicer.runtime, config, landmarks=lambda: servicer.landmark_batcher)
+        self._http = frontend  # set first: a failed start is stopped by the drain that follows
+        await frontend.start()
+        self.http_port = frontend.port
 
     async def drain(self, *, grace_s: float | None = None, delay_s: float | None = None) -> None:
         """NOT_SERVING, (drain delay,) stop accepting, finish in-flight RPCs within the grace
@@ -251,11 +275,17 @@ class CoinServer:
             return
         server, self._server = self._server, None
         await self.health.enter_graceful_shutdown()  # NOT_SERVING for good: no later set() revives it
+        http, self._http = self._http, None
+        if http is not None:
+            http.begin_drain()  # /readyz 503 too
         if delay > 0:
             log.info("draining: NOT_SERVING, still accepting calls for %.1f s", delay)
             await asyncio.sleep(delay)
         log.info("draining: no new calls; finishing in-flight calls (grace %.1f s)", grace)
-        await server.stop(grace)
+        if http is not None:  # both transports finish their in-flight calls within the same grace period
+            await asyncio.gather(server.stop(grace), http.stop(grace_s=grace))
+        else:
+            await server.stop(grace)
         if self._servicer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._servicer.close)
         self.metrics.close()
@@ -288,6 +318,10 @@ class BackgroundServer:
     @property
     def metrics_port(self) -> int | None:
         return self.server.metrics_port
+
+    @property
+    def http_port(self) -> int | None:
+        return self.server.http_port
 
     def call(self, coroutine, *, timeout: float | None = None):
         """Run a coroutine on the server's loop and wait for its result."""
@@ -328,7 +362,7 @@ def serve(config: ServerConfig) -> int:
             loop.add_signal_handler(signum, stop_requested.set)
         await server.start()
         # The parent process (or an orchestrator) can read the bound ports from the log.
-        log.info("ready: port=%d metrics_port=%s", server.port, server.metrics_port)
+        log.info("ready: port=%d metrics_port=%s http_port=%s", server.port, server.metrics_port, server.http_port)
         await stop_requested.wait()
         log.info("signal received: draining")
         await server.drain()

@@ -110,6 +110,11 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         if self.runtime is not None:
             self.runtime.close()
 
+    @property
+    def landmark_batcher(self):
+        """The LandmarkBatcher the Landmarks handler runs on (None until ``load()``); the HTTP API shares it."""
+        return self._landmarks
+
     def _ready(self) -> runtime.Runtime:
         if self.runtime is None:
             raise BackendUnavailable("the model bundle is still loading; retry shortly")

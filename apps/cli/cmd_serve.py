@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 EXAMPLES = (
     'denarius serve bundles/v1 --port 50051',
     'denarius serve bundles/v1 --tls-cert server.pem --tls-key server.key --token-file tokens.txt',
+    'denarius serve bundles/v1 --http-port 8080',
 )  # shown under `denarius serve --help`
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--metrics-port", type=int, default=9095,
                      help="Prometheus /metrics port (default 9095; 0 = any free port; -1 = disabled)")
     net.add_argument("--metrics-host", default=None, help="metrics listen address (default: --host)")
+    net.add_argument("--http-port", type=int, default=None,
+                     help="also serve the HTTP/JSON API and the web page on this port (0 = any free port; default: none)")
+    net.add_argument("--http-host", default=None, help="HTTP listen address (default: --host)")
     net.add_argument("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key enables TLS")
     net.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     auth = net.add_mutually_exclusive_group()
@@ -78,6 +82,7 @@ def config_from_args(args: argparse.Namespace):
     return ServerConfig(
         bundle=args.bundle, host=args.host, port=args.port,
         metrics_host=args.metrics_host, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        http_host=args.http_host, http_port=args.http_port,
         backend=args.backend, precision=None if args.precision == "auto" else args.precision, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, eager_dispatch=not args.wait_full_batch,
         preprocess_workers=args.preprocess_workers, threads=args.threads,
@@ -94,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from denarius.serving.server import serve
 
     config = config_from_args(args)
-    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.tokens:
-        log.warning("listening on %s without --token-file/--token-env: anyone who can reach it may call it",
-                    config.host)
+    hosts = {config.host} | ({config.http_host or config.host} if config.http_port is not None else set())
+    for host in sorted(hosts - {"127.0.0.1", "localhost", "::1"}):
+        if not config.tokens:
+            log.warning("listening on %s without --token-file/--token-env: anyone who can reach it may call it", host)
     return serve(config)

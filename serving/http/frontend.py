@@ -118,11 +118,14 @@ class HttpFrontend:
             await asyncio.sleep(_POLL_S)
         log.info("HTTP API and web page on http://%s:%d/", self.config.host, self.port)
 
-    async def stop(self) -> None:
-        """readyz 503, stop accepting, let in-flight requests finish within the grace period,
-        then close the frontend's own landmark batcher. Idempotent."""
+    async def stop(self, *, grace_s: float | None = None) -> None:
+        """readyz 503, stop accepting, let in-flight requests finish within the grace period
+        (``grace_s``, default the config's), then close the frontend's own landmark batcher.
+        Idempotent."""
         self.begin_drain()
         if self._server is not None and self._task is not None:
+            if grace_s is not None:
+                self._server.config.timeout_graceful_shutdown = max(math.ceil(grace_s), 1)
             self._server.should_exit = True
             try:
                 await self._task
