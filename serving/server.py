@@ -78,6 +78,8 @@ class ServerConfig:
             on the same runtime, tokens and limits; port 0 = any free port, None = no HTTP;
             host None = ``host``. Plaintext (put a TLS proxy in front, or keep it on loopback).
         tls_cert, tls_key: PEM files; both or neither (then the port is plaintext).
+        bundle_key: Ed25519 public key (PEM) the bundle's manifest.json must be signed with
+            (``denarius bundle-sign``); None = signatures are not checked.
         tokens: accepted bearer tokens; empty = no authentication.
         warmup: run one batch through the models before reporting SERVING.
     """
@@ -110,6 +112,7 @@ class ServerConfig:
     http_port: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    bundle_key: Path | None = None
     tokens: tuple[str, ...] = field(default=(), repr=False)
     warmup: bool = True
 
@@ -117,7 +120,7 @@ class ServerConfig:
         object.__setattr__(self, "bundle", Path(self.bundle))
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both --tls-cert and --tls-key (or neither)")
-        for name in ("tls_cert", "tls_key"):
+        for name in ("tls_cert", "tls_key", "bundle_key"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value))

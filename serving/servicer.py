@@ -95,6 +95,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
             preprocess_workers=config.preprocess_workers, threads=config.threads,
             warmup=config.warmup, on_batch=self.metrics.batch_size.observe,
             max_message_bytes=config.max_message_bytes, stream_window=config.stream_window,
+            verify_key=config.bundle_key,
         )
         self.metrics.track_queue_depth(self.runtime.queue_depth)
         from denarius.engine.landmarks.batcher import LandmarkBatcher

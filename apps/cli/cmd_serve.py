@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 EXAMPLES = (
     'denarius serve bundles/v1 --port 50051',
     'denarius serve bundles/v1 --tls-cert server.pem --tls-key server.key --token-file tokens.txt',
+    'denarius serve bundles/v1 --bundle-key keys/bundle.pub.pem',
     'denarius serve bundles/v1 --http-port 8080',
 )  # shown under `denarius serve --help`
 
@@ -29,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--http-host", default=None, help="HTTP listen address (default: --host)")
     net.add_argument("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key enables TLS")
     net.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    net.add_argument("--bundle-key", type=Path, metavar="PUB.pem",
+                     help="refuse the bundle unless its manifest.json is signed with this Ed25519 public key")
     auth = net.add_mutually_exclusive_group()
     auth.add_argument("--token-file", type=Path, help="file of accepted bearer tokens, one per line")
     auth.add_argument("--token-env", metavar="VAR", help="environment variable of comma-separated bearer tokens")
@@ -90,7 +93,7 @@ def config_from_args(args: argparse.Namespace):
         decode_memory_bytes=None if args.decode_memory_mib is None else int(args.decode_memory_mib * 1024 * 1024),
         max_concurrent_rpcs=args.max_concurrent_rpcs, stream_window=args.stream_window,
         landmark_workers=args.landmark_workers, landmark_queue=args.landmark_queue, landmark_batch=args.landmark_batch,
-        grace_s=args.grace, drain_delay_s=args.drain_delay, tls_cert=args.tls_cert, tls_key=args.tls_key, tokens=tokens,
+        grace_s=args.grace, drain_delay_s=args.drain_delay, tls_cert=args.tls_cert, tls_key=args.tls_key, bundle_key=args.bundle_key, tokens=tokens,
         warmup=not args.no_warmup,
     )
 

@@ -97,6 +97,22 @@ def test_runtime_with_a_verify_key_refuses_a_renamed_class(bundle, tmp_path):
         Runtime.open(bundle, backend="ort-cpu", warmup=False, verify_key=public)
 
 
+def test_a_server_with_a_bundle_key_serves_a_signed_bundle_and_refuses_an_edited_one(bundle, tmp_path):
+    pytest.importorskip("cryptography")
+    from denarius.engine.bundle_signing import generate_keypair, sign_manifest
+
+    private, public = generate_keypair(tmp_path / "keys")
+    sign_manifest(bundle, private)
+    with BackgroundServer(server_config(bundle, metrics_port=None, bundle_key=public)) as running:
+        with CoinClient(f"127.0.0.1:{running.port}", timeout=30.0) as coin_client:
+            assert "RIC V Probus 10" in coin_client.model_info().rics
+    text = (bundle / "manifest.json").read_text()
+    (bundle / "manifest.json").write_text(text.replace("RIC V Probus 10", "RIC I Forged 1"))
+    with pytest.raises(BundleError, match=r"manifest\.json fails its signature check"):
+        with BackgroundServer(server_config(bundle, metrics_port=None, bundle_key=public)):
+            pass
+
+
 @pytest.fixture(scope="module")
 def client(tiny_bundle):
     with BackgroundServer(server_config(tiny_bundle, metrics_port=None)) as running:
