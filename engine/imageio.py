@@ -100,12 +100,20 @@ def _png_header(data: bytes) -> ImageHeader:
         raise InputError("truncated PNG header")
     width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
     # A tRNS chunk (before the image data) gives a palette, grey or RGB image an alpha channel.
-    pos, transparent = 8, False
+    # Every chunk up to IEND must fit in the file: OpenCV's PNG reader allocates a chunk's
+    # claimed length before reading it, so a 45-byte file whose IEND claimed 3 GB took 3 GB
+    # (found by tests/fuzz/fuzz_decode.py; so did tEXt, PLTE, tRNS and fdAT chunks).
+    pos, transparent, image_data = 8, False, False
     while pos + 8 <= len(data):
         (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
-        if kind in (b"IDAT", b"IEND"):
+        if length > len(data) - pos - 12:
+            name = kind.decode("ascii", "replace") if kind.isalpha() else kind.hex()
+            raise InputError(f"corrupt or truncated PNG: its {name} chunk at byte {pos} claims {length:,} bytes, "
+                             f"{max(0, len(data) - pos - 12):,} remain in the file")
+        if kind == b"IEND":
             break
-        transparent |= kind == b"tRNS"
+        image_data |= kind == b"IDAT"
+        transparent |= kind == b"tRNS" and not image_data
         pos += 12 + length
     channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 4)
     alpha = colour in (4, 6) or transparent

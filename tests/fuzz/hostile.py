@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["seed_files", "big_rgba16_png", "coin_bgr", "png_chunk", "png_claiming", "tiff_claiming_tiles"]
+__all__ = ["seed_files", "big_rgba16_png", "coin_bgr", "png_chunk", "png_claiming", "png_with_long_chunk", "tiff_claiming_tiles"]
 
 
 def coin_bgr(side: int, *, dtype=np.uint8, channels: int = 3) -> np.ndarray:
@@ -51,6 +51,13 @@ def png_claiming(width: int, height: int, *, depth: int = 8, colour: int = 2, id
     """A well-formed PNG whose IHDR claims width x height (the pixel data does not match)."""
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(idat)) + png_chunk(b"IEND", b"")
+
+
+def png_with_long_chunk(kind: bytes, length: int) -> bytes:
+    """A 20 x 20 PNG whose ``kind`` chunk after IHDR claims ``length`` bytes and holds none: the
+    decoder allocated the claim before reading (a fuzz finding: a 45-byte file took 3 GB)."""
+    ihdr = struct.pack(">IIBBBBB", 20, 20, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + struct.pack(">I", length) + kind + struct.pack(">I", zlib.crc32(kind))
 
 
 def tiff_claiming_tiles(width: int, height: int, tile: int, *, samples: int = 3, bits: int = 8) -> bytes:
@@ -108,6 +115,7 @@ def seed_files() -> dict[str, bytes]:
         "empty.bin": b"",
         "jpeg_no_frame.jpg": b"\xff\xd8\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00\xff\xd9",
         "tiff_huge_tiles.tiff": tiff_claiming_tiles(64, 64, 16000),
+        "png_huge_iend.png": png_with_long_chunk(b"IEND", 0xBF000000),
     }
     return files
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hostile import tiff_claiming_tiles
+from hostile import png_with_long_chunk, tiff_claiming_tiles
 
 from denarius.engine import decode_budget
 from denarius.engine.errors import InputError
@@ -49,3 +49,13 @@ def test_a_small_tiff_claiming_huge_tiles_is_refused_from_its_header():
 def test_ordinary_tiles_cost_what_they_did():
     header = read_header(tiff_claiming_tiles(512, 512, 256))
     assert header.internal_bytes == 512 * 512 * 3  # the whole-image strip estimate still dominates
+
+
+@pytest.mark.parametrize("kind", [b"IEND", b"tEXt", b"PLTE", b"tRNS", b"fdAT"])
+def test_a_png_chunk_claiming_more_than_the_file_is_refused_before_decoding(kind):
+    # The fuzzer's input: 45 bytes whose IEND claimed 0xBF000000 bytes; OpenCV allocated it
+    # (3 GB) before reading. Each of these chunk types took 1 GB at a 1 GB claim.
+    data = png_with_long_chunk(kind, 0x40000000)
+    with pytest.raises(InputError, match=rf"corrupt or truncated PNG: its {kind.decode()} chunk at byte 33 claims"):
+        read_header(data)
+    assert _peak_growth_mib(lambda: decode_image(data)) < 64
