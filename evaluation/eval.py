@@ -221,7 +221,8 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                     along_path = method.path_scores and window == headline and bool(config.path_checkpoints)
                     before = model.forward_equivalents
                     start = time.perf_counter()
-                    maps = service.compute(crops, model=name, config=lc, targets=targets, checkpoints=config.path_checkpoints if along_path else ())
+                    checkpoints = config.path_checkpoints if along_path else ()
+                    maps = service.compute(crops, model=name, config=lc, targets=targets, checkpoints=checkpoints)
                     seconds = time.perf_counter() - start
                     key = f"{name_}@{window}"
                     table.cost[key].append((seconds, model.forward_equivalents - before, len(batch)))
@@ -238,7 +239,8 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                         if window == headline:
                             maxima.setdefault((side, name_), []).append(parts_at_maximum(m.heatmap, truths[i].parts))
                             if (name_, window) == keys[0]:  # once per image: what the model needs
-                                for part, (p_removed, area) in part_reliance(model, crops[i], truths[i].parts, target=m.target, reference=reference).items():
+                                removed = part_reliance(model, crops[i], truths[i].parts, target=m.target, reference=reference)
+                                for part, (p_removed, area) in removed.items():
                                     reliance.setdefault(side, {}).setdefault(part, []).append((m.p_full, p_removed, area))
                             if method.guidebook and config.guidebooks and targets[i] is not None:
                                 by_label.setdefault((side, batch[i].label), []).append(m)
@@ -347,7 +349,8 @@ def _part_scores(reliance: dict, maxima: dict, methods, *, resamples: int, seed:
             values = np.asarray(values, np.float64)
             p_full, p_removed, area = values.mean(axis=0)
             rows[part] = {"images": len(values), "p_full": float(p_full), "p_removed": float(p_removed), "area": float(area),
-                          "intervals": {"p_full": mean_interval(values[:, 0], **figures), "p_removed": mean_interval(values[:, 1], **figures)}}
+                          "intervals": {"p_full": mean_interval(values[:, 0], **figures),
+                                        "p_removed": mean_interval(values[:, 1], **figures)}}
         rows[NO_PART] = {"intervals": {}}
         for part, row in rows.items():
             inside = {m: np.array([part in parts for parts in maxima.get((side, m), [])], np.float64) for m in methods}

@@ -119,12 +119,12 @@ def run_check(*, size: int = 224, batch: int = 8, repeats: int = 20, seed: int =
             row: dict = {"regions": regions.count}
             for operation in OPERATIONS:
                 expected = _call(NumpyOps, operation, regions, inputs)
-                entry = {"numpy_ms": _median_ms(lambda: _call(NumpyOps, operation, regions, inputs), repeats)}
+                entry = {"numpy_ms": _median_ms(lambda op=operation, r=regions, x=inputs: _call(NumpyOps, op, r, x), repeats)}
                 if cuda is not None:
                     got = _call(cuda, operation, regions, inputs)
                     scale = max(float(np.abs(expected).max()), 1e-30)
                     entry["max_relative_error"] = float(np.abs(got - expected).max()) / scale
-                    entry["cuda_ms"] = _median_ms(lambda: _call(cuda, operation, regions, inputs), repeats)
+                    entry["cuda_ms"] = _median_ms(lambda op=operation, r=regions, x=inputs: _call(cuda, op, r, x), repeats)
                     entry["numpy_vs_cuda"] = round(entry["numpy_ms"] / max(entry["cuda_ms"], 1e-9), 2)
                     errors.append(entry["max_relative_error"])
                 row[operation] = entry

@@ -52,7 +52,8 @@ class EvalMethod:
 
 EVAL_METHODS: dict[str, EvalMethod] = {
     "optimized": EvalMethod(lambda base: replace(base, method="optimized"),
-                            "the constrained mask optimiser at its defaults (relative constraint, persistence on the coin)", path_scores=True, guidebook=True),
+                            "the constrained mask optimiser at its defaults (relative constraint, persistence on the coin)",
+                            path_scores=True, guidebook=True),
     # Variants of the optimiser (issue 20 item 5; docs/results_landmarks.md). "paper" is the
     # default before issue 20: the paper's absolute constraint, the persistence map averaged
     # over the covering windows, anywhere in the crop.

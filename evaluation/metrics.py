@@ -56,7 +56,9 @@ def energy(heatmap: np.ndarray, inside: np.ndarray) -> float:
     return float(np.sum(heatmap[inside], dtype=np.float64) / total) if total > 0 else 0.0
 
 
-def deletion_curve(model, crop: np.ndarray, heatmap: np.ndarray, target: int, *, steps: int, reference: np.ndarray | None = None) -> np.ndarray:
+def deletion_curve(
+    model, crop: np.ndarray, heatmap: np.ndarray, target: int, *, steps: int, reference: np.ndarray | None = None
+) -> np.ndarray:
     """p(target) as the most salient pixels are removed first.
 
     Args:

@@ -58,7 +58,7 @@ class PathScores:
         if path is None or set(path) != set(self.checkpoints):
             raise ValueError("the map was not computed with this scorer's checkpoints")
         persistence = np.stack([path[t] for t in self.checkpoints]).astype(np.float32)  # (n, K)
-        for t, heatmap in zip(self.checkpoints, composition.mask_weights(regions, persistence)):
+        for t, heatmap in zip(self.checkpoints, composition.mask_weights(regions, persistence), strict=True):
             self._hits[side][t].append(pointing_hit(heatmap, polygons, tolerance_px=tolerance_px))
 
     def summary(self, *, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
@@ -97,7 +97,8 @@ def plot_path(scores: dict, path: Path) -> Path | None:
     colours = {"obverse": "tab:orange", "reverse": "tab:blue"}
     for side, curve in scores.get("path", {}).items():
         colour = colours.get(side)
-        ax.plot(curve["iterations"], curve["pointing_game"], marker="o", color=colour, label=f"optimised, {side} ({curve['images']} images)")
+        label = f"optimised, {side} ({curve['images']} images)"
+        ax.plot(curve["iterations"], curve["pointing_game"], marker="o", color=colour, label=label)
         baselines = scores.get("by_side", {}).get(side, {}).get(str(scores["window"]), {})
         for method, style in (("occlusion", "--"), ("saliency", ":")):
             if baselines.get(method) and baselines[method]["pointing_game"] is not None:

@@ -53,7 +53,8 @@ def _fair_tables(scores: dict) -> list[str]:
     q_keys = None
     for scope, ours, base, peers in _scopes(scores):
         for name, row in base.items():
-            lines.append(f"| {scope} | {name} point (baseline) | {_ci(row, 'pointing_game_torchray')} | {_ci(row, 'pointing_game_tie_robust')} | "
+            lines.append(f"| {scope} | {name} point (baseline) | {_ci(row, 'pointing_game_torchray')} | "
+                         f"{_ci(row, 'pointing_game_tie_robust')} | "
                          f"{_ci(row, 'pointing_game_difficult')} ({row['difficult_images']}) | - | - | - |")
         for name, row in [*ours.items(), *peers.items()]:
             if row is None:
@@ -95,7 +96,8 @@ def markdown(scores: dict) -> str:
         f"{scores['backend']}, {scores['hardware']}.",
         *_held_out_line(scores.get("held_out")),
         "",
-        "| side | window | method | pointing game | energy | deletion AUC (lower is better) | s / image | forward equivalents / image | vacuous |",
+        "| side | window | method | pointing game | energy | deletion AUC (lower is better) | s / image "
+        "| forward equivalents / image | vacuous |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     tables = [("all", scores["by_window"])] + (list(scores["by_side"].items()) if len(scores["by_side"]) > 1 else [])
@@ -111,7 +113,8 @@ def markdown(scores: dict) -> str:
     for method, s in (scores.get("peers") or {}).get("methods", {}).items():
         if s is not None:
             lines.append(
-                f"| all | {scores['peers']['window']} | {method} | {_fmt(s['pointing_game'])} | {_fmt(s['energy'])} | {_fmt(s['deletion_auc'])} | "
+                f"| all | {scores['peers']['window']} | {method} | {_fmt(s['pointing_game'])} | {_fmt(s['energy'])} | "
+                f"{_fmt(s['deletion_auc'])} | "
                 f"{_fmt(s['seconds_per_image'], 3)} | {s['forward_equivalents']:.0f} | - |"
             )
     lines += ["", "vacuous: share of images whose reference image (every region removed) already satisfies the constraint, "
@@ -144,6 +147,6 @@ def markdown(scores: dict) -> str:
             "|---|---|" + "---|" * len(checkpoints),
         ]
         for side, curve in scores["path"].items():
-            cells = [_ci({"x": v, "intervals": {"x": ci}}, "x") for v, ci in zip(curve["pointing_game"], curve["intervals"])]
+            cells = [_ci({"x": v, "intervals": {"x": ci}}, "x") for v, ci in zip(curve["pointing_game"], curve["intervals"], strict=True)]
             lines.append(f"| {side} | {curve['images']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

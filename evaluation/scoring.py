@@ -64,7 +64,7 @@ class MapScorer:
 
 def add_images(table: SideTable, store: HeatmapStore | None, batch, truths: list[Truth], maps) -> None:
     """A batch's images in the side's table (and store): the class explained, ground truth, baselines."""
-    for it, truth, m in zip(batch, truths, maps):
+    for it, truth, m in zip(batch, truths, maps, strict=True):
         size = truth.inside.shape
         table.coin_ids.append(it.coin_id)
         table.labels.append(m.label)

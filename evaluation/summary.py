@@ -151,7 +151,8 @@ def baselines(tables, *, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
         row, intervals = {}, {}
         row["pointing_game_torchray"], intervals["pointing_game_torchray"] = _figure(
             hits[truth], labels[truth], by_class=True, resamples=resamples, seed=seed)
-        row["pointing_game_tie_robust"], intervals["pointing_game_tie_robust"] = row["pointing_game_torchray"], intervals["pointing_game_torchray"]
+        row["pointing_game_tie_robust"] = row["pointing_game_torchray"]
+        intervals["pointing_game_tie_robust"] = intervals["pointing_game_torchray"]
         row["pointing_game_difficult"], intervals["pointing_game_difficult"] = _figure(
             hits[difficult], labels[difficult], by_class=True, resamples=resamples, seed=seed)
         row.update(images_with_ground_truth=int(truth.sum()), difficult_images=int(difficult.sum()), intervals=intervals)

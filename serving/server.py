@@ -188,7 +188,7 @@ class CoinServer:
         self._stopped = asyncio.Event()
         self.decode_budget = decode_budget.DecodeBudget(
             config.decode_memory_bytes or decode_budget.default_budget_bytes())
-        self._previous_budget = None
+        self._previous_budget: decode_budget.DecodeBudget | None = None
 
     async def _set_health(self, status) -> None:
         for name in ("", SERVICE_NAME):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 EXAMPLES = (
     'denarius landmarks-eval --bundle bundles/v1 data/heldout --out lm-eval/ --limit 128 --windows 5 --stride 2',
     'denarius landmarks-eval --bundle bundles/v1 data/heldout --out lm-eval/ --windows 5 --stride 2 --peers captum '

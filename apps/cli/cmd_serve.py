@@ -93,7 +93,8 @@ def config_from_args(args: argparse.Namespace):
         decode_memory_bytes=None if args.decode_memory_mib is None else int(args.decode_memory_mib * 1024 * 1024),
         max_concurrent_rpcs=args.max_concurrent_rpcs, stream_window=args.stream_window,
         landmark_workers=args.landmark_workers, landmark_queue=args.landmark_queue, landmark_batch=args.landmark_batch,
-        grace_s=args.grace, drain_delay_s=args.drain_delay, tls_cert=args.tls_cert, tls_key=args.tls_key, bundle_key=args.bundle_key, tokens=tokens,
+        grace_s=args.grace, drain_delay_s=args.drain_delay, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        bundle_key=args.bundle_key, tokens=tokens,
         warmup=not args.no_warmup,
     )
 
