@@ -155,6 +155,7 @@ class HttpApi:
         self._auth = TokenAuthInterceptor(config.tokens) if config.tokens else None
         self._inflight = 0
         self._landmark_busy = 0
+        self.landmarks_cancelled = 0  # searches that ended early because their client left or timed out
         self.app = self._build()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -246,9 +247,10 @@ class HttpApi:
         job.deadline = deadline
         loop = asyncio.get_running_loop()
 
-        def settled(_future: Future) -> None:
+        def settled(done: Future) -> None:
+            stopped = done.cancelled() or isinstance(done.exception(), (Cancelled, DeadlineExceeded))
             try:
-                loop.call_soon_threadsafe(self._release_landmark_slot)
+                loop.call_soon_threadsafe(self._release_landmark_slot, stopped)
             except RuntimeError:  # the loop is gone: the frontend has stopped
                 pass
 
@@ -264,8 +266,9 @@ class HttpApi:
         started = job.started if job.started is not None else received
         return runtime.landmarks_response(result, request_id=call["rid"], received=received, started=started)
 
-    def _release_landmark_slot(self) -> None:
+    def _release_landmark_slot(self, stopped_early: bool) -> None:
         self._landmark_busy -= 1
+        self.landmarks_cancelled += stopped_early
 
     async def model(self, request: Request, call: dict) -> Message:
         return self._ready().model_info()
