@@ -407,7 +407,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bomb-side", type=int, default=6324, help="side of the RGBA 16-bit PNG bomb (default 6324: 40 Mpx)")
     parser.add_argument("--mix", nargs="*", metavar="KIND=WEIGHT", help=f"change the mix (default {MIX})")
     parser.add_argument("--timeout", type=float, default=60.0, help="deadline of each call but 'deadline' (default 60)")
-    parser.add_argument("--grace", type=float, default=30.0, help="the server's --grace (default 30)")
+    parser.add_argument("--grace", type=float, default=75.0,
+                        help="the server's --grace (default 75: above --timeout, so a drain need cut no call)")
     parser.add_argument("--drain-delay", type=float, default=1.0, help="the server's --drain-delay (default 1)")
     parser.add_argument("--server-args", default="", help="more `denarius serve` flags")
     parser.add_argument("--server-command", default=f"{shlex.quote(sys.executable)} -m denarius.apps.cli",
