@@ -26,7 +26,8 @@ Shutdown: ``close(drain=True)`` stops admitting, finishes everything admitted an
 
 Counters for metrics: ``stats()`` returns a ``BatcherStats`` snapshot (batch-size histogram,
 queue depth, totals per outcome), and ``on_batch(size, queue_depth, seconds)`` is called
-after every batch.
+after every batch. Per request, ``submit(..., on_stages=callback)`` is called with a
+``StageTimes`` (queue wait, preprocessing, inference) just before its future gets its result.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from denarius.engine.bundle import SIDES
 from denarius.engine.errors import BatcherClosed, DeadlineExceeded, InputError, Overloaded
 from denarius.engine.scoring import CoinPair, Scorer, batch_rows, check_top_k, coerce_pair
 
-__all__ = ["Batcher", "BatcherStats", "BatcherClosed"]
+__all__ = ["Batcher", "BatcherStats", "BatcherClosed", "StageTimes"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,21 @@ class BatcherStats:
     inference_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class StageTimes:
+    """Where one identified request's time went, in seconds.
+
+    Attributes:
+        queue_wait: waiting for a preprocessing thread, then (preprocessed) for a batch.
+        preprocess: decoding, background removal and normalisation of its images.
+        inference: the model run of the batch it was part of.
+    """
+
+    queue_wait: float
+    preprocess: float
+    inference: float
+
+
 @dataclass
 class _Request:
     pair: object  # what submit() was given; _preprocess replaces it with its CoinPair
@@ -91,6 +107,9 @@ class _Request:
     deadline: float | None
     future: Future
     images: dict = field(default_factory=dict)  # side -> (3, S, S) float32
+    on_stages: Callable[[StageTimes], None] | None = None
+    submitted_at: float = 0.0  # time.monotonic() stamps
+    preprocess_at: float = 0.0
     ready_at: float = 0.0
 
 
@@ -145,7 +164,8 @@ class Batcher:
 
     # ------------------------------------------------------------------ public
 
-    def submit(self, pair, *, top_k: int = 5, deadline: float | None = None, timeout: float | None = None) -> Future:
+    def submit(self, pair, *, top_k: int = 5, deadline: float | None = None, timeout: float | None = None,
+               on_stages: Callable[[StageTimes], None] | None = None) -> Future:
         """Queue one coin.
 
         Args:
@@ -154,6 +174,8 @@ class Batcher:
             deadline: absolute ``time.monotonic()`` second after which the request is
                 dropped, if it has not started inference, with ``DeadlineExceeded``.
             timeout: the same, relative to now (the earlier of the two wins).
+            on_stages: called with this request's ``StageTimes`` on the inference thread just
+                before its result is set (only when it is identified; keep it cheap).
         Returns:
             a Future resolving to an ``Identification``, or failing with InputError (this
             coin's image is unusable), DeadlineExceeded, BatcherClosed, or a backend error.
@@ -178,7 +200,8 @@ class Batcher:
             self._pending += 1
             self._counts["submitted"] += 1
             self._max_depth = max(self._max_depth, self._pending)
-        request = _Request(pair=pair, top_k=int(top_k), deadline=deadline, future=future)
+        request = _Request(pair=pair, top_k=int(top_k), deadline=deadline, future=future, on_stages=on_stages,
+                           submitted_at=time.monotonic())
         try:
             self._executor.submit(self._preprocess, request)
         except RuntimeError:  # the preprocessing pool shut down under us
@@ -230,7 +253,8 @@ class Batcher:
             return self._drop(request, BatcherClosed("the batcher was closed (drain=False) before this request ran"), "cancelled")
         if request.future.cancelled():
             return self._drop(request, None, "cancelled")
-        if request.deadline is not None and time.monotonic() > request.deadline:
+        request.preprocess_at = time.monotonic()
+        if request.deadline is not None and request.preprocess_at > request.deadline:
             return self._drop(request, DeadlineExceeded("the deadline passed while the request waited for preprocessing"), "expired")
         try:
             pair = coerce_pair(request.pair)
@@ -321,7 +345,7 @@ class Batcher:
             for side, row in zip(SIDES, coin_rows, strict=True):
                 if row is not None:
                     stack[side][row] = request.images[side]
-        started = time.perf_counter()
+        batch_at, started = time.monotonic(), time.perf_counter()
         try:
             results = self._scorer.score_batch(
                 stack["obverse"][: counts["obverse"]] if counts["obverse"] else None,
@@ -338,6 +362,14 @@ class Batcher:
             return
         seconds = time.perf_counter() - started
         for request, result in zip(live, results, strict=True):
+            if request.on_stages is not None:
+                stages = StageTimes(
+                    queue_wait=(request.preprocess_at - request.submitted_at) + (batch_at - request.ready_at),
+                    preprocess=request.ready_at - request.preprocess_at, inference=seconds)
+                try:
+                    request.on_stages(stages)
+                except Exception:
+                    logger.exception("on_stages callback failed")
             request.future.set_result(result)
         with self._cond:
             self._counts["completed"] += len(live)

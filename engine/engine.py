@@ -31,6 +31,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import cast
 
@@ -38,7 +39,7 @@ import cv2
 import numpy as np
 
 from denarius.engine.backends import open_backend
-from denarius.engine.batcher import Batcher
+from denarius.engine.batcher import Batcher, StageTimes
 from denarius.engine.bundle import SIDES, Bundle, load_bundle
 from denarius.engine.errors import BundleError, ConfigError, DenariusError, InputError
 from denarius.engine.lookahead import lookahead
@@ -214,9 +215,10 @@ class Engine:
         batcher = self._batcher
         return 0 if batcher is None else batcher.queue_depth
 
-    def submit(self, pair, *, top_k: int = 5, deadline: float | None = None, timeout: float | None = None) -> Future:
-        """Queue one coin on the dynamic batcher; see ``Batcher.submit``."""
-        return self.batcher.submit(pair, top_k=top_k, deadline=deadline, timeout=timeout)
+    def submit(self, pair, *, top_k: int = 5, deadline: float | None = None, timeout: float | None = None,
+               on_stages: Callable[[StageTimes], None] | None = None) -> Future:
+        """Queue one coin on the dynamic batcher; see ``Batcher.submit`` (``on_stages`` too)."""
+        return self.batcher.submit(pair, top_k=top_k, deadline=deadline, timeout=timeout, on_stages=on_stages)
 
     async def identify_async(self, pair, *, top_k: int = 5, deadline: float | None = None, timeout: float | None = None) -> Identification:
         """``submit`` for asyncio callers: awaits the batcher's future."""

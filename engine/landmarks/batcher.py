@@ -71,6 +71,7 @@ class LandmarkJob:
         should_stop: true once the caller gave up (cancelled, or past its deadline).
         deadline: time.monotonic() after which the job is not worth starting (None: none).
         started: set by the batcher (time.perf_counter()) when the job leaves the queue.
+        prepared: set by the batcher (time.perf_counter()) when ``prepare()`` has returned.
     """
 
     model: str
@@ -81,6 +82,7 @@ class LandmarkJob:
     should_stop: Callable[[], bool] = _never
     deadline: float | None = None
     started: float | None = field(default=None, compare=False)
+    prepared: float | None = field(default=None, compare=False)
 
     def share_key(self) -> tuple | None:
         """Jobs with equal keys may share a run; None: this job runs alone."""
@@ -193,7 +195,9 @@ class LandmarkBatcher:
                 if job.deadline is not None and time.monotonic() >= job.deadline:
                     raise DeadlineExceeded("the deadline passed while the request waited for a landmark worker")
                 raise Cancelled("the caller gave up while the request waited for a landmark worker")
-            return job.prepare()
+            crop = job.prepare()
+            job.prepared = time.perf_counter()
+            return crop
         except Exception as error:  # noqa: BLE001 - any failure is this job's answer, given to its caller
             future.set_exception(error)
             return None

@@ -193,3 +193,28 @@ def test_eager_dispatch_does_not_sit_out_the_window_when_nothing_else_is_in_flig
         futures = [engine.submit(c) for c in coins[:8]]  # concurrent arrivals still batch up
         assert all(f.result(timeout=60).ok for f in futures)
         assert max(engine.batcher.stats().batch_sizes) > 1
+
+
+def test_stage_times_are_reported_per_request_before_its_result(bundle, coins, expected):
+    """on_stages: queue wait + preprocess + inference of each identified request, called on the
+    inference thread before its future resolves; a failed request gets no call."""
+    reported: dict[str, object] = {}
+    with Engine(bundle, backend="ort-cpu", precision="fp32", max_batch=4, max_wait_ms=50.0) as engine:
+        futures = {}
+        for coin in coins[:6]:
+            def note(times, coin_id=coin.coin_id):
+                reported[coin_id] = times
+            started = time.monotonic()
+            futures[coin.coin_id] = (engine.submit(coin, on_stages=note), started)
+        bad = engine.submit(CoinPair(obverse=b"not an image", coin_id="bad"), on_stages=lambda t: reported.update(bad=t))
+        for coin_id, (future, started) in futures.items():
+            result = future.result(timeout=30)
+            waited = time.monotonic() - started
+            assert coin_id in reported  # set before the result
+            times = reported[coin_id]
+            assert same(result, expected[coin_id])
+            assert times.queue_wait >= 0 and times.preprocess > 0 and times.inference > 0
+            assert times.queue_wait + times.preprocess + times.inference <= waited + 1e-3
+        with pytest.raises(InputError):
+            bad.result(timeout=30)
+    assert "bad" not in reported
