@@ -16,6 +16,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -24,7 +25,8 @@ from denarius.engine.errors import InputError
 from denarius.serving.messages import MalformedRequest, parse_request
 from denarius.serving.metrics import ServerMetrics
 
-__all__ = ["TokenAuthInterceptor", "MetricsInterceptor", "RequestParsingInterceptor", "final_code", "OPEN_METHOD_PREFIXES"]
+__all__ = ["TokenAuthInterceptor", "MetricsInterceptor", "RequestParsingInterceptor", "InflightCalls", "InflightCall",
+           "final_code", "OPEN_METHOD_PREFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,38 @@ def final_code(context: Any, error: BaseException | None) -> str:
     return "UNKNOWN"  # what gRPC answers for an exception that set no status
 
 
+@dataclass(frozen=True)
+class InflightCall:
+    """One RPC being handled: its method name, when it started and its deadline
+    (``time.monotonic()`` seconds; None = the client set none)."""
+
+    method: str
+    started: float
+    deadline: float | None
+
+
+class InflightCalls:
+    """The RPCs being handled now, with their deadlines (the drain sizes its grace by them).
+
+    Used from the event loop only (the interceptor's begin and end, the drain's snapshot).
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[object, InflightCall] = {}
+
+    def begin(self, method: str, time_remaining: float | None) -> object:
+        now = time.monotonic()
+        token = object()
+        self._calls[token] = InflightCall(method, now, None if time_remaining is None else now + time_remaining)
+        return token
+
+    def end(self, token: object) -> None:
+        self._calls.pop(token, None)
+
+    def snapshot(self) -> list[InflightCall]:
+        return list(self._calls.values())
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Count every RPC once by method and final status code and time it (outermost interceptor).
 
@@ -159,20 +193,30 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     ``max_concurrent_rpcs`` are refused before any interceptor runs and are not counted.
     """
 
-    def __init__(self, metrics: ServerMetrics):
+    def __init__(self, metrics: ServerMetrics, calls: InflightCalls | None = None):
         self._metrics = metrics
+        self._calls = calls
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        metrics = self._metrics
+        metrics, calls = self._metrics, self._calls
+        # A stream of requests and responses is timed whole in stream_duration_seconds; its
+        # handler times each item's answer (IdentifyStream: request_latency_seconds).
+        latency = metrics.stream_duration if handler.stream_stream else metrics.latency
 
-        def record(start: float, context: Any, error: BaseException | None) -> None:
+        def begin(context: Any) -> object:
+            metrics.inflight.labels(method=method).inc()
+            return None if calls is None else calls.begin(method, context.time_remaining())
+
+        def record(start: float, context: Any, error: BaseException | None, token: object) -> None:
             metrics.requests.labels(method=method, code=final_code(context, error)).inc()
-            metrics.latency.labels(method=method).observe(time.perf_counter() - start)
+            latency.labels(method=method).observe(time.perf_counter() - start)
             metrics.inflight.labels(method=method).dec()
+            if calls is not None:
+                calls.end(token)
 
         ran = [False]  # the handler started (it runs only once the request message arrived)
 
@@ -184,21 +228,21 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             async def timed(request, context):
                 ran[0] = True
                 start, error = time.perf_counter(), None
-                metrics.inflight.labels(method=method).inc()
+                token = begin(context)
                 try:
                     return await behavior(request, context)
                 except BaseException as raised:
                     error = raised
                     raise
                 finally:
-                    record(start, context, error)
+                    record(start, context, error, token)
             return timed
 
         def stream(behavior: Callable):
             async def timed(request, context):
                 ran[0] = True
                 start, error = time.perf_counter(), None
-                metrics.inflight.labels(method=method).inc()
+                token = begin(context)
                 try:
                     async for item in _responses(behavior, request, context):
                         yield item
@@ -206,7 +250,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                     error = raised
                     raise
                 finally:
-                    record(start, context, error)
+                    record(start, context, error, token)
             return timed
 
         wrapped = _wrap(handler, unary, stream)

@@ -145,9 +145,11 @@ class Runtime:
             coin_id=request.request_id or None,
         )
 
-    def submit(self, pair, *, top_k: int, deadline: float | None) -> Future:
-        """Queue on the dynamic batcher. Raises Overloaded when the queue is full."""
-        return self.engine.submit(pair, top_k=top_k, deadline=deadline)
+    def submit(self, pair, *, top_k: int, deadline: float | None, on_stages: Callable[[Any], None] | None = None) -> Future:
+        """Queue on the dynamic batcher. Raises Overloaded when the queue is full.
+
+        ``on_stages`` gets the request's :class:`denarius.engine.batcher.StageTimes` once it is identified."""
+        return self.engine.submit(pair, top_k=top_k, deadline=deadline, on_stages=on_stages)
 
     def identify_now(self, pair, *, top_k: int):
         """In-process identification without the batcher (CLI). Raises the coin's InputError."""

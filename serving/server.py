@@ -4,8 +4,12 @@ Lifecycle of :class:`CoinServer`::
 
     start()   bind the port, health NOT_SERVING; load + verify the bundle, open the engine,
               start the batcher, warm up; health SERVING
-    drain()   health NOT_SERVING, stop accepting RPCs, let in-flight ones finish within the
-              grace period, then close the batcher, the engine and the metrics endpoint
+    drain()   health NOT_SERVING while still accepting calls for the drain delay (load
+              balancers stop routing here), then stop accepting and wait for the in-flight
+              calls: until the last of them ends, at most until the latest of their
+              deadlines (a landmark search's is at most --landmark-timeout after it
+              arrived) plus one second, and never longer than the grace cap; then close the
+              batcher, the engine and the metrics endpoint
 
 ``serve(config)`` runs that in the foreground and drains on SIGTERM/SIGINT (exit code 0);
 :class:`BackgroundServer` runs it in a thread for tests and benchmarks.
@@ -18,6 +22,8 @@ import logging
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +36,7 @@ from grpc_reflection.v1alpha import reflection
 from denarius.engine import decode_budget
 from denarius.engine.errors import ConfigError
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
-from denarius.serving.interceptors import MetricsInterceptor, RequestParsingInterceptor, TokenAuthInterceptor
+from denarius.serving.interceptors import InflightCall, InflightCalls, MetricsInterceptor, RequestParsingInterceptor, TokenAuthInterceptor
 from denarius.serving.metrics import ServerMetrics
 
 if TYPE_CHECKING:
@@ -41,6 +47,8 @@ __all__ = ["ServerConfig", "CoinServer", "BackgroundServer", "serve", "load_toke
 
 log = logging.getLogger(__name__)
 
+DRAIN_SLACK_S = 1.0  # past the latest deadline, for the answer to be written
+WORK_METHODS = frozenset(coins_pb2.DESCRIPTOR.services_by_name["CoinService"].methods_by_name)  # what a drain waits for
 SERVICE_NAME = coins_pb2.DESCRIPTOR.services_by_name["CoinService"].full_name  # "denarius.v1.CoinService"
 
 
@@ -51,8 +59,12 @@ class ServerConfig:
     Attributes:
         bundle: model bundle directory.
         host, port: gRPC listen address; loopback by default, port 0 = any free port.
-        metrics_host, metrics_port: Prometheus ``/metrics`` endpoint; port 0 = any free
-            port, None = no endpoint.
+        metrics_host, metrics_port: Prometheus ``/metrics`` endpoint; loopback by default
+            (not ``host``); port 0 = any free port, None = no endpoint. It requires one of
+            ``tokens`` when there are any (401 otherwise).
+        metrics_tls_cert, metrics_tls_key: PEM files for HTTPS on the metrics endpoint; both
+            or neither. Neither = the gRPC pair (``tls_cert``, ``tls_key``) when that is
+            set, so a TLS server's metrics are TLS too; else plain HTTP.
         backend, precision: passed to the engine ("auto"/"ort-cpu"/..., None = the backend's
             default, or "fp32"/"fp16"/"int8").
         max_batch, max_wait_ms, max_queue: dynamic batcher: largest batch, longest wait for a
@@ -71,7 +83,12 @@ class ServerConfig:
         landmark_batch: most waiting optimised searches with the same settings that share
             one optimiser run (see engine/landmarks/batcher.py); 1 = every search alone.
         default_top_k: candidates returned when a request leaves top_k at 0.
-        grace_s: how long in-flight RPCs may run after a SIGTERM.
+        landmark_timeout_s: the longest a Landmarks call may take, from its arrival (queue
+            included), whatever deadline its client set; past it DEADLINE_EXCEEDED.
+        grace_s: the cap on how long in-flight RPCs may run once the server stops accepting
+            after a SIGTERM; the wait itself ends when the last in-flight call does (or its
+            deadline passes, see the module docstring). Keep it above landmark_timeout_s,
+            so no admitted landmark search is cut.
         drain_delay_s: after a SIGTERM, keep accepting calls this long while health says
             NOT_SERVING, so load balancers stop routing here before the port closes.
         http_host, http_port: the HTTP/JSON API and web page (serving/http/), in this process
@@ -87,8 +104,10 @@ class ServerConfig:
     bundle: Path
     host: str = "127.0.0.1"
     port: int = 50051
-    metrics_host: str | None = None
+    metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9095
+    metrics_tls_cert: Path | None = None
+    metrics_tls_key: Path | None = None
     backend: str = "auto"
     precision: str | None = None
     max_batch: int = 16
@@ -106,8 +125,9 @@ class ServerConfig:
     landmark_queue: int = 4
     landmark_batch: int = 8
     default_top_k: int = 5
-    grace_s: float = 10.0
-    drain_delay_s: float = 0.0
+    landmark_timeout_s: float = 120.0
+    grace_s: float = 130.0
+    drain_delay_s: float = 2.0
     http_host: str | None = None
     http_port: int | None = None
     tls_cert: Path | None = None
@@ -120,7 +140,11 @@ class ServerConfig:
         object.__setattr__(self, "bundle", Path(self.bundle))
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both --tls-cert and --tls-key (or neither)")
-        for name in ("tls_cert", "tls_key", "bundle_key"):
+        if (self.metrics_tls_cert is None) != (self.metrics_tls_key is None):
+            raise ConfigError("metrics TLS needs both --metrics-tls-cert and --metrics-tls-key (or neither)")
+        if self.landmark_timeout_s <= 0:
+            raise ConfigError(f"landmark_timeout_s must be > 0, got {self.landmark_timeout_s}")
+        for name in ("tls_cert", "tls_key", "metrics_tls_cert", "metrics_tls_key", "bundle_key"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value))
@@ -178,6 +202,7 @@ class CoinServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.metrics = ServerMetrics()
+        self.calls = InflightCalls()  # what the drain waits for
         self.health = health_aio.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -211,7 +236,7 @@ class CoinServer:
         ]
         # Outermost first: metrics see every outcome; the token is checked before the payload
         # is parsed; parsing inside the handler makes a malformed message INVALID_ARGUMENT.
-        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics, self.calls)]
         if config.tokens:
             interceptors.append(TokenAuthInterceptor(config.tokens))
         interceptors.append(RequestParsingInterceptor(tolerant_streams=(f"/{SERVICE_NAME}/IdentifyStream",)))
@@ -246,8 +271,7 @@ class CoinServer:
                  "TLS" if config.tls_cert else "plaintext", config.bundle)
         try:
             if config.metrics_port is not None:
-                self.metrics_port = self.metrics.start_http(
-                    host=config.metrics_host or config.host, port=config.metrics_port)
+                self._start_metrics()
             if config.http_port is not None:
                 await self._start_http()
             await asyncio.get_running_loop().run_in_executor(None, servicer.load)
@@ -256,6 +280,54 @@ class CoinServer:
             raise
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on port %d", SERVICE_NAME, self.port)
+
+    def _start_metrics(self) -> None:
+        """/metrics on its own host (loopback by default), TLS like gRPC, the same tokens."""
+        config = self.config
+        tls = None
+        if config.metrics_tls_cert is not None and config.metrics_tls_key is not None:
+            tls = (config.metrics_tls_cert, config.metrics_tls_key)
+        elif config.tls_cert is not None and config.tls_key is not None:
+            tls = (config.tls_cert, config.tls_key)
+        authorize: Callable[[str | None], bool] | None = None
+        if config.tokens:
+            auth = TokenAuthInterceptor(config.tokens)
+
+            def check(header: str | None) -> bool:
+                return auth.authorized([("authorization", header)] if header is not None else [])
+            authorize = check
+        self.metrics_port = self.metrics.start_http(
+            host=config.metrics_host, port=config.metrics_port or 0, tls=tls, authorize=authorize)
+
+    def drain_grace(self, cap: float) -> tuple[float, str]:
+        """How long to wait for the calls in flight now: (seconds, why).
+
+        The latest deadline among them plus DRAIN_SLACK_S (a Landmarks call's deadline is at
+        most ``landmark_timeout_s`` after it arrived; a call without one counts as the cap),
+        never more than ``cap``; 0 when nothing is in flight. Only CoinService calls count:
+        health watches and reflection streams are not work, and end with the server.
+        """
+        calls = self._work()
+        if not calls:
+            return 0.0, "no call in flight"
+        now, latest, unbounded = time.monotonic(), 0.0, 0
+        for call in calls:
+            deadline = call.deadline
+            if call.method == "Landmarks":
+                limit = call.started + self.config.landmark_timeout_s
+                deadline = limit if deadline is None else min(deadline, limit)
+            if deadline is None:
+                unbounded += 1
+            else:
+                latest = max(latest, deadline - now)
+        if unbounded:
+            return cap, f"{len(calls)} calls in flight, {unbounded} without a deadline: the cap"
+        needed = max(0.0, latest) + DRAIN_SLACK_S
+        why = f"{len(calls)} calls in flight, the latest deadline in {latest:.1f} s"
+        if needed > cap:
+            log.warning("draining: in-flight calls may run %.1f s, past the grace cap of %.1f s: "
+                        "the slowest will be cut (raise --grace)", needed, cap)
+        return min(cap, needed), why
 
     async def _start_http(self) -> None:
         """The HTTP API on this loop, over the servicer's runtime and landmark batcher (503 until loaded)."""
@@ -284,17 +356,29 @@ class CoinServer:
         if delay > 0:
             log.info("draining: NOT_SERVING, still accepting calls for %.1f s", delay)
             await asyncio.sleep(delay)
-        log.info("draining: no new calls; finishing in-flight calls (grace %.1f s)", grace)
-        if http is not None:  # both transports finish their in-flight calls within the same grace period
-            await asyncio.gather(server.stop(grace), http.stop(grace_s=grace))
-        else:
-            await server.stop(grace)
+        wait, why = self.drain_grace(grace)
+        log.info("draining: no new calls; waiting up to %.1f s for the in-flight calls (%s; cap %.1f s)", wait, why, grace)
+        started = time.monotonic()
+        # Refuses new calls at once; the loop below ends the wait (stop(0)) before this would.
+        stopping = [asyncio.ensure_future(server.stop(wait + 1.0))]
+        if http is not None:  # returns as soon as its in-flight requests are done, at most after the cap
+            stopping.append(asyncio.ensure_future(http.stop(grace_s=grace)))
+        while self._work() and time.monotonic() - started < wait:
+            await asyncio.sleep(0.05)
+        left = len(self._work())
+        await server.stop(0)  # cuts what is left: calls past the grace, health watches, reflection streams
+        await asyncio.gather(*stopping)
+        log.info("draining: in-flight calls done after %.1f s%s", time.monotonic() - started,
+                 f"; {left} cut at the grace" if left else "")
         if self._servicer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._servicer.close)
         self.metrics.close()
         decode_budget.uninstall(self.decode_budget, self._previous_budget)
         log.info("stopped")
         self._stopped.set()
+
+    def _work(self) -> list[InflightCall]:
+        return [call for call in self.calls.snapshot() if call.method in WORK_METHODS]
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

@@ -20,9 +20,10 @@ import uuid
 
 import grpc
 
-from denarius.engine.errors import BackendUnavailable, Cancelled, DeadlineExceeded, DenariusError, Overloaded
+from denarius.engine.errors import BackendUnavailable, Cancelled, DeadlineExceeded, DenariusError, InputError, Overloaded
 from denarius.serving import runtime
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc, tensor_pb2
+from denarius.serving.logs import check_request_id, current_request_id, preview
 from denarius.serving.messages import MalformedRequest
 from denarius.serving.status import internal_message, status_for
 
@@ -31,9 +32,24 @@ __all__ = ["CoinServicer"]
 log = logging.getLogger(__name__)
 
 
-def _request_id(request) -> str:
-    rid = getattr(request, "request_id", "")
-    return rid if rid else uuid.uuid4().hex[:16]
+def _request_id(request) -> tuple[str, InputError | None]:
+    """The id a call is logged and answered under, and why the offered one was refused.
+
+    A valid ``request_id`` (see :func:`denarius.serving.logs.check_request_id`) is used as
+    it is; an empty one is replaced by a generated id; an invalid one too, and the
+    InputError saying what is wrong with it is returned for the call to fail with.
+    """
+    offered = getattr(request, "request_id", "")
+    if not offered:
+        return uuid.uuid4().hex[:16], None
+    try:
+        return check_request_id(offered), None
+    except InputError as error:
+        return uuid.uuid4().hex[:16], error
+
+
+def _log_refused(rid: str, offered: str, error: InputError) -> None:
+    log.info("request %s: INVALID_ARGUMENT: %s (offered: %s)", rid, error, preview(offered))
 
 
 def _deadline(context) -> float | None:
@@ -55,8 +71,12 @@ def _guarded(handler):
 
     @functools.wraps(handler)
     async def wrapper(self, request, context):
-        rid = _request_id(request)
+        rid, refused = _request_id(request)
+        current_request_id.set(rid)  # this call's task only: JSON log lines carry it
         try:
+            if refused is not None:
+                _log_refused(rid, request.request_id, refused)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refused))
             return await handler(self, request, context, rid)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -98,6 +118,9 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
             verify_key=config.bundle_key,
         )
         self.metrics.track_queue_depth(self.runtime.queue_depth)
+        info = self.runtime.engine.info()
+        self.metrics.set_build_info(version=runtime.SERVER_VERSION, model_version=str(info["model_version"]),
+                                    backend=str(info["backend"]), precision=str(info["precision"]))
         from denarius.engine.landmarks.batcher import LandmarkBatcher
 
         self._landmarks = LandmarkBatcher(
@@ -122,12 +145,17 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         return self.runtime
 
     # -- Identify --------------------------------------------------------------------------
-    async def _identify(self, request, context, rid: str) -> coins_pb2.IdentifyResponse:
+    async def _identify(self, request, context, rid: str, method: str = "Identify") -> coins_pb2.IdentifyResponse:
         received = time.perf_counter()
         rt = self._ready()
         pair = rt.pair_from_request(request)  # InputError when neither side is present
         deadline = _deadline(context)
-        future = rt.submit(pair, top_k=request.top_k or self.config.default_top_k, deadline=deadline)
+        metrics = self.metrics
+
+        def stages(times) -> None:  # on the batcher's inference thread
+            metrics.observe_stages(method, queue_wait=times.queue_wait, preprocess=times.preprocess, inference=times.inference)
+
+        future = rt.submit(pair, top_k=request.top_k or self.config.default_top_k, deadline=deadline, on_stages=stages)
         try:
             result = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -154,12 +182,20 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         reading_finished = object()
         outstanding = 0  # read and not yet yielded; never above the window
 
-        async def answer(request) -> coins_pb2.IdentifyResponse:
-            rid = _request_id(request)
+        async def answer(request, read_at: float) -> tuple[coins_pb2.IdentifyResponse, float]:
+            return await respond(request), read_at
+
+        async def respond(request) -> coins_pb2.IdentifyResponse:
+            rid, refused = _request_id(request)
+            current_request_id.set(rid)  # this item's task only
             try:
                 if isinstance(request, MalformedRequest):  # not valid protobuf (see RequestParsingInterceptor)
                     raise request.error
-                return await self._identify(request, context, rid)
+                if refused is not None:
+                    _log_refused(rid, request.request_id, refused)
+                    rid = request.request_id  # the error item carries the id the client sent, to match it by
+                    raise refused
+                return await self._identify(request, context, rid, "IdentifyStream")
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # one bad coin must not end the stream
@@ -188,10 +224,11 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
                     except StopAsyncIteration:
                         window.release()
                         break
+                    read_at = time.perf_counter()
                     outstanding += 1
                     self.metrics.stream_outstanding.inc()
                     self.metrics.note_stream_outstanding(outstanding)
-                    task = asyncio.create_task(answer(request))
+                    task = asyncio.create_task(answer(request, read_at))
                     tasks.add(task)
                     task.add_done_callback(finished)
             finally:
@@ -206,9 +243,10 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
                     finished_reading = True
                     await reader_task  # re-raises a transport error from the reader
                 else:
-                    response = item.result()
+                    response, read_at = item.result()
                     self.metrics.stream_items.labels(
                         code=response.error.code_name if response.HasField("error") else "OK").inc()
+                    self.metrics.latency.labels(method="IdentifyStream").observe(time.perf_counter() - read_at)
                     yield response
                     outstanding -= 1
                     self.metrics.stream_outstanding.dec()
@@ -227,7 +265,10 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         received = time.perf_counter()
         rt = self._ready()
         job = rt.landmark_job(request)  # validates everything before queueing
-        deadline = _deadline(context)
+        client_deadline = _deadline(context)
+        # Every search ends by the server's own limit too: the drain can wait for all of them.
+        limit = time.monotonic() + self.config.landmark_timeout_s
+        deadline = limit if client_deadline is None else min(client_deadline, limit)
         if self._landmark_busy >= self._landmark_slots:
             raise Overloaded(
                 f"all {self._landmark_slots} landmark slots are busy; retry later or use another replica")
@@ -258,10 +299,19 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         future = self._landmarks.submit(job)
         self._landmark_busy += 1
         future.add_done_callback(settled)
-        result = await asyncio.wrap_future(future)  # cancelling this cancels a still-queued search
-        return rt.landmarks_response(
-            result, request_id=rid, received=received,
-            started=job.started if job.started is not None else received)
+        try:
+            result = await asyncio.wrap_future(future)  # cancelling this cancels a still-queued search
+        except DeadlineExceeded:
+            if deadline == limit and time.monotonic() >= limit:
+                raise DeadlineExceeded(
+                    f"the landmark search ran past this server's {self.config.landmark_timeout_s:g} s limit "
+                    "(serve --landmark-timeout); ask for fewer regions or iterations") from None
+            raise
+        started = job.started if job.started is not None else received
+        prepared = job.prepared if job.prepared is not None else started
+        self.metrics.observe_stages("Landmarks", queue_wait=started - received, preprocess=prepared - started,
+                                    inference=time.perf_counter() - prepared)
+        return rt.landmarks_response(result, request_id=rid, received=received, started=started)
 
     def _release_landmark_slot(self) -> None:
         self._landmark_busy -= 1

@@ -23,6 +23,7 @@ import sys
 from denarius import __version__
 from denarius.engine.atomic_write import DISK_FULL_ERRNOS
 from denarius.engine.errors import ConfigError, DenariusError
+from denarius.serving.logs import LOG_FORMATS, configure_logging
 
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_INTERRUPTED"]
 
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="text (default) or json: one JSON object per line (time, level, logger, message, request_id)")
     parser.add_argument("--version", action="version", version=f"denarius {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -89,10 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Client text in a message is escaped and tracebacks are indented (serving/logs.py).
+    configure_logging(level=logging.DEBUG if args.verbose else logging.INFO, log_format=args.log_format)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

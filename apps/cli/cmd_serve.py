@@ -24,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 = any free port)")
     net.add_argument("--metrics-port", type=int, default=9095,
                      help="Prometheus /metrics port (default 9095; 0 = any free port; -1 = disabled)")
-    net.add_argument("--metrics-host", default=None, help="metrics listen address (default: --host)")
+    net.add_argument("--metrics-host", default="127.0.0.1",
+                     help="metrics listen address (default 127.0.0.1, whatever --host is; 0.0.0.0 for a remote scraper)")
+    net.add_argument("--metrics-tls-cert", type=Path,
+                     help="PEM certificate chain for HTTPS metrics (with --metrics-tls-key; default: the --tls-cert pair if given)")
+    net.add_argument("--metrics-tls-key", type=Path, help="PEM private key of --metrics-tls-cert")
     net.add_argument("--http-port", type=int, default=None,
                      help="also serve the HTTP/JSON API and the web page on this port (0 = any free port; default: none)")
     net.add_argument("--http-host", default=None, help="HTTP listen address (default: --host)")
@@ -67,12 +71,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--landmark-batch", type=int, default=8,
                         help="most waiting optimised landmark searches with the same settings that share one "
                              "optimiser run (default 8; 1 = each alone)")
-    limits.add_argument("--grace", type=float, default=10.0,
-                        help="seconds in-flight calls may finish after SIGTERM (default 10)")
-    limits.add_argument("--drain-delay", type=float, default=0.0,
+    limits.add_argument("--landmark-timeout", type=float, default=120.0,
+                        help="longest a Landmarks call may take from its arrival, queue included (default 120 s)")
+    limits.add_argument("--grace", type=float, default=130.0,
+                        help="cap on the seconds in-flight calls may run once the server stops accepting after SIGTERM; "
+                             "the wait ends with the last in-flight call, at most at the latest of their deadlines + 1 s "
+                             "(default 130: above --landmark-timeout, so no admitted search is cut)")
+    limits.add_argument("--drain-delay", type=float, default=2.0,
                         help="after SIGTERM, seconds to keep accepting calls while health is NOT_SERVING "
-                             "(let load balancers notice; default 0)")
+                             "(let load balancers notice; default 2)")
     limits.add_argument("--no-warmup", action="store_true", help="report SERVING without a warm-up batch")
+    parser.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
+                        help="text (default) or json, one object per line; the same as `denarius --log-format`")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -85,6 +95,8 @@ def config_from_args(args: argparse.Namespace):
     return ServerConfig(
         bundle=args.bundle, host=args.host, port=args.port,
         metrics_host=args.metrics_host, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        metrics_tls_cert=args.metrics_tls_cert, metrics_tls_key=args.metrics_tls_key,
+        landmark_timeout_s=args.landmark_timeout,
         http_host=args.http_host, http_port=args.http_port,
         backend=args.backend, precision=None if args.precision == "auto" else args.precision, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, eager_dispatch=not args.wait_full_batch,
@@ -104,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     hosts = {config.host} | ({config.http_host or config.host} if config.http_port is not None else set())
+    hosts |= {config.metrics_host} if config.metrics_port is not None else set()
     for host in sorted(hosts - {"127.0.0.1", "localhost", "::1"}):
         if not config.tokens:
             log.warning("listening on %s without --token-file/--token-env: anyone who can reach it may call it", host)
+    if config.grace_s < config.landmark_timeout_s:
+        log.warning("--grace %g s is below --landmark-timeout %g s: a SIGTERM may cut admitted landmark searches",
+                    config.grace_s, config.landmark_timeout_s)
     return serve(config)

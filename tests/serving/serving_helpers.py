@@ -20,9 +20,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def make_certificate(folder, name="server"):
+    """A self-signed EC certificate for localhost / 127.0.0.1; returns (cert, key) paths."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
 def server_config(bundle, **overrides) -> ServerConfig:
-    """Test defaults: any free ports, fp32 on ort-cpu, short grace."""
-    values = dict(bundle=bundle, port=0, metrics_port=0, backend="ort-cpu", precision="fp32", grace_s=2.0)
+    """Test defaults: any free ports, fp32 on ort-cpu, short grace, no drain delay."""
+    values = dict(bundle=bundle, port=0, metrics_port=0, backend="ort-cpu", precision="fp32", grace_s=2.0, drain_delay_s=0.0)
     values.update(overrides)
     return ServerConfig(**values)
 
@@ -56,8 +75,15 @@ def huge_png_header(width: int = 60_000, height: int = 60_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+def scrape(port: int, *, token: str | None = None, ca=None, path: str = "/metrics") -> str:
+    """The metrics endpoint's text: ``token`` as a bearer token, HTTPS trusting ``ca`` when given."""
+    import ssl
+
+    scheme, host = ("https", "localhost") if ca is not None else ("http", "127.0.0.1")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
+    request = urllib.request.Request(f"{scheme}://{host}:{port}{path}", headers=headers)
+    with urllib.request.urlopen(request, timeout=10, context=context) as reply:
         return reply.read().decode()
 
 
@@ -76,14 +102,15 @@ def metric(text: str, name: str, **labels) -> float:
     return total
 
 
-def wait_for_metric(port: int, name: str, predicate, *, timeout: float = 3.0, **labels) -> float:
+def wait_for_metric(port: int, name: str, predicate, *, timeout: float = 3.0, token: str | None = None, ca=None,
+                    **labels) -> float:
     """Poll ``name`` until ``predicate(value)`` holds (an aborted call's status reaches the
     client a moment before the server's interceptor counts it); returns the last value."""
     import time
 
     deadline = time.monotonic() + timeout
     while True:
-        value = metric(scrape(port), name, **labels)
+        value = metric(scrape(port, token=token, ca=ca), name, **labels)
         if predicate(value) or time.monotonic() > deadline:
             return value
         time.sleep(0.02)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import grpc
 import pytest
 
@@ -13,23 +10,9 @@ from denarius.serving.client import CoinClient
 from denarius.serving.denarius.v1 import coins_pb2
 from denarius.serving.server import BackgroundServer, load_tokens
 
-from serving_helpers import wait_for_metric
+from serving_helpers import make_certificate, wait_for_metric
 
 TOKENS = ("first-token-0123456789", "second-token-abcdef")
-
-
-def make_certificate(folder, name="server"):
-    """A self-signed EC certificate for localhost / 127.0.0.1; returns (cert, key) paths."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )
-    return cert, key
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +64,9 @@ def test_rejections_are_counted(secure_server, certificate):
     with _client(secure_server, certificate, token="nope") as client:
         with pytest.raises(grpc.RpcError):
             client.model_info()
+    # The metrics endpoint is TLS with the server's certificate and takes the same tokens.
     assert wait_for_metric(secure_server.metrics_port, "denarius_requests_total", lambda v: v >= 1,
-                           method="GetModelInfo", code="UNAUTHENTICATED") >= 1
+                           token=TOKENS[1], ca=certificate[0], method="GetModelInfo", code="UNAUTHENTICATED") >= 1
 
 
 def test_plaintext_client_cannot_talk_to_tls_server(secure_server):

@@ -56,8 +56,8 @@ def _raw(channel, method: str):
     return channel.unary_unary(method)  # bytes in, bytes out
 
 
-def _codes(port: int, method: str) -> dict[str, float]:
-    text = scrape(port)
+def _codes(port: int, method: str, token: str | None = None) -> dict[str, float]:
+    text = scrape(port, token=token)
     return {code.name: metric(text, "denarius_requests_total", method=method, code=code.name)
             for code in grpc.StatusCode if metric(text, "denarius_requests_total", method=method, code=code.name)}
 
@@ -121,8 +121,9 @@ def test_token_is_checked_before_the_payload_is_parsed(tiny_bundle):
         with pytest.raises(grpc.RpcError) as signed:
             call(TRUNCATED, timeout=10, metadata=[("authorization", f"Bearer {token}")])
         assert signed.value.code() == INVALID
-        assert wait_for_metric(running.metrics_port, "denarius_requests_total", lambda v: v >= 2, method="Identify") == 2
-        assert _codes(running.metrics_port, "Identify") == {"UNAUTHENTICATED": 1, "INVALID_ARGUMENT": 1}
+        assert wait_for_metric(running.metrics_port, "denarius_requests_total", lambda v: v >= 2,
+                               token=token, method="Identify") == 2
+        assert _codes(running.metrics_port, "Identify", token=token) == {"UNAUTHENTICATED": 1, "INVALID_ARGUMENT": 1}
 
 
 def test_every_rpc_is_counted_once_with_its_final_code(slow_batch_server, channel):

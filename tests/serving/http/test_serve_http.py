@@ -36,12 +36,12 @@ def test_one_server_answers_grpc_and_http_on_one_runtime(tiny_bundle, photo_byte
                                files={side: (f"{side}.jpg", photo_bytes[side]) for side in ("obverse", "reverse")}).json()
         assert [(c["ric"], c["score"]) for c in answer["candidates"]] == [(c.ric, c.score) for c in by_grpc.candidates]
         assert len(answer["candidates"]) == config.default_top_k
-        runs = metric(scrape(running.metrics_port), "denarius_landmark_run_size_count")
+        runs = metric(scrape(running.metrics_port, token="t0k"), "denarius_landmark_run_size_count")
         reply = requests.post(f"{url}/v1/landmarks", headers=auth, timeout=30, files={"image": ("r.jpg", photo_bytes["reverse"])},
                               data={"side": "REVERSE", "method": "SALIENCY"})
         assert reply.status_code == 200, reply.text
         # The search ran on the gRPC servicer's landmark batcher (its run counter moved).
-        assert metric(scrape(running.metrics_port), "denarius_landmark_run_size_count") == runs + 1
+        assert metric(scrape(running.metrics_port, token="t0k"), "denarius_landmark_run_size_count") == runs + 1
         port = running.http_port
     with pytest.raises(requests.exceptions.ConnectionError):  # stopped with the gRPC server
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
