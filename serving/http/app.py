@@ -50,6 +50,7 @@ from denarius.serving.http.convert import message_json
 from denarius.serving.http.errors import ERROR_SCHEMA, HttpProblem, error_response, request_id_headers, response_for
 from denarius.serving.http.schema import form_schema, message_schemas, ref
 from denarius.serving.interceptors import TokenAuthInterceptor
+from denarius.serving.logs import check_request_id
 from denarius.serving.runtime import SERVER_VERSION, Runtime
 
 __all__ = ["HttpConfig", "HttpApi", "STATIC_DIR"]
@@ -221,7 +222,7 @@ class HttpApi:
     async def identify(self, request: Request, call: dict) -> Message:
         received = time.perf_counter()
         message = await read_message(request, coins_pb2.IdentifyRequest(), limit=self.config.max_body_bytes)
-        call["rid"] = message.request_id or call["rid"]
+        call["rid"] = check_request_id(message.request_id) if message.request_id else call["rid"]  # InputError: 400
         runtime = self._ready()
         pair = runtime.pair_from_request(message)  # InputError when neither side is present
         deadline = time.monotonic() + self.config.timeout_s
@@ -232,7 +233,7 @@ class HttpApi:
     async def landmarks(self, request: Request, call: dict) -> Message:
         received = time.perf_counter()
         message = await read_message(request, coins_pb2.LandmarksRequest(), limit=self.config.max_body_bytes)
-        call["rid"] = message.request_id or call["rid"]
+        call["rid"] = check_request_id(message.request_id) if message.request_id else call["rid"]  # InputError: 400
         runtime = self._ready()
         job = runtime.landmark_job(message)  # validates everything before queueing
         batcher = self._landmarks()

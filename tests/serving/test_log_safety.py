@@ -187,3 +187,21 @@ def test_serve_log_format_json(tiny_bundle, tmp_path):
     [refused] = [e for e in entries if "request_id holds" in e["message"]]
     assert refused["request_id"] != FORGED and FORGED[:20] not in refused["message"]
     assert any(e["message"].startswith("stopped") for e in entries)
+
+
+def test_the_http_api_checks_request_ids_the_same_way(tiny_bundle, server_log):
+    requests = pytest.importorskip("requests")
+    pytest.importorskip("fastapi")
+    from denarius.serving.server import BackgroundServer
+
+    from serving_helpers import server_config
+
+    with BackgroundServer(server_config(tiny_bundle, http_port=0, warmup=False)) as running:
+        url = f"http://127.0.0.1:{running.http_port}/v1/identify"
+        for bad, words in ((FORGED, "position 3"), ("z" * (1024 * 1024), "1048576 characters long")):
+            reply = requests.post(url, json={"request_id": bad, "reverse": ""}, timeout=30)
+            assert reply.status_code == 400 and words in reply.json()["error"]["message"]
+        ok = requests.post(url, files={"reverse": ("r.png", coin_png(6))}, data={"request_id": "web-ok"}, timeout=30)
+        assert ok.status_code == 200 and ok.json()["request_id"] == "web-ok"
+    _lines_are_records(server_log.text)
+    assert len(server_log.text) < 4000
