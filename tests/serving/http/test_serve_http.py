@@ -17,6 +17,7 @@ pytest.importorskip("fastapi")
 
 from denarius.apps.cli import build_parser, cmd_serve  # noqa: E402 - after the skips
 from denarius.serving.client import CoinClient  # noqa: E402
+from denarius.serving.http import HttpConfig  # noqa: E402
 from denarius.serving.server import BackgroundServer  # noqa: E402
 
 from serving_helpers import metric, scrape, server_config  # noqa: E402
@@ -25,12 +26,11 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def test_one_server_answers_grpc_and_http_on_one_runtime(tiny_bundle, photo_bytes):
-    config = server_config(tiny_bundle, http_port=0, tokens=("t0k",))
+    config = server_config(tiny_bundle, http_port=0)
     with BackgroundServer(config) as running:
-        url, auth = f"http://127.0.0.1:{running.http_port}", {"Authorization": "Bearer t0k"}
+        url, auth = f"http://127.0.0.1:{running.http_port}", {}
         assert requests.get(f"{url}/readyz", timeout=10).json() == {"status": "SERVING"}
-        assert requests.get(f"{url}/v1/model", timeout=10).status_code == 401  # the server's tokens
-        with CoinClient(f"127.0.0.1:{running.port}", token="t0k", timeout=30) as client:
+        with CoinClient(f"127.0.0.1:{running.port}", timeout=30) as client:
             by_grpc = client.identify(photo_bytes["obverse"], photo_bytes["reverse"])
         answer = requests.post(f"{url}/v1/identify", headers=auth, timeout=30,
                                files={side: (f"{side}.jpg", photo_bytes[side]) for side in ("obverse", "reverse")}).json()
@@ -47,10 +47,16 @@ def test_one_server_answers_grpc_and_http_on_one_runtime(tiny_bundle, photo_byte
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
 
 
-def test_serve_http_port_flag(tiny_bundle):
-    args = build_parser().parse_args(["serve", str(tiny_bundle), "--http-port", "8080", "--http-host", "0.0.0.0"])
+def test_serve_http_port_flag_and_the_limits_http_takes_from_the_server(tiny_bundle, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("t0k\n")
+    args = build_parser().parse_args(["serve", str(tiny_bundle), "--http-port", "8080", "--http-host", "0.0.0.0",
+                                      "--token-file", str(tokens), "--max-message-mb", "2", "--landmark-queue", "3"])
     config = cmd_serve.config_from_args(args)
     assert (config.http_port, config.http_host) == (8080, "0.0.0.0")
+    http = HttpConfig.from_server_config(config, port=config.http_port, host=config.http_host)
+    assert http.tokens == ("t0k",) and http.max_body_bytes == 2 * 1024 * 1024
+    assert http.landmark_slots == config.landmark_workers + 3 and http.max_concurrent == config.max_concurrent_rpcs
     assert cmd_serve.config_from_args(build_parser().parse_args(["serve", str(tiny_bundle)])).http_port is None
 
 
