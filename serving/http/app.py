@@ -104,13 +104,14 @@ class HttpConfig:
     @classmethod
     def from_server_config(cls, config: Any, *, port: int, host: str | None = None) -> HttpConfig:
         """The HTTP settings of a :class:`~denarius.serving.server.ServerConfig`: its tokens,
-        message limit, concurrency limit, landmark slots, default top-k and grace period."""
+        message limit, concurrency limit, landmark slots, default top-k, the Landmarks time
+        limit (as every request's deadline) and grace period."""
         return cls(
             host=config.host if host is None else host, port=port, tokens=config.tokens,
             max_body_bytes=config.max_message_bytes, max_concurrent=config.max_concurrent_rpcs,
             landmark_slots=config.landmark_workers + config.landmark_queue,
             landmark_workers=config.landmark_workers, landmark_batch=config.landmark_batch,
-            default_top_k=config.default_top_k, grace_s=config.grace_s,
+            default_top_k=config.default_top_k, timeout_s=config.landmark_timeout_s, grace_s=config.grace_s,
         )
 
 

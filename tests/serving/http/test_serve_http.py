@@ -57,6 +57,7 @@ def test_serve_http_port_flag_and_the_limits_http_takes_from_the_server(tiny_bun
     http = HttpConfig.from_server_config(config, port=config.http_port, host=config.http_host)
     assert http.tokens == ("t0k",) and http.max_body_bytes == 2 * 1024 * 1024
     assert http.landmark_slots == config.landmark_workers + 3 and http.max_concurrent == config.max_concurrent_rpcs
+    assert http.timeout_s == config.landmark_timeout_s and http.grace_s == config.grace_s
     assert cmd_serve.config_from_args(build_parser().parse_args(["serve", str(tiny_bundle)])).http_port is None
 
 
