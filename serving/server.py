@@ -93,7 +93,7 @@ class ServerConfig:
             NOT_SERVING, so load balancers stop routing here before the port closes.
         http_host, http_port: the HTTP/JSON API and web page (serving/http/), in this process
             on the same runtime, tokens and limits; port 0 = any free port, None = no HTTP;
-            host None = ``host``. Plaintext (put a TLS proxy in front, or keep it on loopback).
+            host None = ``host``. HTTPS with ``tls_cert``/``tls_key`` when they are set.
         tls_cert, tls_key: PEM files; both or neither (then the port is plaintext).
         bundle_key: Ed25519 public key (PEM) the bundle's manifest.json must be signed with
             (``denarius bundle-sign``); None = signatures are not checked.

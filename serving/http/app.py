@@ -75,6 +75,7 @@ class HttpConfig:
         default_top_k: candidates when a request leaves ``top_k`` at 0.
         timeout_s: each request's deadline (504 past it; a landmark search stops).
         grace_s: how long in-flight requests may finish when the frontend stops.
+        tls_cert, tls_key: PEM files: HTTPS with the gRPC server's certificate; both or neither.
     """
 
     host: str = "127.0.0.1"
@@ -88,9 +89,13 @@ class HttpConfig:
     default_top_k: int = 5
     timeout_s: float = 300.0
     grace_s: float = 10.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "tokens", tuple(self.tokens))
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("HTTPS needs both tls_cert and tls_key (or neither)")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"http port must be in [0, 65535], got {self.port}")
         for name in ("max_body_bytes", "max_concurrent", "landmark_slots", "landmark_workers", "landmark_batch", "default_top_k"):
@@ -105,13 +110,14 @@ class HttpConfig:
     def from_server_config(cls, config: Any, *, port: int, host: str | None = None) -> HttpConfig:
         """The HTTP settings of a :class:`~denarius.serving.server.ServerConfig`: its tokens,
         message limit, concurrency limit, landmark slots, default top-k, the Landmarks time
-        limit (as every request's deadline) and grace period."""
+        limit (as every request's deadline), grace period and TLS certificate."""
         return cls(
             host=config.host if host is None else host, port=port, tokens=config.tokens,
             max_body_bytes=config.max_message_bytes, max_concurrent=config.max_concurrent_rpcs,
             landmark_slots=config.landmark_workers + config.landmark_queue,
             landmark_workers=config.landmark_workers, landmark_batch=config.landmark_batch,
             default_top_k=config.default_top_k, timeout_s=config.landmark_timeout_s, grace_s=config.grace_s,
+            tls_cert=config.tls_cert, tls_key=config.tls_key,
         )
 
 

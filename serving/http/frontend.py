@@ -114,8 +114,16 @@ class HttpFrontend:
         """
         sock = _bind(self.config.host, self.config.port)
         self.port = sock.getsockname()[1]
+        cert, key = self.config.tls_cert, self.config.tls_key
+        tls = cert is not None and key is not None
         config = uvicorn.Config(self.api.app, lifespan="off", log_config=None, access_log=False, server_header=False,
-                                timeout_graceful_shutdown=max(math.ceil(self.config.grace_s), 1), timeout_keep_alive=5)
+                                timeout_graceful_shutdown=max(math.ceil(self.config.grace_s), 1), timeout_keep_alive=5,
+                                ssl_certfile=str(cert) if tls else None, ssl_keyfile=str(key) if tls else None)
+        try:
+            config.load()  # reads the certificate now, so a bad one fails start() rather than the first request
+        except (OSError, ValueError) as error:
+            sock.close()
+            raise ConfigError(f"cannot serve HTTPS with {self.config.tls_cert}: {error}") from None
         self._server = _Server(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
@@ -124,7 +132,7 @@ class HttpFrontend:
                 self._task.result()  # re-raises what stopped it
                 raise ConfigError(f"the HTTP server on port {self.port} stopped while starting")
             await asyncio.sleep(_POLL_S)
-        log.info("HTTP API and web page on http://%s:%d/", self.config.host, self.port)
+        log.info("HTTP API and web page on %s://%s:%d/", "https" if tls else "http", self.config.host, self.port)
 
     async def stop(self, *, grace_s: float | None = None) -> None:
         """readyz 503, stop accepting, let in-flight requests finish within the grace period

@@ -20,7 +20,7 @@ from denarius.serving.client import CoinClient  # noqa: E402
 from denarius.serving.http import HttpConfig  # noqa: E402
 from denarius.serving.server import BackgroundServer  # noqa: E402
 
-from serving_helpers import metric, scrape, server_config  # noqa: E402
+from serving_helpers import make_certificate, metric, scrape, server_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -84,3 +84,11 @@ def test_denarius_serve_process_with_http_drains_on_sigterm(tiny_bundle, tmp_pat
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_with_tls_the_http_port_is_https_with_the_same_certificate(tiny_bundle, tmp_path):
+    cert, key = make_certificate(tmp_path)
+    with BackgroundServer(server_config(tiny_bundle, http_port=0, tls_cert=cert, tls_key=key, metrics_port=None)) as running:
+        assert requests.get(f"https://localhost:{running.http_port}/readyz", verify=str(cert), timeout=10).status_code == 200
+        with pytest.raises(requests.exceptions.ConnectionError):  # no plaintext beside it
+            requests.get(f"http://localhost:{running.http_port}/readyz", timeout=10)
