@@ -291,7 +291,12 @@
     const side = figure.id.replace("lm-", "");
     const lines = [`${side}: ${METHOD_NAMES[method]} landmarks of ${answer.target}, p = ${percent(answer.probability)} on the whole photo`];
     if (answer.masked_probability !== undefined) {
-      lines.push(`${percent(answer.masked_probability)} on the landmarks alone (epsilon ${epsilon}, ${answer.iterations} iterations${answer.converged ? "" : ", not converged"})`);
+      lines.push(`${percent(answer.masked_probability)} on the landmarks alone (epsilon ${epsilon.toFixed(1)}, ${answer.iterations} iterations${answer.converged ? "" : ", not converged"})`);
+      if (answer.masked_probability >= answer.probability) {
+        // The mask kept p(class) at or above the whole photo's: epsilon, which only bounds
+        // how far p may fall, did not come into play, and other values may give the same map.
+        lines.push("the landmarks alone score at least as high as the whole photo, so epsilon did not come into play");
+      }
     }
     lines.push(`${Math.round(answer.forward_equivalents)} forward passes, ${(answer.timing.total_ms / 1000).toFixed(1)} s`);
     const caption = figure.querySelector("figcaption");
