@@ -21,13 +21,18 @@ def _peak_growth_mib(run) -> float:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pytest.skip("cannot reset VmHWM here (/proc/self/clear_refs)")
-    status = Path("/proc/self/status").read_text
-    before = int(re.search(r"^VmRSS:\s+(\d+)", status(), re.M).group(1))
+    before = _status_kib("VmRSS")
     try:
         run()
     except InputError:
         pass
-    return (int(re.search(r"^VmHWM:\s+(\d+)", status(), re.M).group(1)) - before) / 1024
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def _status_kib(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+)", Path("/proc/self/status").read_text(), re.M)
+    assert match is not None, field
+    return int(match.group(1))
 
 
 def test_a_small_tiff_claiming_huge_tiles_is_refused_from_its_header():
