@@ -83,6 +83,8 @@ def _caption(landmark_map) -> str:
 
 
 def run_local(args: argparse.Namespace, config) -> int:
+    import numpy as np
+
     from denarius.engine.bundle import load_bundle
     from denarius.engine.errors import ConfigError
     from denarius.engine.landmarks import SWEEP_EPSILONS
@@ -105,7 +107,9 @@ def run_local(args: argparse.Namespace, config) -> int:
     if args.sweep:
         # row 1: what the network saw at each epsilon (the kept landmarks, the rest replaced
         # by the reference), row 2: the persistence heatmaps
-        tiles = [[crop] + [m.masked_image for m in maps], [crop] + [m.overlay(scale=scale) for m in maps]]
+        reference = LandmarkService.reference(crop[None], maps[0].reference)  # None: black
+        shown = np.zeros_like(crop) if reference is None else np.clip(reference[0], 0, 255).astype(np.uint8)
+        tiles = [[crop] + [m.masked_image for m in maps], [shown] + [m.overlay(scale=scale) for m in maps]]
         captions = [
             [f"input p(c)={maps[0].p_full:.3f}\n{maps[0].label}"] + [_caption(m) for m in maps],
             [f"reference: {maps[0].reference}"] + ["heatmap (persistence)"] * len(maps),
