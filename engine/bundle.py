@@ -10,6 +10,10 @@
     hierarchy    Hierarchy.to_dict()
     descriptions {ric: {"obverse": str, "reverse": str}}
     metrics      cross-validated accuracies, if known
+    calibration  optional {emperor|ric: {temperature}, report}: temperature scaling fitted at
+                 export (absent = temperature 1); see denarius.engine.open_set
+    open_set     optional {score, threshold, far, auroc, report}: the "not in the catalogue"
+                 rule (absent = no open-set decision)
     files        {relative path: sha256} for every file of the bundle
 
 Loading verifies the schema version and every sha256, and refuses a missing, truncated or
@@ -37,6 +41,7 @@ from denarius.engine.atomic_write import write_atomic
 from denarius.engine.bundle_signing import SIGNATURE_NAME
 from denarius.engine.errors import BundleError, ConfigError
 from denarius.engine.hierarchy import Hierarchy
+from denarius.engine.open_set import Calibration, OpenSet
 from denarius.engine.preprocess import PreprocessSpec
 
 __all__ = [
@@ -134,6 +139,8 @@ class Bundle:
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     signed_by: str | None = None  # fingerprint of the key the manifest's signature was verified with
+    calibration: Calibration = field(default_factory=Calibration)  # temperatures (1 when the manifest has none)
+    open_set: OpenSet | None = None  # the unknown-coin rule, None = no decision
 
     def has(self, model: str, variant: str) -> bool:
         return variant in self._model(model).files
@@ -221,6 +228,8 @@ def load_bundle(path: str | os.PathLike, *, verify: bool = True, verify_key=None
         metrics=dict(manifest.get("metrics", {})),
         extra=dict(manifest.get("extra", {})),
         signed_by=signed_by,
+        calibration=Calibration.from_manifest(manifest.get("calibration"), str(manifest_path)),
+        open_set=OpenSet.from_manifest(manifest.get("open_set"), str(manifest_path)),
     )
 
 
@@ -316,12 +325,16 @@ def write_bundle_manifest(
     descriptions: dict | None = None,
     metrics: dict | None = None,
     extra: dict | None = None,
+    calibration: dict | None = None,
+    open_set: dict | None = None,
 ) -> Path:
     """Hash every file the models reference and write ``manifest.json`` atomically.
 
     The model files must already be in ``bundle_dir`` (named relative to it, inside it). A
     signature of an earlier manifest is removed: sign the new one with
-    ``denarius.engine.bundle_signing.sign_manifest``. Returns the manifest path.
+    ``denarius.engine.bundle_signing.sign_manifest``. ``calibration`` / ``open_set`` are the
+    optional objects of ``Calibration.to_dict()`` / ``OpenSet.to_dict()`` (checked as a loader
+    would). Returns the manifest path.
     """
     root = Path(bundle_dir)
     if set(models) != set(MODEL_NAMES):
@@ -353,6 +366,13 @@ def write_bundle_manifest(
         "extra": extra or {},
         "files": files,
     }
+    where = str(root / MANIFEST_NAME)
+    if calibration is not None:
+        Calibration.from_manifest(calibration, where)
+        manifest["calibration"] = calibration
+    if open_set is not None:
+        OpenSet.from_manifest(open_set, where)
+        manifest["open_set"] = open_set
     path = root / MANIFEST_NAME
     write_atomic(path, json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False).encode("utf-8"))
     # A signature of the manifest this one replaces would only fail; sign again (bundle_signing).

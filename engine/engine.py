@@ -157,6 +157,10 @@ class Engine:
             "preprocess": self.spec.to_dict(),
             "metrics": dict(self.bundle.metrics),
             "max_batch": self.max_batch,
+            "calibrated": self.bundle.calibration.calibrated,
+            "temperatures": {m: self.bundle.calibration.temperature(m) for m in ("emperor", "ric")},
+            "open_set": None if self.bundle.open_set is None else {
+                k: v for k, v in self.bundle.open_set.to_dict().items() if k != "report"},
         }
 
     # ------------------------------------------------------------------ synchronous API

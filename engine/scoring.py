@@ -10,13 +10,18 @@ For every coin the two classifiers give p(e | obverse) and p(r | reverse) (softm
 in float64 from the logits); every RIC leaf r is scored by ``Hierarchy.joint_scores``::
 
     score(r) = p(parent(r) | obverse) * p(r | reverse)
+
+The probabilities are calibrated: ``softmax(logits / T)`` with the bundle's temperature per
+classifier (``Bundle.calibration``; 1 for a bundle without one), which changes no ranking.
+A pair whose open-set score (``Bundle.open_set``, see ``denarius.engine.open_set``) is below
+the bundle's threshold is marked ``unknown``; its candidates are still listed.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -24,6 +29,7 @@ import numpy as np
 
 from denarius.engine.bundle import SIDES, Bundle
 from denarius.engine.errors import InputError
+from denarius.engine.open_set import open_set_score, softmax_rows
 from denarius.engine.preprocess import preprocess
 
 __all__ = [
@@ -91,6 +97,11 @@ class Identification:
         candidates: best first, at most top_k; empty when ``error`` is set.
         model_version: the bundle's model version.
         error: the InputError that failed this coin, else None.
+        unknown: True when the open-set rule says the coin is not in the catalogue (its
+            score fell below the bundle's threshold); the candidates are still the best
+            guesses. False when the bundle has no rule or the coin has only one side.
+        open_set_score: the coin's open-set score (``Bundle.open_set.score``), or None when no
+            decision was made (no rule in the bundle, a one-sided coin, an error).
     """
 
     coin_id: str | None
@@ -98,6 +109,8 @@ class Identification:
     candidates: tuple[Candidate, ...]
     model_version: str
     error: InputError | None = field(default=None, compare=False)
+    unknown: bool = False
+    open_set_score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -113,11 +126,7 @@ class Identification:
 
 def softmax64(logits: np.ndarray) -> np.ndarray:
     """(N, C) logits (any float dtype) -> (N, C) float64 probabilities, rows summing to 1."""
-    z = np.array(logits, dtype=np.float64)  # a copy, modified in place below
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
+    return softmax_rows(logits)
 
 
 def check_top_k(top_k) -> None:
@@ -221,22 +230,40 @@ class Scorer:
         Returns:
             one Identification per coin, in ``rows`` order.
         """
-        hierarchy = self.bundle.hierarchy
-        p_emp = softmax64(self.backend.infer("emperor", obverse)) if obverse is not None and len(obverse) else None
-        p_ric = softmax64(self.backend.infer("ric", reverse)) if reverse is not None and len(reverse) else None
+        hierarchy, rule = self.bundle.hierarchy, self.bundle.open_set
+        z_emp = self._calibrated_logits("emperor", obverse)
+        z_ric = self._calibrated_logits("ric", reverse)
+        p_emp = None if z_emp is None else softmax_rows(z_emp)
+        p_ric = None if z_ric is None else softmax_rows(z_ric)
         both = [j for j, (o, r) in enumerate(rows) if o is not None and r is not None]
-        joint = {}
+        joint, open_set = {}, {}
         if both:
-            assert p_emp is not None and p_ric is not None  # a coin with both sides has a row in each batch
-            scores = hierarchy.joint_scores(p_emp[[rows[j][0] for j in both]], p_ric[[rows[j][1] for j in both]])
+            assert z_emp is not None and z_ric is not None and p_emp is not None and p_ric is not None  # rows in each batch
+            obverse_rows, reverse_rows = [rows[j][0] for j in both], [rows[j][1] for j in both]
+            scores = hierarchy.joint_scores(p_emp[obverse_rows], p_ric[reverse_rows])
             joint = dict(zip(both, scores, strict=True))
+            if rule is not None:
+                values = open_set_score(rule.score, z_emp[obverse_rows], z_ric[reverse_rows], hierarchy)
+                open_set = dict(zip(both, values.tolist(), strict=True))
         results = []
         for j, (o, r) in enumerate(rows):
             # a row number means that side's batch was inferred
             pe = None if o is None else _batch_row(p_emp, o)
             pr = None if r is None else _batch_row(p_ric, r)
-            results.append(self._rank(coin_ids[j], pe, pr, joint.get(j), top_ks[j]))
+            result = self._rank(coin_ids[j], pe, pr, joint.get(j), top_ks[j])
+            if j in open_set:
+                assert rule is not None
+                value = float(open_set[j])
+                result = replace(result, open_set_score=value, unknown=bool(rule.decide(np.array([value]))[0]))
+            results.append(result)
         return results
+
+    def _calibrated_logits(self, model: str, images) -> np.ndarray | None:
+        """(N, C) float64 logits / T of one model, or None for an empty side."""
+        if images is None or not len(images):
+            return None
+        logits = np.asarray(self.backend.infer(model, images), dtype=np.float64)
+        return logits / self.bundle.calibration.temperature(model)
 
     def failed(self, coin_id, error: InputError) -> Identification:
         """The Identification of a coin that failed with ``error``."""

@@ -10,6 +10,13 @@ and writes a bundle directory::
     *.plan                              --tensorrt, where tensorrt is importable
     manifest.json                       denarius.engine.bundle's writer: specs, tables, sha256 of every file
     manifest.json.sig                   --sign-key: Ed25519 signature of manifest.json (denarius.engine.bundle_signing)
+    report/reliability.png              --calibrate-on: reliability diagram before/after temperature scaling
+    report/risk_coverage.png            --unknown-manifest: risk-coverage of every open-set score
+
+``--calibrate-on HELDOUT.csv`` fits one temperature per classifier on held-out coins and
+stores it in the manifest (``calibration``); with ``--unknown-manifest UNKNOWN.csv`` (coins
+outside the catalogue) it also chooses the open-set score and its threshold for
+``--open-set-far`` (``open_set``). See denarius.export.open_world.
 
 The bundle is assembled in a hidden sibling folder and moved into place only once it is
 complete and verifies, so a failed export never leaves a half bundle at ``out``.
@@ -65,6 +72,15 @@ class ExportConfig:
         sign_key: an Ed25519 private key (PEM, from ``denarius bundle-keygen``); the
             manifest is signed with it (``manifest.json.sig``) and verified before the
             bundle is moved into place. None = unsigned.
+        calibrate_on: dataset manifest of held-out coins of the catalogue: temperatures are
+            fitted on one half, the ECE is reported on the other (images byte-identical to
+            the run's training images are dropped). None = no calibration (temperature 1).
+        unknown_manifest: coins of emperors/types outside the catalogue (rows the bundle
+            knows are dropped): the open-set score and threshold are chosen on them.
+        open_set_far: the false-accept rate of unknown coins the threshold is chosen for.
+        open_set_score: one of ``denarius.engine.open_set.OPEN_SET_SCORES``; None = the
+            one with the highest AUROC.
+        open_world_seed: seed of the fit/test split of ``calibrate_on``.
     """
 
     int8: bool = False
@@ -79,8 +95,20 @@ class ExportConfig:
     parity_tolerance: float = 1e-4
     overwrite: bool = False
     sign_key: Path | None = None
+    calibrate_on: Path | None = None
+    unknown_manifest: Path | None = None
+    open_set_far: float = 0.05
+    open_set_score: str | None = None
+    open_world_seed: int = 0
 
     def __post_init__(self):
+        for name in ("calibrate_on", "unknown_manifest"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.unknown_manifest is not None and self.calibrate_on is None:
+            raise ConfigError("--unknown-manifest needs --calibrate-on HELDOUT.csv (held-out coins of the catalogue)")
+        if not 0 <= self.open_set_far < 1:
+            raise ConfigError(f"--open-set-far must be in [0, 1), got {self.open_set_far}")
         if self.calibration is not None:
             object.__setattr__(self, "calibration", Path(self.calibration))
         if self.sign_key is not None:
@@ -113,6 +141,7 @@ class ExportResult:
     plans: dict = field(default_factory=dict)
     skipped: tuple[str, ...] = ()
     signed_by: str | None = None
+    open_world: dict = field(default_factory=dict)
 
 
 def read_run(run_dir: str | Path) -> dict:
@@ -324,9 +353,11 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
             }
         if skipped:
             extra["skipped"] = list(skipped)
+        open_world = _open_world(config, run, stage, models, spec, hierarchy, merged, version) if config.calibrate_on else {}
         write_bundle_manifest(
             stage, version=version, preprocess=spec, hierarchy=hierarchy, models=models,
             descriptions=run.get("descriptions") or {}, metrics=run.get("metrics") or {}, extra=extra,
+            calibration=open_world.get("calibration"), open_set=open_world.get("open_set"),
         )
         verify_key = None
         if signing_key is not None:
@@ -344,7 +375,49 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, config: ExportConfig 
         raise
     logger.info("bundle %s written (model version %s)", out, version)
     return ExportResult(path=out, version=version, parity=parity, agreement=agreement, plans=plans_out, skipped=tuple(skipped),
-                        signed_by=signed_by)
+                        signed_by=signed_by, open_world={k: v for k, v in open_world.items() if k != "curves"})
+
+
+def _open_world(config: ExportConfig, run: dict, stage: Path, models: dict, spec, hierarchy, merged, version) -> dict:
+    """Temperatures, the open-set rule and the report PNGs (denarius.export.open_world)."""
+    from denarius.engine.manifest import read_manifest
+    from denarius.export.open_world import (
+        drop_training_images,
+        fit_open_world,
+        outside_catalogue,
+        pair_logits,
+        reliability_diagram,
+        risk_coverage_plot,
+    )
+
+    assert config.calibrate_on is not None
+    files = {m: stage / info.files["fp32"] for m, info in models.items()}
+    names = {m: (info.input_name, info.output_name) for m, info in models.items()}
+    records = read_manifest(config.calibrate_on)
+    dropped = 0
+    training = _load_records(Path(run["manifest"]) if run.get("manifest") else None, required=False)
+    if training:
+        records, dropped = drop_training_images(records, training)
+    known = pair_logits(records, files=files, spec=spec, hierarchy=hierarchy, merged=merged, names=names, progress="held-out coins")
+    unknown, outside_dropped = None, 0
+    if config.unknown_manifest is not None:
+        outside, outside_dropped = outside_catalogue(read_manifest(config.unknown_manifest), hierarchy, merged)
+        if not outside:
+            raise ConfigError(f"{config.unknown_manifest}: every coin has an emperor or RIC type of the catalogue; "
+                              "generate coins outside it (denarius synth with another --seed)")
+        unknown = pair_logits(outside, files=files, spec=spec, hierarchy=hierarchy, merged=merged, names=names, progress="unknown coins")
+    result = fit_open_world(known, hierarchy, unknown=unknown, far=config.open_set_far, score=config.open_set_score,
+                            seed=config.open_world_seed)
+    report = result["calibration"]["report"]
+    report.update({"manifest": str(config.calibrate_on), "dropped_training_images": dropped, "figure": "report/reliability.png"})
+    reliability_diagram(result["curves"]["reliability"], report["ece"], stage / "report" / "reliability.png", title=f"bundle {version}")
+    if result["open_set"] is not None:
+        rule = result["open_set"]["report"]
+        rule.update({"manifest": str(config.unknown_manifest), "dropped_in_catalogue": outside_dropped,
+                     "figure": "report/risk_coverage.png"})
+        risk_coverage_plot(result["curves"]["risk_coverage"], result["curves"]["aurocs"], stage / "report" / "risk_coverage.png",
+                           chosen=result["open_set"]["score"], title=f"bundle {version}")
+    return result
 
 
 def _signing_key(path: Path | None):

@@ -9,6 +9,7 @@ EXAMPLES = (
     'denarius export runs/r1 --out bundles/v1',
     'denarius export runs/r1 --out bundles/v1 --int8 --calibration data/manifest.csv',
     'denarius export runs/r1 --out bundles/v1 --sign-key keys/bundle-signing.key',
+    'denarius export runs/r1 --out bundles/v1 --calibrate-on heldout.csv --unknown-manifest unknown.csv --open-set-far 0.05',
 )  # shown under `denarius export --help`
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="held-out coins for the INT8 agreement report (default 200)")
     quant.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
                        help="activation range estimator (default minmax)")
+    world = parser.add_argument_group("calibration and coins outside the catalogue")
+    world.add_argument("--calibrate-on", type=Path, default=None, metavar="HELDOUT.csv",
+                       help="held-out coins of the catalogue: fit one temperature per model on half, report the ECE on the other "
+                            "(images shared with the training manifest are dropped); scores become calibrated")
+    world.add_argument("--unknown-manifest", type=Path, default=None, metavar="UNKNOWN.csv",
+                       help="coins of emperors/types outside the catalogue (e.g. `denarius synth --seed 1`): choose the open-set "
+                            "score and threshold; pairs below it are answered 'unknown'")
+    world.add_argument("--open-set-far", type=float, default=0.05, metavar="RATE",
+                       help="false-accept rate of unknown coins the threshold is chosen for (default 0.05)")
+    world.add_argument("--open-set-score", choices=("max_joint", "agreement", "energy", "min_side"), default=None,
+                       help="open-set score (default: the one with the highest AUROC)")
     parser.add_argument("--fp16", action="store_true", help="add fp16 files (fp16 compute, fp32 image/logits)")
     trt = parser.add_argument_group("TensorRT (only where `import tensorrt` works; skipped with a message otherwise)")
     trt.add_argument("--tensorrt", "--trt", action="store_true", help="build TensorRT plans for this machine's GPU")
@@ -76,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         parity_images=args.parity_images,
         overwrite=args.overwrite,
         sign_key=args.sign_key,
+        calibrate_on=args.calibrate_on,
+        unknown_manifest=args.unknown_manifest,
+        open_set_far=args.open_set_far,
+        open_set_score=args.open_set_score,
     )
     result = export_bundle(args.run_dir, args.out, config=config)
     signed = f", manifest signed by {result.signed_by}" if result.signed_by else ""
@@ -96,6 +112,20 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         for key, name in result.plans.get(model, {}).items():
             print(f"  {model}: TensorRT plan {name} ({key})")
+    calibration = result.open_world.get("calibration")
+    if calibration:
+        report = calibration["report"]
+        for model in ("emperor", "ric"):
+            ece = report["ece"][model]
+            print(f"  {model}: temperature {calibration[model]['temperature']:.3f}; ECE on {report['test_coins']} held-out coins "
+                  f"{ece['before']:.4f} -> {ece['after']:.4f} (fitted on {report['fit_coins']}); {report['figure']}")
+    rule = result.open_world.get("open_set")
+    if rule:
+        aurocs = ", ".join(f"{name} {value:.3f}" for name, value in rule["report"]["auroc"].items())
+        print(f"  open set: AUROC known vs {rule['report']['unknown_coins']} unknown coins: {aurocs}")
+        print(f"  open set: score {rule['score']}, threshold {rule['threshold']:.4g} for a false-accept rate of {rule['far']:.1%} "
+              f"(measured {rule['report']['false_accept_rate']:.1%}; known coins accepted {rule['report']['known_accepted']:.1%}); "
+              f"{rule['report']['figure']}")
     for note in result.skipped:
         print(f"  note: {note}")
     return 0
