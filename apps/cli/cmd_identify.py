@@ -73,6 +73,9 @@ def format_table(response) -> str:
         f"model {response.model_version}, mode {response.mode}, "
         f"{response.timing.total_ms:.1f} ms, request {response.request_id}",
     ]
+    if response.HasField("open_set_score"):
+        verdict = "UNKNOWN: not in the catalogue (best guesses below)" if response.unknown else "in the catalogue"
+        lines.append(f"open set: {verdict}, score {response.open_set_score:.4f}")
     if response.mode == "emperor":
         lines.append(f"{'#':>2}  {'emperor':<28} {'p(emperor|obverse)':>18}")
         for c in response.candidates:

@@ -121,7 +121,8 @@ class LocalScanner:
                     records[i] = error_record(items[i], kind="input", message=str(result.error), model_version=self.model_version)
                     continue
                 records[i] = identification_record(
-                    items[i], mode=result.mode, candidates=candidate_dicts(result), model_version=result.model_version)
+                    items[i], mode=result.mode, candidates=candidate_dicts(result), model_version=result.model_version,
+                    unknown=result.unknown, open_set_score=result.open_set_score)
                 identified.append((i, result))
             if self.landmarks is not None and identified:
                 boxes = self.landmarks.annotate([prepared[i] for i, _ in identified], [r for _, r in identified])

@@ -3,7 +3,7 @@
 One line per coin::
 
     {"coin_id": "c0001", "obverse": "/data/c0001_obv.jpg", "reverse": "/data/c0001_rev.jpg",
-     "model_version": "2026-11-28-abc", "mode": "joint",
+     "model_version": "2026-11-28-abc", "mode": "joint", "unknown": false, "open_set_score": 0.83,
      "emperor": "Probus", "ric": "RIC V Probus 10", "score": 0.61,
      "candidates": [{"rank": 1, "ric": "RIC V Probus 10", "emperor": "Probus",
                      "score": 0.61, "p_ric": 0.74, "p_emperor": 0.83}, ...],
@@ -11,6 +11,9 @@ One line per coin::
 
 - ``mode``: "joint" (both sides), "emperor"/"ric" (one side only, from a server), "error".
 - ``emperor``/``ric``/``score``: the best candidate's (``ric`` is null in an emperor ranking).
+- ``unknown``: true when the bundle's open-set rule says the coin is not in the catalogue
+  (the candidates are still the best guesses); ``open_set_score``: the score it was decided
+  on, null when no decision was made (a bundle without the rule, one side only, an error).
 - ``error``: null, or ``{"kind": ..., "message": ...}`` with kind one of :data:`ERROR_KINDS`;
   then ``candidates`` is empty and the answer fields are null.
 - ``landmarks`` (only with ``--landmarks``): per side, the top regions in pixels of the
@@ -45,18 +48,21 @@ def _base(item, model_version: str | None) -> dict:
 def error_record(item, *, kind: str, message: str, model_version: str | None) -> dict:
     """The line of a coin that failed (``kind`` from :data:`ERROR_KINDS`)."""
     assert kind in ERROR_KINDS, kind
-    return {**_base(item, model_version), "mode": "error", "emperor": None, "ric": None, "score": None,
-            "candidates": [], "error": {"kind": kind, "message": message}}
+    return {**_base(item, model_version), "mode": "error", "unknown": False, "open_set_score": None,
+            "emperor": None, "ric": None, "score": None, "candidates": [], "error": {"kind": kind, "message": message}}
 
 
-def identification_record(item, *, mode: str, candidates: list[dict], model_version: str) -> dict:
+def identification_record(item, *, mode: str, candidates: list[dict], model_version: str, unknown: bool = False,
+                          open_set_score: float | None = None) -> dict:
     """The line of an identified coin.
 
     Args:
         candidates: best first, each ``{"ric", "emperor", "score", "p_ric", "p_emperor"}``
             (rank is added here; None for a probability of a side that was not given).
+        unknown, open_set_score: the open-set decision (``Identification.unknown`` / ``.open_set_score``).
     """
     ranked = [{"rank": rank, **candidate} for rank, candidate in enumerate(candidates, start=1)]
     top = ranked[0]
-    return {**_base(item, model_version), "mode": mode, "emperor": top["emperor"], "ric": top["ric"],
+    return {**_base(item, model_version), "mode": mode, "unknown": bool(unknown), "open_set_score": open_set_score,
+            "emperor": top["emperor"], "ric": top["ric"],
             "score": top["score"], "candidates": ranked, "error": None}

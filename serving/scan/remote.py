@@ -50,7 +50,9 @@ def response_record(item: CoinItem, response) -> dict:
         }
         for c in response.candidates
     ]
-    return identification_record(item, mode=response.mode or "joint", candidates=candidates, model_version=response.model_version)
+    return identification_record(item, mode=response.mode or "joint", candidates=candidates, model_version=response.model_version,
+                                 unknown=response.unknown,
+                                 open_set_score=response.open_set_score if response.HasField("open_set_score") else None)
 
 
 class RemoteRunner:

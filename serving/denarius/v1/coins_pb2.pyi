@@ -70,20 +70,24 @@ class Candidate(_message.Message):
     def __init__(self, rank: _Optional[int] = ..., ric: _Optional[str] = ..., emperor: _Optional[str] = ..., score: _Optional[float] = ..., p_ric: _Optional[float] = ..., p_emperor: _Optional[float] = ..., obverse_description: _Optional[str] = ..., reverse_description: _Optional[str] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
-    __slots__ = ("request_id", "candidates", "model_version", "timing", "mode", "error")
+    __slots__ = ("request_id", "candidates", "model_version", "timing", "mode", "error", "unknown", "open_set_score")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    OPEN_SET_SCORE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     model_version: str
     timing: _tensor_pb2.Timing
     mode: str
     error: _tensor_pb2.Error
-    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., timing: _Optional[_Union[_tensor_pb2.Timing, _Mapping]] = ..., mode: _Optional[str] = ..., error: _Optional[_Union[_tensor_pb2.Error, _Mapping]] = ...) -> None: ...
+    unknown: bool
+    open_set_score: float
+    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., timing: _Optional[_Union[_tensor_pb2.Timing, _Mapping]] = ..., mode: _Optional[str] = ..., error: _Optional[_Union[_tensor_pb2.Error, _Mapping]] = ..., unknown: _Optional[bool] = ..., open_set_score: _Optional[float] = ...) -> None: ...
 
 class Windows(_message.Message):
     __slots__ = ("size", "stride")
@@ -208,8 +212,15 @@ class EmperorClasses(_message.Message):
     def __init__(self, emperor: _Optional[str] = ..., rics: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("version", "created", "schema_version", "emperors", "rics", "hierarchy", "backend", "precision", "input_size", "max_pixels", "max_message_bytes", "max_batch", "stream_window", "server_version", "metrics")
+    __slots__ = ("version", "created", "schema_version", "emperors", "rics", "hierarchy", "backend", "precision", "input_size", "max_pixels", "max_message_bytes", "max_batch", "stream_window", "server_version", "metrics", "calibrated", "temperatures", "open_set_score", "open_set_threshold", "open_set_far")
     class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TemperaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +242,11 @@ class ModelInfo(_message.Message):
     STREAM_WINDOW_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_SET_SCORE_FIELD_NUMBER: _ClassVar[int]
+    OPEN_SET_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    OPEN_SET_FAR_FIELD_NUMBER: _ClassVar[int]
     version: str
     created: str
     schema_version: int
@@ -246,4 +262,9 @@ class ModelInfo(_message.Message):
     stream_window: int
     server_version: str
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, version: _Optional[str] = ..., created: _Optional[str] = ..., schema_version: _Optional[int] = ..., emperors: _Optional[_Iterable[str]] = ..., rics: _Optional[_Iterable[str]] = ..., hierarchy: _Optional[_Iterable[_Union[EmperorClasses, _Mapping]]] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., input_size: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_batch: _Optional[int] = ..., stream_window: _Optional[int] = ..., server_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    calibrated: bool
+    temperatures: _containers.ScalarMap[str, float]
+    open_set_score: str
+    open_set_threshold: float
+    open_set_far: float
+    def __init__(self, version: _Optional[str] = ..., created: _Optional[str] = ..., schema_version: _Optional[int] = ..., emperors: _Optional[_Iterable[str]] = ..., rics: _Optional[_Iterable[str]] = ..., hierarchy: _Optional[_Iterable[_Union[EmperorClasses, _Mapping]]] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., input_size: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_batch: _Optional[int] = ..., stream_window: _Optional[int] = ..., server_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., calibrated: _Optional[bool] = ..., temperatures: _Optional[_Mapping[str, float]] = ..., open_set_score: _Optional[str] = ..., open_set_threshold: _Optional[float] = ..., open_set_far: _Optional[float] = ...) -> None: ...
