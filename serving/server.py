@@ -49,9 +49,9 @@ log = logging.getLogger(__name__)
 
 DRAIN_SLACK_S = 1.0  # past the latest deadline, for the answer to be written
 WORK_METHODS = frozenset(coins_pb2.DESCRIPTOR.services_by_name["CoinService"].methods_by_name)  # what a drain waits for
-# Without a drain delay, the drain still waits this long after NOT_SERVING before it stops the
-# server, so that a health Watch stream sends NOT_SERVING before it is cut (it was cut first
-# in about one drain in three).
+# A drain cuts what is left at least this long after NOT_SERVING (the drain delay and the wait for
+# calls in flight count), so that a health Watch stream sends NOT_SERVING before it is cut (it
+# was cut first in about one drain in three without a drain delay).
 WATCH_FLUSH_S = 0.2
 SERVICE_NAME = coins_pb2.DESCRIPTOR.services_by_name["CoinService"].full_name  # "denarius.v1.CoinService"
 
@@ -354,14 +354,13 @@ class CoinServer:
             return
         server, self._server = self._server, None
         await self.health.enter_graceful_shutdown()  # NOT_SERVING for good: no later set() revives it
+        not_serving_at = time.monotonic()
         http, self._http = self._http, None
         if http is not None:
             http.begin_drain()  # /readyz 503 too
         if delay > 0:
             log.info("draining: NOT_SERVING, still accepting calls for %.1f s", delay)
             await asyncio.sleep(delay)
-        else:  # open health watches need the loop for a moment to send their NOT_SERVING
-            await asyncio.sleep(WATCH_FLUSH_S)
         wait, why = self.drain_grace(grace)
         log.info("draining: no new calls; waiting up to %.1f s for the in-flight calls (%s; cap %.1f s)", wait, why, grace)
         started = time.monotonic()
@@ -372,6 +371,8 @@ class CoinServer:
         while self._work() and time.monotonic() - started < wait:
             await asyncio.sleep(0.05)
         left = len(self._work())
+        # Open health watches need the loop for a moment to send their NOT_SERVING.
+        await asyncio.sleep(max(0.0, WATCH_FLUSH_S - (time.monotonic() - not_serving_at)))
         await server.stop(0)  # cuts what is left: calls past the grace, health watches, reflection streams
         await asyncio.gather(*stopping)
         log.info("draining: in-flight calls done after %.1f s%s", time.monotonic() - started,
