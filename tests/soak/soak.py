@@ -16,7 +16,8 @@ with its own channel) send for ``--seconds`` a mix of
 The server's RSS (VmRSS every 100 ms, and its VmHWM peak) is read from /proc/PID/status.
 Then the server gets a SIGTERM while the clients keep sending: it must answer every call it
 accepted (those started before its drain delay ran out, and any it answered), refuse the
-later ones (UNAVAILABLE, connection refused) and exit 0. The report gives the status codes
+later ones (UNAVAILABLE, connection refused; or CANCELLED by gRPC, unanswered, for a call
+that reached the port as it closed) and exit 0. The report gives the status codes
 by kind, p50/p99 latency by kind, the peak RSS against the decode budget + the model size,
 the RSS drift over the load, the server's own request counts (its last /metrics scrape) and
 the drain. The exit status is 1 when a check fails::
@@ -61,6 +62,7 @@ MIB = 1024 * 1024
 SERVICE = "/denarius.v1.CoinService/"
 ALLOWED = {"OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "CANCELLED"}
 MIX = {"good": 30, "hostile": 20, "bomb": 6, "malformed": 12, "stream": 10, "cancelled_stream": 10, "deadline": 12}
+CLOSE_MARGIN_S = 0.25  # calls that start this close to the end of the drain delay may meet the closed port
 MALFORMED = (b"\x0a\x03\xff\xfe\xfd", b"\x12\x10abc", bytes(range(256)), b"\xff" * 12, b"\x1a\xff\xff\xff\xff\x0f")
 
 
@@ -247,6 +249,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
+def _relative(call: Call, sigterm_at: float) -> dict:
+    """A call for the report, its times in seconds from the SIGTERM."""
+    return vars(call) | {"start": round(call.start - sigterm_at, 3), "end": round(call.end - sigterm_at, 3)}
+
+
 def summarise(calls: list[Call], *, load_end: float, sigterm_at: float, accept_until: float) -> dict:
     """Codes and latency by kind over the load; the drain's answered / refused / lost calls."""
     by_kind: dict[str, Counter] = defaultdict(Counter)
@@ -260,10 +267,13 @@ def summarise(calls: list[Call], *, load_end: float, sigterm_at: float, accept_u
             latency[call.kind].append(1000 * (call.end - call.start))
         client_cancel = call.kind == "cancelled_stream" and call.code == "CANCELLED"
         short_stream = call.kind == "stream" and call.code == "OK" and call.answered != call.sent
-        if refused(call) and call.start >= sigterm_at:
-            drain["refused after the port closed"] += 1
-            if call.start < accept_until - 0.25:
+        # A call that reaches the port as it closes is cancelled by gRPC before any handler runs.
+        cut_unanswered = call.code in ("CANCELLED", "UNAVAILABLE") and not client_cancel and call.answered == 0
+        if call.start >= sigterm_at and (refused(call) or cut_unanswered):
+            if call.start < accept_until - CLOSE_MARGIN_S:
                 lost.append(call)  # the server was still accepting then
+            else:
+                drain["refused after the port closed"] += 1
             continue
         if call.code not in ALLOWED or short_stream or (call.code == "CANCELLED" and not client_cancel):
             (lost if call.end >= sigterm_at else unexpected).append(call)
@@ -278,8 +288,8 @@ def summarise(calls: list[Call], *, load_end: float, sigterm_at: float, accept_u
                                for kind, v in sorted(latency.items())},
         "latency_ms_all": {"p50": round(percentile(every, 50), 1), "p99": round(percentile(every, 99), 1)},
         "drain": dict(drain),
-        "lost": [vars(c) for c in lost[:20]], "lost_count": len(lost),
-        "unexpected": [vars(c) for c in unexpected[:20]], "unexpected_count": len(unexpected),
+        "lost": [_relative(c, sigterm_at) for c in lost[:20]], "lost_count": len(lost),
+        "unexpected": [_relative(c, sigterm_at) for c in unexpected[:20]], "unexpected_count": len(unexpected),
     }
 
 
