@@ -44,6 +44,8 @@ class QuickstartConfig:
         held_out: fraction of coins kept out of training and identified through the server.
         epochs, input_size, width: training recipe (small AlexNets at small input sizes).
         landmark_coins: coins whose landmarks are drawn (the most confident correct ones).
+        open_set_far: false-accept rate of coins outside the catalogue (another seed's
+            catalogue) the bundle's open-set threshold is chosen for.
         epsilon: confidence the landmark mask may lose. Lower than the paper's 0.5 because
             small models trained in a minute are less confident: at 0.5 an empty mask often
             already satisfies the constraint and the map says nothing.
@@ -60,6 +62,7 @@ class QuickstartConfig:
     width: float = 0.25
     landmark_coins: int = 3
     epsilon: float = 0.25
+    open_set_far: float = 0.05
 
 
 def _stage(number: int, name: str, detail: str) -> None:
@@ -112,15 +115,33 @@ def train_models(config: QuickstartConfig, manifest: Path) -> Path:
     return run
 
 
-def make_bundle(config: QuickstartConfig, run: Path, calibration: Path) -> Path:
+def make_unknown(config: QuickstartConfig) -> Path:
+    """Coins of another catalogue (another seed): emperors and types no bundle made here knows."""
+    data = config.out / "unknown"
+    if (data / "manifest.csv").is_file():
+        print(f"reusing {data}")
+        return data / "manifest.csv"
+    from denarius.training.synth import generate
+
+    summary = generate(data, preset="tiny", seed=config.seed + 1000, force=True,
+                       n_emperors=config.emperors, n_types=config.types, n_coins=max(8 * config.types, config.coins // 4))
+    print(f"wrote {summary.n_coins} coins outside the catalogue to {data}")
+    return data / "manifest.csv"
+
+
+def make_bundle(config: QuickstartConfig, run: Path, calibration: Path, held: Path | None = None, unknown: Path | None = None) -> Path:
     bundle = config.out / "bundle"
     if (bundle / "manifest.json").is_file():
         print(f"reusing {bundle}")
         return bundle
     from denarius.export.bundle_export import ExportConfig, export_bundle
 
-    result = export_bundle(run, bundle, config=ExportConfig(int8=True, calibration=calibration))
+    result = export_bundle(run, bundle, config=ExportConfig(
+        int8=True, calibration=calibration, calibrate_on=held, unknown_manifest=unknown, open_set_far=config.open_set_far))
     print(f"bundle {result.path} (model version {result.version})")
+    rule = result.open_world.get("open_set")
+    if rule:
+        print(f"open set: {rule['score']} >= {rule['threshold']:.4g} is 'in the catalogue' (AUROC {rule['auroc']:.3f})")
     return bundle
 
 
@@ -182,6 +203,7 @@ def identify_and_draw(config: QuickstartConfig, client, held: Path, merged: dict
     for record in records:
         response = client.identify(record.obverse, record.reverse, top_k=3, timeout=60)
         coins.append({"coin_id": record.coin_id, "truth": rename.get(record.ric, record.ric), "ric": record.ric,
+                      "unknown": response.unknown,
                       "reverse_description": record.reverse_description, "emperor": record.emperor,
                       "obverse": str(record.obverse), "reverse": str(record.reverse), "candidates": _candidates(response)})
     correct = sum(c["candidates"][0]["ric"] == c["truth"] for c in coins)
@@ -195,8 +217,12 @@ def identify_and_draw(config: QuickstartConfig, client, held: Path, merged: dict
         obverse, reverse = (Path(shutil.copy(REAL_FIXTURES / f"maximianus_{side}.jpg", pictures)) for side in ("obverse", "reverse"))
         response = client.identify(obverse, reverse, top_k=3, timeout=60)
         real = {"obverse": str(obverse), "reverse": str(reverse), "candidates": _candidates(response),
-                "note": "a real antoninianus of Maximianus; no bundle made here knows this emperor"}
-        print(f"real fixture photos: top candidate {real['candidates'][0]['ric']} (score {real['candidates'][0]['score']})")
+                "note": "a real antoninianus of Maximianus; no bundle made here knows this emperor",
+                "unknown": response.unknown,
+                "open_set_score": round(response.open_set_score, 4) if response.HasField("open_set_score") else None}
+        verdict = "unknown (not in the catalogue)" if real["unknown"] else "in the catalogue"
+        print(f"real fixture photos: {verdict}, open-set score {real['open_set_score']}; "
+              f"top candidate {real['candidates'][0]['ric']} (score {real['candidates'][0]['score']})")
 
     _stage(6, "landmarks", f"optimised landmark overlays of {config.landmark_coins} held-out coins, both sides")
     overlays = []
@@ -244,6 +270,8 @@ def write_report(config: QuickstartConfig, bundle: Path, run: Path, results: dic
         real = results["real"]
         lines += ["", "## Real photographs", "", f"{real['note']}.", "",
                   f"![obverse]({rel(real['obverse'])}) ![reverse]({rel(real['reverse'])})", "",
+                  f"Open-set decision: **{'unknown, not in the catalogue' if real.get('unknown') else 'in the catalogue'}** "
+                  f"(score {real.get('open_set_score')}); the best guesses:", "",
                   "| rank | RIC | emperor | score |", "|---|---|---|---|"]
         lines += [f"| {c['rank']} | {c['ric']} | {c['emperor']} | {c['score']} |" for c in real["candidates"]]
     lines += ["", "## Characteristic landmarks (red = more discriminative)", ""]
@@ -251,6 +279,22 @@ def write_report(config: QuickstartConfig, bundle: Path, run: Path, results: dic
         lines.append(f"- {item['coin_id']} {item['side']}: class `{item['target']}`, p {item['p_full']} full -> "
                      f"{item['p_masked']} masked, {item['iterations']} iterations"
                      f"<br>![{item['coin_id']} {item['side']}]({rel(item['png'])})")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    calibration, rule = manifest.get("calibration"), manifest.get("open_set")
+    if calibration:
+        ece = calibration["report"]["ece"]
+        lines += ["", "## Calibration and coins outside the catalogue", "",
+                  f"Temperatures emperor {calibration['emperor']['temperature']:.3f}, ric {calibration['ric']['temperature']:.3f}; "
+                  f"ECE on {calibration['report']['test_coins']} held-out coins: emperor {ece['emperor']['before']:.3f} -> "
+                  f"{ece['emperor']['after']:.3f}, ric {ece['ric']['before']:.3f} -> {ece['ric']['after']:.3f}.", "",
+                  f"![reliability]({rel(bundle / 'report' / 'reliability.png')})"]
+    if rule:
+        aurocs = ", ".join(f"{k} {v:.3f}" for k, v in rule["report"]["auroc"].items())
+        unknown = sum(bool(c.get("unknown")) for c in results["coins"])
+        lines += ["", f"Open set: score `{rule['score']}`, threshold {rule['threshold']:.4g} for a false-accept rate of "
+                  f"{rule['far']:.0%} on {rule['report']['unknown_coins']} coins of another catalogue; AUROC {aurocs}. "
+                  f"Held-out coins of the catalogue called unknown: {unknown}/{len(results['coins'])}.", "",
+                  f"![risk-coverage]({rel(bundle / 'report' / 'risk_coverage.png')})"]
     history = run_info.get("history") or {}
     if history:
         lines += ["", "## Training", "", "```", json.dumps(history, indent=1)[:2000], "```"]
@@ -314,8 +358,8 @@ def run_quickstart(config: QuickstartConfig) -> Path:
     train, held = make_data(config)
     _stage(2, "train", f"emperor + RIC AlexNets (width {config.width}, {config.input_size} px, {config.epochs} epochs)")
     run = train_models(config, train)
-    _stage(3, "export", "ONNX fp32 + INT8 + gradient graphs")
-    bundle = make_bundle(config, run, train)
+    _stage(3, "export", "ONNX fp32 + INT8 + gradient graphs, temperatures and the open-set threshold")
+    bundle = make_bundle(config, run, train, held, make_unknown(config))
     _stage(4, "serve", "gRPC server on loopback")
     server = ServerProcess(bundle, config.out / "server.log")
     try:

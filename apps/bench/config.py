@@ -21,6 +21,10 @@ class BenchConfig:
         concurrency: gRPC client concurrency levels.
         seconds: target duration of each timed loop (longer = steadier figures).
         sections: which sections to run.
+        heldout, unknown, unknown2, train_manifest: the ``open_world`` section's dataset
+            manifests: held-out coins of the bundle's catalogue, two sets of coins outside it,
+            and the training manifest (held-out images byte-identical to it are dropped).
+        open_set_far: the false-accept rate the open-set threshold is chosen for.
     """
 
     bundle: Path
@@ -31,6 +35,11 @@ class BenchConfig:
     concurrency: tuple[int, ...] = (1, 4, 16)
     seconds: float = 4.0
     sections: tuple[str, ...] = ("model_only", "engine", "torch_eager", "grpc", "landmarks", "scan")
+    heldout: Path | None = None
+    unknown: Path | None = None
+    unknown2: Path | None = None
+    train_manifest: Path | None = None
+    open_set_far: float = 0.05
 
     @classmethod
     def quick_config(cls, bundle: Path, out: Path, **overrides) -> BenchConfig:

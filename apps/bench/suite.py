@@ -19,6 +19,9 @@ on a noisy shared host. Sections (keys of ``bench.json``):
                  both as it runs by default and held to its 100-iteration cap (worst case),
                  the latter with 1, 2 and 8 images sharing each forward/backward pass
     scan         `denarius scan` throughput on a generated folder of pairs
+    open_world   (only when asked for) ECE before/after temperature scaling, AUROC of every
+                 open-set score, false-accept rate at the chosen threshold on a second
+                 unknown set (apps/bench/open_world.py)
     ratios       the headline ratios with their targets
 
 Throughputs are coins per second (one coin = one obverse + one reverse image).
@@ -39,6 +42,7 @@ import numpy as np
 
 from denarius.apps.bench.config import BenchConfig
 from denarius.apps.bench.landmarks import AT_CAP_IMAGES, bench_grpc_landmarks, bench_landmarks
+from denarius.apps.bench.open_world import bench_open_world
 from denarius.engine.bundle import Bundle, load_bundle
 
 __all__ = ["run_bench", "TARGETS"]
@@ -60,6 +64,10 @@ TARGETS = {
     "landmarks_occlusion_vs_optimized_at_cap_forward_passes": ("min", 15.0),
     **{f"landmarks_occlusion_vs_optimized_at_cap_{n}_per_run": ("min", 15.0) for n in AT_CAP_IMAGES},
     "scan_vs_engine": ("min", 0.9),
+    "open_world_ece_emperor": ("max", 0.03),
+    "open_world_ece_ric": ("max", 0.03),
+    "open_world_auroc": ("min", 0.9),
+    "open_world_far_second_set_vs_requested": ("max", 1.5),
 }
 
 
@@ -298,6 +306,10 @@ def _ratios(results: dict) -> dict:
             for n, run in (get("landmarks", "at_cap_by_images_per_run") or {}).items()
         },
         "scan_vs_engine": ratio(get("scan", "coins_per_s"), get("scan", "engine_same_coins_per_s")),
+        "open_world_ece_emperor": get("open_world", "ece", "emperor", "after"),
+        "open_world_ece_ric": get("open_world", "ece", "ric", "after"),
+        "open_world_auroc": get("open_world", "auroc", "unknown2", get("open_world", "chosen_score") or ""),
+        "open_world_far_second_set_vs_requested": ratio(get("open_world", "far_second_set"), get("open_world", "requested_far")),
         "grpc_landmarks_shared_vs_alone": ratio(
             get("grpc", "landmarks", "shared", "searches_per_s"), get("grpc", "landmarks", "alone", "searches_per_s")),
     }
@@ -351,6 +363,7 @@ def run_bench(config: BenchConfig) -> dict:
             "grpc": lambda: bench_grpc(bundle, config, pairs),
             "landmarks": lambda: bench_landmarks(bundle, config, pairs),
             "scan": lambda: bench_scan(bundle, config, pairs, folder),
+            "open_world": lambda: bench_open_world(bundle, config),
         }
         for name in tqdm([s for s in sections if s in config.sections], desc="bench", unit="section"):
             start = time.perf_counter()
@@ -408,6 +421,15 @@ def markdown_report(results: dict) -> str:
     for n, m in results.get("landmarks", {}).get("at_cap_by_images_per_run", {}).items():
         lines.append(f"| landmarks optimised at the cap, {n} image(s) per run | {m['seconds_per_image']} s/image, "
                      f"{m['forward_equivalents_per_image']} forward passes |")
+    world = results.get("open_world", {})
+    if "ece" in world:
+        for model in ("emperor", "ric"):
+            lines.append(f"| ECE {model}, {world['heldout_coins'] // 2} held-out coins | {world['ece'][model]['before']} before, "
+                         f"{world['ece'][model]['after']} after temperature scaling (T = {world['temperatures'][model]:.3f}) |")
+        for name, value in world["auroc"]["unknown2"].items():
+            lines.append(f"| open-set AUROC `{name}` | {world['auroc']['unknown'][name]} (first unknown set), {value} (second) |")
+        lines.append(f"| false-accept rate at the `{world['chosen_score']}` threshold | {world['far_first_set']} first set, "
+                     f"{world['far_second_set']} second set (requested {world['requested_far']}) |")
     if "coins_per_s" in results.get("scan", {}):
         lines.append(f"| denarius scan | {results['scan']['coins_per_s']} coins/s "
                      f"(engine alone {results['scan']['engine_same_coins_per_s']}) |")

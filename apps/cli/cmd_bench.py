@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SECTIONS = ("model_only", "engine", "torch_eager", "grpc", "landmarks", "scan")
+SECTIONS = ("model_only", "engine", "torch_eager", "grpc", "landmarks", "scan", "open_world")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # open_world needs dataset manifests: run it by name
 
 
 EXAMPLES = (
     'denarius bench bundles/v1 --out bench/ --quick',
     'denarius bench bundles/v1 --out bench/ --sections landmarks',
+    'denarius bench bundles/v1 --out bench/ --sections open_world --heldout held/manifest.csv '
+    '--unknown unknown1/manifest.csv --unknown2 unknown2/manifest.csv --train-manifest train/manifest.csv',
 )  # shown under `denarius bench --help`
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small samples: a smoke run in about a minute")
     parser.add_argument("--coins", type=int, default=None, help="coin pairs in the workload (default 96, quick 16)")
     parser.add_argument("--seconds", type=float, default=None, help="duration of each timed loop (default 4, quick 0.5)")
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run (default all)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS),
+                        help="sections to run (default all but open_world)")
+    world = parser.add_argument_group("open_world section")
+    world.add_argument("--heldout", type=Path, default=None, metavar="MANIFEST", help="held-out coins of the bundle's catalogue")
+    world.add_argument("--unknown", type=Path, default=None, metavar="MANIFEST",
+                       help="coins outside the catalogue the threshold is chosen on (e.g. `denarius synth --seed 1`)")
+    world.add_argument("--unknown2", type=Path, default=None, metavar="MANIFEST",
+                       help="a second set outside the catalogue the false-accept rate is measured on")
+    world.add_argument("--train-manifest", type=Path, default=None, metavar="MANIFEST",
+                       help="the training set: held-out images byte-identical to its images are dropped")
+    world.add_argument("--open-set-far", type=float, default=0.05, metavar="RATE", help="requested false-accept rate (default 0.05)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.out.parent if args.out.suffix == ".json" else args.out
     config = BenchConfig.quick_config(args.bundle, out) if args.quick else BenchConfig(bundle=args.bundle, out=out)
-    overrides = {"sections": tuple(args.sections)}
+    overrides = {"sections": tuple(args.sections), "heldout": args.heldout, "unknown": args.unknown, "unknown2": args.unknown2,
+                 "train_manifest": args.train_manifest, "open_set_far": args.open_set_far}
     if args.coins is not None:
         overrides["coins"] = args.coins
     if args.seconds is not None:
