@@ -2,7 +2,13 @@
 
 Exported series (all but the process ones prefixed ``denarius_``):
 
-- ``build_info{version, model_version, backend, precision}``: 1, once the bundle is loaded.
+- ``build_info{version, model_version, backend, precision}``: 1, once the bundle is loaded;
+  one sample, the bundle served now (a reload replaces the label set at the swap).
+- ``model_reloads_total{outcome}``: bundle reloads (SIGHUP, ``--watch-interval``,
+  ``CoinServer.reload``) by outcome: ``ok`` (the new bundle is served) or ``failed`` (it did
+  not load, verify or warm up; the old one keeps serving).
+- ``model_runtimes``: bundles open: 1, or more while a swapped-out one finishes the requests
+  that started on it.
 - ``requests_total{method, code}``: every RPC once, by method name and the name of the gRPC
   status code it ended with: DEADLINE_EXCEEDED and CANCELLED for calls that ran out of time
   or whose client gave up, streams included (see ``serving/interceptors.py``
@@ -76,6 +82,16 @@ class ServerMetrics:
             "denarius_build_info", "Always 1: the server's version and the model it serves (set once the bundle is loaded)",
             ["version", "model_version", "backend", "precision"], registry=self.registry,
         )
+        self.reloads = Counter(
+            "denarius_model_reloads", "Bundle reloads by outcome: ok (the new bundle is served) or failed (the old one kept)",
+            ["outcome"], registry=self.registry,
+        )
+        for outcome in ("ok", "failed"):
+            self.reloads.labels(outcome=outcome)
+        self.runtimes = Gauge(
+            "denarius_model_runtimes", "Bundles open: the one served, plus swapped-out ones finishing their requests",
+            registry=self.registry,
+        )
         self.requests = Counter(
             "denarius_requests", "Finished RPCs by method and gRPC status code",
             ["method", "code"], registry=self.registry,
@@ -148,6 +164,10 @@ class ServerMetrics:
     def track_queue_depth(self, read: Callable[[], int]) -> None:
         """Sample the queue depth by calling ``read()`` at every scrape."""
         self.queue_depth.set_function(lambda: float(read()))
+
+    def track_runtimes(self, read: Callable[[], int]) -> None:
+        """Sample the number of open bundles by calling ``read()`` at every scrape."""
+        self.runtimes.set_function(lambda: float(read()))
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry's samples, without ``_created`` ones, in the format ``accept`` asks

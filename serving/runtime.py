@@ -3,12 +3,18 @@
 ``Runtime`` owns one ``engine.Engine`` (and through it the dynamic batcher) and converts
 between protos and engine objects, so ``serving/servicer.py`` stays a thin async layer and
 the in-process CLI (``denarius identify --bundle``) produces the very same response protos.
+
+A server swaps runtimes when it reloads its bundle (``serving/server.py``): every request
+takes the current runtime once, at its start, with :meth:`Runtime.acquire` and gives it back
+with :meth:`Runtime.release`; a swapped-out runtime is :meth:`Runtime.retire`-d, refuses new
+requests and closes in a thread of its own once the last request holding it has finished.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -42,7 +48,12 @@ MAX_SUPERPIXELS = 2000
 
 
 class Runtime:
-    """An opened engine plus the proto conversions. Thread-safe (the engine is)."""
+    """An opened engine plus the proto conversions. Thread-safe (the engine is).
+
+    ``landmark_batcher``: the :class:`~denarius.engine.landmarks.batcher.LandmarkBatcher` over
+    :attr:`landmarks` that a server runs this runtime's searches on (None until one is set);
+    :meth:`close` closes it first, letting its running searches finish.
+    """
 
     def __init__(self, engine, *, max_message_bytes: int = 0, stream_window: int = 0):
         self.engine = engine
@@ -51,6 +62,12 @@ class Runtime:
         self.stream_window = stream_window
         # Shares the engine's backend; the gradient graphs open on first use (they cost memory).
         self.landmarks = LandmarkService.from_engine(engine)
+        self.landmark_batcher: Any = None
+        self._users = 0  # requests holding this runtime (acquire/release)
+        self._retired = False  # refuses new requests: swapped out or closing
+        self._users_changed = threading.Condition()
+        self._close_lock = threading.Lock()  # held for the whole close: a second caller waits for it
+        self._closed = False
 
     @classmethod
     def open(
@@ -123,9 +140,73 @@ class Runtime:
         return self.engine.queue_depth
 
     def close(self) -> None:
-        """Finish queued requests, then release the landmark service and the engine."""
-        self.landmarks.close()
-        self.engine.close(drain=True)
+        """Finish running landmark searches and queued requests, then release the landmark
+        batcher, the landmark service and the engine. Idempotent; a second caller returns
+        once the first has finished closing."""
+        with self._users_changed:
+            self._retired = True
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self.landmark_batcher is not None:
+                self.landmark_batcher.close()
+            self.landmarks.close()
+            self.engine.close(drain=True)
+
+    # -- lifetime across a swap ------------------------------------------------------------
+    def acquire(self) -> bool:
+        """Hold this runtime for one request; False once it is retired (take the current one instead)."""
+        with self._users_changed:
+            if self._retired:
+                return False
+            self._users += 1
+            return True
+
+    def release(self) -> None:
+        """The request that acquired this runtime is done with it."""
+        with self._users_changed:
+            self._users -= 1
+            if self._users <= 0:
+                self._users_changed.notify_all()
+
+    @property
+    def users(self) -> int:
+        """Requests holding this runtime now."""
+        return self._users
+
+    @property
+    def retired(self) -> bool:
+        return self._retired
+
+    def retire(self, *, timeout: float, on_closed: Callable[[Runtime, float], None] | None = None) -> threading.Thread:
+        """Refuse new requests, and close in a daemon thread once the last request holding this
+        runtime has released it, or after ``timeout`` seconds whatever still holds it (logged).
+
+        ``on_closed(runtime, seconds)`` is called on that thread after the close, with the
+        seconds from the retirement. Returns the thread.
+        """
+        with self._users_changed:
+            self._retired = True
+        retired_at = time.monotonic()
+
+        def close_when_idle() -> None:
+            with self._users_changed:
+                idle = self._users_changed.wait_for(lambda: self._users <= 0, timeout)
+                left = self._users
+            if not idle:
+                log.warning("bundle %s (version %s): %d requests still hold it %.0f s after it was swapped out; "
+                            "closing it under them", self.bundle.path, self.bundle.version, left, timeout)
+            self.close()
+            seconds = time.monotonic() - retired_at
+            log.info("bundle %s (version %s) closed %.2f s after it was swapped out", self.bundle.path,
+                     self.bundle.version, seconds)
+            if on_closed is not None:
+                on_closed(self, seconds)
+
+        thread = threading.Thread(target=close_when_idle, name="denarius-retire", daemon=True)
+        thread.start()
+        return thread
 
     # -- Identify --------------------------------------------------------------------------
     def pair_from_request(self, request: coins_pb2.IdentifyRequest):

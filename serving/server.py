@@ -2,8 +2,17 @@
 
 Lifecycle of :class:`CoinServer`::
 
-    start()   bind the port, health NOT_SERVING; load + verify the bundle, open the engine,
-              start the batcher, warm up; health SERVING
+    start()   bind the port, health NOT_SERVING; load + verify the bundle (the folder, or
+              the highest version of a model repository: serving/repository.py), open the
+              engine, start the batcher, warm up; health SERVING
+    reload()  (SIGHUP, or a poll every --watch-interval) load + verify + warm up the bundle
+              chosen now in an executor thread while the old one keeps serving, then switch
+              the servicer's reference to it on the event loop: a request takes the runtime
+              once at its start, so the ones in flight finish on the old bundle, which closes
+              once the last of them is done. A bundle that fails to load is logged and
+              counted (denarius_model_reloads_total{outcome="failed"}), and the old one keeps
+              serving. Health stays SERVING throughout; two bundles are in memory until the
+              old one closes.
     drain()   health NOT_SERVING while still accepting calls for the drain delay (load
               balancers stop routing here), then stop accepting and wait for the in-flight
               calls: until the last of them ends, at most until the latest of their
@@ -11,7 +20,7 @@ Lifecycle of :class:`CoinServer`::
               arrived) plus one second, and never longer than the grace cap; then close the
               batcher, the engine and the metrics endpoint
 
-``serve(config)`` runs that in the foreground and drains on SIGTERM/SIGINT (exit code 0);
+``serve(config)`` runs that in the foreground, reloads on SIGHUP and drains on SIGTERM/SIGINT (exit code 0);
 :class:`BackgroundServer` runs it in a thread for tests and benchmarks.
 """
 
@@ -34,7 +43,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from denarius.engine import decode_budget
-from denarius.engine.errors import ConfigError
+from denarius.engine.errors import ConfigError, DenariusError
+from denarius.serving import repository
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
 from denarius.serving.interceptors import InflightCall, InflightCalls, MetricsInterceptor, RequestParsingInterceptor, TokenAuthInterceptor
 from denarius.serving.metrics import ServerMetrics
@@ -43,7 +53,7 @@ if TYPE_CHECKING:
     from denarius.serving.http import HttpFrontend
     from denarius.serving.servicer import CoinServicer
 
-__all__ = ["ServerConfig", "CoinServer", "BackgroundServer", "serve", "load_tokens", "SERVICE_NAME"]
+__all__ = ["ServerConfig", "CoinServer", "BackgroundServer", "Reload", "serve", "load_tokens", "SERVICE_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +71,12 @@ class ServerConfig:
     """Everything ``denarius serve`` can set.
 
     Attributes:
-        bundle: model bundle directory.
+        bundle: a model bundle directory, or a model repository of versioned bundles
+            ``<bundle>/<version>/manifest.json`` (the highest complete version is served; see
+            ``denarius.serving.repository``).
+        watch_interval_s: poll the bundle (repository) this often for a new version and
+            reload when the bundle it resolves to differs from the one served (another
+            version folder, or a rewritten manifest.json); None = reload on SIGHUP only.
         host, port: gRPC listen address; loopback by default, port 0 = any free port.
         metrics_host, metrics_port: Prometheus ``/metrics`` endpoint; loopback by default
             (not ``host``); port 0 = any free port, None = no endpoint. It requires one of
@@ -106,6 +121,7 @@ class ServerConfig:
     """
 
     bundle: Path
+    watch_interval_s: float | None = None
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_host: str = "127.0.0.1"
@@ -146,6 +162,8 @@ class ServerConfig:
             raise ConfigError("TLS needs both --tls-cert and --tls-key (or neither)")
         if (self.metrics_tls_cert is None) != (self.metrics_tls_key is None):
             raise ConfigError("metrics TLS needs both --metrics-tls-cert and --metrics-tls-key (or neither)")
+        if self.watch_interval_s is not None and not self.watch_interval_s > 0:
+            raise ConfigError(f"watch_interval_s must be > 0, got {self.watch_interval_s}")
         if self.landmark_timeout_s <= 0:
             raise ConfigError(f"landmark_timeout_s must be > 0, got {self.landmark_timeout_s}")
         for name in ("tls_cert", "tls_key", "metrics_tls_cert", "metrics_tls_key", "bundle_key"):
@@ -173,6 +191,30 @@ class ServerConfig:
         if any(not t or any(c.isspace() for c in t) for t in self.tokens):
             raise ConfigError("tokens must be non-empty and contain no whitespace")
         object.__setattr__(self, "tokens", tuple(self.tokens))
+
+
+@dataclass(frozen=True)
+class Reload:
+    """What one :meth:`CoinServer.reload` did.
+
+    Attributes:
+        outcome: "ok" (the new bundle is served), "failed" (it did not load; the old one
+            keeps serving), "unchanged" (a poll found the bundle served, or a version that
+            already failed and has not changed since) or "skipped" (not serving: loading or
+            draining).
+        model_version: the model version served after it (None when nothing is served).
+        previous: the model version served before it.
+        bundle: the bundle folder it loaded or tried (None when it got that far).
+        load_s: seconds to load, verify and warm up the new bundle (0 when none was loaded).
+        error: why it failed.
+    """
+
+    outcome: str
+    model_version: str | None = None
+    previous: str | None = None
+    bundle: Path | None = None
+    load_s: float = 0.0
+    error: str = ""
 
 
 def load_tokens(*, token_file: str | os.PathLike | None = None, token_env: str | None = None) -> tuple[str, ...]:
@@ -215,6 +257,10 @@ class CoinServer:
         self._server: grpc.aio.Server | None = None
         self._servicer: CoinServicer | None = None
         self._stopped = asyncio.Event()
+        self._reload_lock = asyncio.Lock()  # one reload at a time; a drain waits for the one under way
+        self._serving: repository.Choice | None = None  # the bundle served now
+        self._failed: tuple | None = None  # (folder, folder_stamp) of the last bundle that failed to load
+        self._watcher: asyncio.Task | None = None
         self.decode_budget = decode_budget.DecodeBudget(
             config.decode_memory_bytes or decode_budget.default_budget_bytes())
         self._previous_budget: decode_budget.DecodeBudget | None = None
@@ -278,12 +324,99 @@ class CoinServer:
                 self._start_metrics()
             if config.http_port is not None:
                 await self._start_http()
-            await asyncio.get_running_loop().run_in_executor(None, servicer.load)
+            loop = asyncio.get_running_loop()
+            choice = await loop.run_in_executor(None, repository.choose, config.bundle)
+            if choice.version is not None:
+                log.info("model repository %s: serving version %s, the highest", config.bundle, choice.version)
+            await loop.run_in_executor(None, servicer.load, choice.path)
+            self._serving = choice
         except BaseException:
             await self.drain(grace_s=0, delay_s=0)
             raise
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on port %d", SERVICE_NAME, self.port)
+        if config.watch_interval_s is not None:
+            self._watcher = asyncio.ensure_future(self._watch(config.watch_interval_s))
+
+    # -- reloading ---------------------------------------------------------------------------
+    def _retire_timeout(self) -> float:
+        """How long a swapped-out bundle waits for the requests holding it before it closes anyway:
+        past any admitted request's limit (a landmark search's is ``landmark_timeout_s``)."""
+        return max(self.config.landmark_timeout_s, self.config.grace_s) + DRAIN_SLACK_S
+
+    async def reload(self, *, force: bool = True) -> Reload:
+        """Load the bundle ``config.bundle`` resolves to now and serve it, without dropping a call.
+
+        The bundle is loaded, verified and warmed up in an executor thread while the old one
+        keeps serving; then the servicer's reference (which the HTTP API reads too) switches
+        to it on the event loop. Requests already holding the old runtime finish on it; it
+        closes once the last of them is done. Health stays SERVING. A bundle that fails is
+        logged and counted, and the old one keeps serving. One reload runs at a time.
+
+        Args:
+            force: load even when the bundle chosen is the one served, or one that failed
+                before and has not changed (SIGHUP); False (the watcher) skips those.
+        """
+        async with self._reload_lock:
+            servicer = self._servicer
+            if self._server is None or servicer is None or servicer.runtime is None:
+                log.warning("reload skipped: the server is not serving (still loading, or draining)")
+                return Reload("skipped", error="the server is not serving (still loading, or draining)")
+            previous = servicer.runtime.bundle.version
+            loop = asyncio.get_running_loop()
+            try:
+                choice = await loop.run_in_executor(None, repository.choose, self.config.bundle)
+            except DenariusError as error:
+                return self._reload_failed(None, previous, 0.0, str(error))
+            if not force:
+                if self._serving is not None and (choice.path, choice.stamp) == (self._serving.path, self._serving.stamp):
+                    return Reload("unchanged", model_version=previous, previous=previous, bundle=choice.path)
+                if self._failed is not None and self._failed[0] == choice.path:
+                    if await loop.run_in_executor(None, repository.folder_stamp, choice.path) == self._failed[1]:
+                        return Reload("unchanged", model_version=previous, previous=previous, bundle=choice.path)
+            log.info("reloading: loading %s while version %s keeps serving", choice.describe(), previous)
+            started = time.monotonic()
+            opening = loop.run_in_executor(None, servicer.open_runtime, choice.path)
+            try:
+                new = await asyncio.shield(opening)
+            except asyncio.CancelledError:  # the bundle still loads: close it when it has
+                opening.add_done_callback(_close_unused)
+                raise
+            except DenariusError as error:
+                return self._reload_failed(choice.path, previous, time.monotonic() - started, str(error))
+            except Exception as error:
+                log.exception("reloading %s failed unexpectedly", choice.path)
+                return self._reload_failed(choice.path, previous, time.monotonic() - started, repr(error))
+            load_s = time.monotonic() - started
+            if self._server is None:  # a drain began while it loaded: it is not served
+                await loop.run_in_executor(None, new.close)
+                return Reload("skipped", model_version=None, previous=previous, bundle=choice.path, load_s=load_s,
+                              error="the server began draining while the bundle loaded")
+            old = servicer.swap(new, timeout=self._retire_timeout())
+            self._serving, self._failed = choice, None
+            self.metrics.reloads.labels(outcome="ok").inc()
+            log.info("reloaded: serving version %s (%s) instead of %s; loaded and warmed up in %.2f s; "
+                     "the old bundle closes after its %d requests in flight", new.bundle.version, choice.describe(),
+                     previous, load_s, old.users if old is not None else 0)
+            return Reload("ok", model_version=new.bundle.version, previous=previous, bundle=choice.path, load_s=load_s)
+
+    def _reload_failed(self, folder: Path | None, previous: str, load_s: float, error: str) -> Reload:
+        if folder is not None:
+            self._failed = (folder, repository.folder_stamp(folder))
+        self.metrics.reloads.labels(outcome="failed").inc()
+        log.error("reload failed, version %s keeps serving: %s", previous, error)
+        return Reload("failed", model_version=previous, previous=previous, bundle=folder, load_s=load_s, error=error)
+
+    async def _watch(self, interval: float) -> None:
+        """Every ``interval`` seconds: reload if the bundle chosen now is not the one served."""
+        while True:
+            await asyncio.sleep(interval)
+            try:  # shielded: a drain cancelling the watcher waits for a load under way instead
+                await asyncio.shield(self.reload(force=False))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the model watcher failed; it goes on polling")
 
     def _start_metrics(self) -> None:
         """/metrics on its own host (loopback by default), TLS like gRPC, the same tokens."""
@@ -353,6 +486,9 @@ class CoinServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         await self.health.enter_graceful_shutdown()  # NOT_SERVING for good: no later set() revives it
         not_serving_at = time.monotonic()
         http, self._http = self._http, None
@@ -377,6 +513,8 @@ class CoinServer:
         await asyncio.gather(*stopping)
         log.info("draining: in-flight calls done after %.1f s%s", time.monotonic() - started,
                  f"; {left} cut at the grace" if left else "")
+        async with self._reload_lock:  # a bundle still loading is closed by its reload
+            pass
         if self._servicer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._servicer.close)
         self.metrics.close()
@@ -389,6 +527,13 @@ class CoinServer:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+
+def _close_unused(opening: asyncio.Future) -> None:
+    """Close a runtime whose reload was cancelled while it loaded (in a thread: closing blocks)."""
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    threading.Thread(target=opening.result().close, name="denarius-close-unused", daemon=True).start()
 
 
 class BackgroundServer:
@@ -421,6 +566,10 @@ class BackgroundServer:
         """Run a coroutine on the server's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
+    def reload(self, *, force: bool = True, timeout: float | None = 300) -> Reload:
+        """:meth:`CoinServer.reload` on the server's loop (what SIGHUP runs in ``serve``)."""
+        return self.call(self.server.reload(force=force), timeout=timeout)
+
     def __enter__(self) -> BackgroundServer:
         self._thread.start()
         try:
@@ -446,7 +595,11 @@ class BackgroundServer:
 
 
 def serve(config: ServerConfig) -> int:
-    """Serve in the foreground until SIGTERM/SIGINT, then drain; returns the exit code 0."""
+    """Serve in the foreground until SIGTERM/SIGINT, then drain; returns the exit code 0.
+
+    SIGHUP reloads the bundle (:meth:`CoinServer.reload`): the same folder again, or the
+    highest version of a model repository.
+    """
 
     async def main() -> None:
         server = CoinServer(config)
@@ -454,6 +607,14 @@ def serve(config: ServerConfig) -> int:
         stop_requested = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop_requested.set)
+        reloads: set[asyncio.Task] = set()
+
+        def hangup() -> None:
+            log.info("SIGHUP received: reloading the bundle")
+            task = loop.create_task(server.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+        loop.add_signal_handler(signal.SIGHUP, hangup)
         await server.start()
         # The parent process (or an orchestrator) can read the bound ports from the log.
         log.info("ready: port=%d metrics_port=%s http_port=%s", server.port, server.metrics_port, server.http_port)

@@ -7,6 +7,12 @@ Blocking work never runs on the event loop: identification goes through the engi
 dynamic batcher (its own thread), landmark searches through the landmark batcher
 (``denarius.engine.landmarks.batcher``: worker threads; concurrent optimised searches with the same
 settings share one optimiser run).
+
+Every handler takes the current :class:`~denarius.serving.runtime.Runtime` once, at its start,
+and holds it until its answer is built, so a request in flight finishes on the bundle it
+started with when the server swaps bundles (:meth:`CoinServicer.swap`); each IdentifyStream
+item does the same, so items read after a swap are answered by the new bundle (every
+response carries its ``model_version``).
 """
 
 from __future__ import annotations
@@ -101,15 +107,18 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         self.config = config
         self.metrics = metrics
         self.runtime: runtime.Runtime | None = None
-        self._landmarks = None  # a LandmarkBatcher, started by load()
+        self._retired: set[runtime.Runtime] = set()  # swapped out, closing once their requests are done
+        self._retired_lock = threading.Lock()
         self._landmark_slots = config.landmark_workers + config.landmark_queue
         self._landmark_busy = 0
 
-    # -- lifecycle (called from an executor thread) ----------------------------------------
-    def load(self) -> None:
+    # -- lifecycle (load, open_runtime and close are called from an executor thread) -------
+    def open_runtime(self, bundle) -> runtime.Runtime:
+        """Load, verify and warm up ``bundle`` (a bundle folder) with this server's settings,
+        and start its landmark workers. Raises what ``Runtime.open`` raises."""
         config = self.config
-        self.runtime = runtime.Runtime.open(
-            config.bundle, backend=config.backend, precision=config.precision, max_batch=config.max_batch,
+        rt = runtime.Runtime.open(
+            bundle, backend=config.backend, precision=config.precision, max_batch=config.max_batch,
             max_wait_ms=config.max_wait_ms, max_queue=config.max_queue, max_pixels=config.max_pixels,
             eager_dispatch=config.eager_dispatch,
             preprocess_workers=config.preprocess_workers, threads=config.threads,
@@ -117,51 +126,105 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
             max_message_bytes=config.max_message_bytes, stream_window=config.stream_window,
             verify_key=config.bundle_key,
         )
-        self.metrics.track_queue_depth(self.runtime.queue_depth)
-        info = self.runtime.engine.info()
-        self.metrics.set_build_info(version=runtime.SERVER_VERSION, model_version=str(info["model_version"]),
-                                    backend=str(info["backend"]), precision=str(info["precision"]))
         from denarius.engine.landmarks.batcher import LandmarkBatcher
 
-        self._landmarks = LandmarkBatcher(
-            self.runtime.landmarks, workers=config.landmark_workers, max_batch=config.landmark_batch,
-            on_run=self.metrics.landmark_run_size.observe,
-        )
+        try:
+            rt.landmark_batcher = LandmarkBatcher(
+                rt.landmarks, workers=config.landmark_workers, max_batch=config.landmark_batch,
+                on_run=self.metrics.landmark_run_size.observe,
+            )
+        except BaseException:
+            rt.close()
+            raise
+        return rt
+
+    def load(self, bundle=None) -> None:
+        """Open ``bundle`` (default: the config's, which must then be a bundle folder) as the runtime served."""
+        self.runtime = self.open_runtime(self.config.bundle if bundle is None else bundle)
+        self.metrics.track_queue_depth(self.queue_depth)
+        self.metrics.track_runtimes(self.open_runtimes)
+        self._note_serving(self.runtime)
+
+    def _note_serving(self, rt: runtime.Runtime) -> None:
+        info = rt.engine.info()
+        self.metrics.set_build_info(version=runtime.SERVER_VERSION, model_version=str(info["model_version"]),
+                                    backend=str(info["backend"]), precision=str(info["precision"]))
+
+    def swap(self, new: runtime.Runtime, *, timeout: float) -> runtime.Runtime | None:
+        """Serve ``new`` from now on (one reference switch, on the event loop) and retire the
+        old runtime: it takes no new request and closes, in a thread of its own, once the last
+        request holding it is done (at most ``timeout`` seconds). Returns the old runtime."""
+        old, self.runtime = self.runtime, new
+        self._note_serving(new)
+        if old is not None:
+            with self._retired_lock:
+                self._retired.add(old)
+            old.retire(timeout=timeout, on_closed=self._closed_retired)
+        return old
+
+    def _closed_retired(self, rt: runtime.Runtime, _seconds: float) -> None:
+        with self._retired_lock:
+            self._retired.discard(rt)
+
+    def open_runtimes(self) -> int:
+        """Runtimes open: the one served plus swapped-out ones still finishing requests."""
+        with self._retired_lock:
+            return (self.runtime is not None) + len(self._retired)
+
+    def queue_depth(self) -> int:
+        rt = self.runtime
+        return rt.queue_depth() if rt is not None else 0
 
     def close(self) -> None:
-        if self._landmarks is not None:
-            self._landmarks.close()
-        if self.runtime is not None:
-            self.runtime.close()
+        """Close the runtime served and every swapped-out one (running searches finish first)."""
+        current, self.runtime = self.runtime, None
+        with self._retired_lock:
+            retired = list(self._retired)
+        for rt in ([current] if current is not None else []) + retired:
+            rt.close()
 
     @property
     def landmark_batcher(self):
-        """The LandmarkBatcher the Landmarks handler runs on (None until ``load()``); the HTTP API shares it."""
-        return self._landmarks
+        """The LandmarkBatcher of the runtime served now (None until ``load()``)."""
+        rt = self.runtime
+        return rt.landmark_batcher if rt is not None else None
 
-    def _ready(self) -> runtime.Runtime:
-        if self.runtime is None:
-            raise BackendUnavailable("the model bundle is still loading; retry shortly")
-        return self.runtime
+    def _acquire(self) -> runtime.Runtime:
+        """The runtime served now, held for one request: ``release()`` it when done.
+
+        Raises:
+            BackendUnavailable: still loading, or closing.
+        """
+        while True:
+            rt = self.runtime
+            if rt is None:
+                raise BackendUnavailable("the model bundle is still loading; retry shortly")
+            if rt.acquire():
+                return rt
+            if self.runtime is rt:  # retired and not replaced: the server is closing
+                raise BackendUnavailable("the server is shutting down; retry on another replica")
 
     # -- Identify --------------------------------------------------------------------------
     async def _identify(self, request, context, rid: str, method: str = "Identify") -> coins_pb2.IdentifyResponse:
         received = time.perf_counter()
-        rt = self._ready()
-        pair = rt.pair_from_request(request)  # InputError when neither side is present
-        deadline = _deadline(context)
-        metrics = self.metrics
-
-        def stages(times) -> None:  # on the batcher's inference thread
-            metrics.observe_stages(method, queue_wait=times.queue_wait, preprocess=times.preprocess, inference=times.inference)
-
-        future = rt.submit(pair, top_k=request.top_k or self.config.default_top_k, deadline=deadline, on_stages=stages)
+        rt = self._acquire()
         try:
-            result = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.cancel()  # the client went away: the batcher skips a cancelled future
-            raise
-        return rt.identification_response(result, request_id=rid, received=received)
+            pair = rt.pair_from_request(request)  # InputError when neither side is present
+            deadline = _deadline(context)
+            metrics = self.metrics
+
+            def stages(times) -> None:  # on the batcher's inference thread
+                metrics.observe_stages(method, queue_wait=times.queue_wait, preprocess=times.preprocess, inference=times.inference)
+
+            future = rt.submit(pair, top_k=request.top_k or self.config.default_top_k, deadline=deadline, on_stages=stages)
+            try:
+                result = await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                future.cancel()  # the client went away: the batcher skips a cancelled future
+                raise
+            return rt.identification_response(result, request_id=rid, received=received)
+        finally:
+            rt.release()
 
     @_guarded
     async def Identify(self, request, context, rid):
@@ -263,7 +326,13 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
     @_guarded
     async def Landmarks(self, request, context, rid):
         received = time.perf_counter()
-        rt = self._ready()
+        rt = self._acquire()  # held until the answer is built: a swap closes it only after that
+        try:
+            return await self._landmarks_on(rt, request, context, rid, received)
+        finally:
+            rt.release()
+
+    async def _landmarks_on(self, rt: runtime.Runtime, request, context, rid: str, received: float):
         job = rt.landmark_job(request)  # validates everything before queueing
         client_deadline = _deadline(context)
         # Every search ends by the server's own limit too: the drain can wait for all of them.
@@ -296,7 +365,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         # cancelled: counting it as free would let cancel-and-resend queue unbounded work.
         # A running search polls should_stop between forward calls, so it ends soon after
         # its caller (and everyone sharing its run) cancels or runs out of time.
-        future = self._landmarks.submit(job)
+        future = rt.landmark_batcher.submit(job)
         self._landmark_busy += 1
         future.add_done_callback(settled)
         try:
@@ -319,4 +388,8 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
     # -- GetModelInfo ----------------------------------------------------------------------
     @_guarded
     async def GetModelInfo(self, request, context, rid):
-        return self._ready().model_info()
+        rt = self._acquire()
+        try:
+            return rt.model_info()
+        finally:
+            rt.release()

@@ -1,4 +1,8 @@
-"""``denarius serve BUNDLE``: run the gRPC server until SIGTERM/SIGINT, then drain and exit 0."""
+"""``denarius serve BUNDLE``: run the gRPC server until SIGTERM/SIGINT, then drain and exit 0.
+
+BUNDLE is a bundle folder or a model repository of versions (``BUNDLE/<version>/``, the
+highest served); SIGHUP, or ``--watch-interval``, reloads it without dropping a call.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,19 @@ EXAMPLES = (
     'denarius serve bundles/v1 --tls-cert server.pem --tls-key server.key --token-file tokens.txt',
     'denarius serve bundles/v1 --bundle-key keys/bundle.pub.pem',
     'denarius serve bundles/v1 --http-port 8080',
+    'denarius serve models/coins --watch-interval 10',
 )  # shown under `denarius serve --help`
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", type=Path, help="model bundle directory (made by `denarius export`)")
+    parser.add_argument("bundle", type=Path,
+                        help="model bundle directory (made by `denarius export`), or a model repository of versioned "
+                             "bundles BUNDLE/<version>/manifest.json: the highest version is served (natural order: "
+                             "2 < 10, v2 < v10; hidden folders and folders without manifest.json are skipped). "
+                             "SIGHUP reloads it (the same folder, or the highest version) without dropping a call")
+    parser.add_argument("--watch-interval", type=float, default=None, metavar="S",
+                        help="also poll BUNDLE every S seconds and reload when a new version appears (or its "
+                             "manifest.json is rewritten); a bundle that fails to load is logged and the old one "
+                             "keeps serving (default: reload on SIGHUP only)")
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1",
                      help="listen address (default 127.0.0.1; 0.0.0.0 or [::] to accept remote clients)")
@@ -93,7 +106,7 @@ def config_from_args(args: argparse.Namespace):
     if args.token_file is not None or args.token_env is not None:
         tokens = load_tokens(token_file=args.token_file, token_env=args.token_env)
     return ServerConfig(
-        bundle=args.bundle, host=args.host, port=args.port,
+        bundle=args.bundle, watch_interval_s=args.watch_interval, host=args.host, port=args.port,
         metrics_host=args.metrics_host, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_tls_cert=args.metrics_tls_cert, metrics_tls_key=args.metrics_tls_key,
         landmark_timeout_s=args.landmark_timeout,

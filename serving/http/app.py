@@ -25,11 +25,12 @@ route                      request                       answer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,11 +168,22 @@ class HttpApi:
         self.app = self._build()
 
     # -- plumbing -------------------------------------------------------------------------------
-    def _ready(self) -> Runtime:
-        runtime = self._runtime()
-        if runtime is None:
-            raise BackendUnavailable("the model bundle is still loading; retry shortly")
-        return runtime
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[Runtime]:
+        """The runtime served now, held for one request (a bundle swap closes it only after
+        its last request; see :meth:`Runtime.acquire`)."""
+        while True:
+            runtime = self._runtime()
+            if runtime is None:
+                raise BackendUnavailable("the model bundle is still loading; retry shortly")
+            if runtime.acquire():
+                break
+            if self._runtime() is runtime:  # retired and not replaced: closing
+                raise BackendUnavailable("the server is shutting down; retry on another replica")
+        try:
+            yield runtime
+        finally:
+            runtime.release()
 
     async def _authorize(self, request: Request) -> None:
         if self._auth is None:
@@ -230,56 +242,58 @@ class HttpApi:
         received = time.perf_counter()
         message = await read_message(request, coins_pb2.IdentifyRequest(), limit=self.config.max_body_bytes)
         call["rid"] = check_request_id(message.request_id) if message.request_id else call["rid"]  # InputError: 400
-        runtime = self._ready()
-        pair = runtime.pair_from_request(message)  # InputError when neither side is present
-        deadline = time.monotonic() + self.config.timeout_s
-        future = runtime.submit(pair, top_k=message.top_k or self.config.default_top_k, deadline=deadline)
-        result = await self._wait(future, request)
-        return runtime.identification_response(result, request_id=call["rid"], received=received)
+        with self._using() as runtime:
+            pair = runtime.pair_from_request(message)  # InputError when neither side is present
+            deadline = time.monotonic() + self.config.timeout_s
+            future = runtime.submit(pair, top_k=message.top_k or self.config.default_top_k, deadline=deadline)
+            result = await self._wait(future, request)
+            return runtime.identification_response(result, request_id=call["rid"], received=received)
 
     async def landmarks(self, request: Request, call: dict) -> Message:
         received = time.perf_counter()
         message = await read_message(request, coins_pb2.LandmarksRequest(), limit=self.config.max_body_bytes)
         call["rid"] = check_request_id(message.request_id) if message.request_id else call["rid"]  # InputError: 400
-        runtime = self._ready()
-        job = runtime.landmark_job(message)  # validates everything before queueing
-        batcher = self._landmarks()
-        if batcher is None:
-            raise BackendUnavailable("the landmark workers are still starting; retry shortly")
-        slots = self.config.landmark_slots
-        if self._landmark_busy >= slots:
-            raise Overloaded(f"all {slots} landmark slots are busy; retry later or use another replica")
-        deadline = time.monotonic() + self.config.timeout_s
-        gave_up = threading.Event()
-        job.should_stop = lambda: gave_up.is_set() or time.monotonic() >= deadline
-        job.deadline = deadline
-        loop = asyncio.get_running_loop()
+        with self._using() as runtime:
+            job = runtime.landmark_job(message)  # validates everything before queueing
+            # A server's runtime has its own batcher: the search runs on the bundle it started on.
+            batcher = runtime.landmark_batcher if runtime.landmark_batcher is not None else self._landmarks()
+            if batcher is None:
+                raise BackendUnavailable("the landmark workers are still starting; retry shortly")
+            slots = self.config.landmark_slots
+            if self._landmark_busy >= slots:
+                raise Overloaded(f"all {slots} landmark slots are busy; retry later or use another replica")
+            deadline = time.monotonic() + self.config.timeout_s
+            gave_up = threading.Event()
+            job.should_stop = lambda: gave_up.is_set() or time.monotonic() >= deadline
+            job.deadline = deadline
+            loop = asyncio.get_running_loop()
 
-        def settled(done: Future) -> None:
-            stopped = done.cancelled() or isinstance(done.exception(), (Cancelled, DeadlineExceeded))
+            def settled(done: Future) -> None:
+                stopped = done.cancelled() or isinstance(done.exception(), (Cancelled, DeadlineExceeded))
+                try:
+                    loop.call_soon_threadsafe(self._release_landmark_slot, stopped)
+                except RuntimeError:  # the loop is gone: the frontend has stopped
+                    pass
+
+            # As in the gRPC servicer, a slot is held until the search really ends.
+            future = batcher.submit(job)
+            self._landmark_busy += 1
+            future.add_done_callback(settled)
             try:
-                loop.call_soon_threadsafe(self._release_landmark_slot, stopped)
-            except RuntimeError:  # the loop is gone: the frontend has stopped
-                pass
-
-        # As in the gRPC servicer, a slot is held until the search really ends.
-        future = batcher.submit(job)
-        self._landmark_busy += 1
-        future.add_done_callback(settled)
-        try:
-            result = await self._wait(future, request, gave_up=gave_up)
-        except asyncio.CancelledError:
-            gave_up.set()
-            raise
-        started = job.started if job.started is not None else received
-        return runtime.landmarks_response(result, request_id=call["rid"], received=received, started=started)
+                result = await self._wait(future, request, gave_up=gave_up)
+            except asyncio.CancelledError:
+                gave_up.set()
+                raise
+            started = job.started if job.started is not None else received
+            return runtime.landmarks_response(result, request_id=call["rid"], received=received, started=started)
 
     def _release_landmark_slot(self, stopped_early: bool) -> None:
         self._landmark_busy -= 1
         self.landmarks_cancelled += stopped_early
 
     async def model(self, request: Request, call: dict) -> Message:
-        return self._ready().model_info()
+        with self._using() as runtime:
+            return runtime.model_info()
 
     # -- the application ------------------------------------------------------------------------
     def _build(self) -> FastAPI:

@@ -9,7 +9,7 @@ or beside a :class:`~denarius.serving.server.BackgroundServer`)::
     ...
     await frontend.stop()           # readyz 503, finish in-flight requests (grace), close
 
-    with HttpFrontend(lambda: servicer.runtime, config, landmarks=lambda: servicer.landmarks) as frontend:
+    with HttpFrontend(lambda: servicer.runtime, config, landmarks=lambda: servicer.landmark_batcher) as frontend:
         requests.post(f"http://127.0.0.1:{frontend.port}/v1/identify", files=...)
 
 ``runtime`` is a :class:`~denarius.serving.runtime.Runtime` or a callable that returns it

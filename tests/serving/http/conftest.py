@@ -18,7 +18,7 @@ def frontend_beside(running: BackgroundServer, **overrides) -> HttpFrontend:
     """An HTTP frontend on a free port over ``running``'s runtime and landmark batcher."""
     servicer = running.server._servicer
     config = dataclasses.replace(HttpConfig.from_server_config(running.server.config, port=0), **overrides)
-    return HttpFrontend(lambda: servicer.runtime, config, landmarks=lambda: servicer._landmarks)
+    return HttpFrontend(lambda: servicer.runtime, config, landmarks=lambda: servicer.landmark_batcher)
 
 
 @pytest.fixture(scope="module")
