@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc._cython.cygrpc import ExecuteBatchError
 
 from denarius.engine.errors import InputError
 from denarius.serving.messages import MalformedRequest, parse_request
@@ -52,6 +53,23 @@ def _wrap(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stream: Cal
             wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
     return grpc.stream_stream_rpc_method_handler(
         wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
+
+
+async def abort_call(context: Any, code: grpc.StatusCode, message: str) -> None:
+    """End the call with ``code``, unless it has ended already.
+
+    Once the deadline has passed, gRPC ends the call with DEADLINE_EXCEEDED itself, and so
+    does a client that gives up at its deadline: sending a status then fails in gRPC's core,
+    which logs it as an error ("ExecuteBatchError raised in core by servicer method"). The
+    handler then just stops (a cancel, counted DEADLINE_EXCEEDED or CANCELLED by the time left).
+    """
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise asyncio.CancelledError
+    try:
+        await context.abort(code, message)
+    except ExecuteBatchError:  # the call ended while its status was being sent
+        raise asyncio.CancelledError from None
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -94,12 +112,12 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
         def unary(_behavior):
             async def reject(_request, context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+                await abort_call(context, grpc.StatusCode.UNAUTHENTICATED, message)
             return reject
 
         def stream(_behavior):
             async def reject(_request, context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+                await abort_call(context, grpc.StatusCode.UNAUTHENTICATED, message)
                 yield  # pragma: no cover - makes this an async generator
             return reject
 
@@ -303,7 +321,7 @@ class RequestParsingInterceptor(grpc.aio.ServerInterceptor):
                 return parse_request(parse, raw)
             except InputError as error:
                 log.info("%s: %s", handler_call_details.method, error)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                await abort_call(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
 
         async def parsed_stream(raw_iterator: Any, context: Any) -> AsyncIterator:
             index = 0
@@ -313,7 +331,7 @@ class RequestParsingInterceptor(grpc.aio.ServerInterceptor):
                 except InputError as error:
                     log.info("%s: message %d of the stream: %s", handler_call_details.method, index, error)
                     if not tolerant:
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"message {index} of the stream: {error}")
+                        await abort_call(context, grpc.StatusCode.INVALID_ARGUMENT, f"message {index} of the stream: {error}")
                     yield MalformedRequest(error, index)
                 index += 1
 

@@ -29,6 +29,7 @@ import grpc
 from denarius.engine.errors import BackendUnavailable, Cancelled, DeadlineExceeded, DenariusError, InputError, Overloaded
 from denarius.serving import runtime
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc, tensor_pb2
+from denarius.serving.interceptors import abort_call
 from denarius.serving.logs import check_request_id, current_request_id, preview
 from denarius.serving.messages import MalformedRequest
 from denarius.serving.status import internal_message, status_for
@@ -82,7 +83,7 @@ def _guarded(handler):
         try:
             if refused is not None:
                 _log_refused(rid, request.request_id, refused)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refused))
+                await abort_call(context, grpc.StatusCode.INVALID_ARGUMENT, str(refused))
             return await handler(self, request, context, rid)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -90,12 +91,12 @@ def _guarded(handler):
             code = status_for(error)
             if code == grpc.StatusCode.INTERNAL:
                 log.error("request %s: %s", rid, error, exc_info=True)
-                await context.abort(code, internal_message(rid))
+                await abort_call(context, code, internal_message(rid))
             log.info("request %s: %s: %s", rid, code.name, error)
-            await context.abort(code, str(error))
+            await abort_call(context, code, str(error))
         except Exception:
             log.exception("request %s failed unexpectedly", rid)
-            await context.abort(grpc.StatusCode.INTERNAL, internal_message(rid))
+            await abort_call(context, grpc.StatusCode.INTERNAL, internal_message(rid))
 
     return wrapper
 

@@ -9,6 +9,7 @@ ended with, deadlines and cancels of streams included.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import grpc
@@ -126,7 +127,8 @@ def test_token_is_checked_before_the_payload_is_parsed(tiny_bundle):
         assert _codes(running.metrics_port, "Identify", token=token) == {"UNAUTHENTICATED": 1, "INVALID_ARGUMENT": 1}
 
 
-def test_every_rpc_is_counted_once_with_its_final_code(slow_batch_server, channel):
+def test_every_rpc_is_counted_once_with_its_final_code(slow_batch_server, channel, caplog):
+    caplog.set_level(logging.ERROR)
     port = slow_batch_server.metrics_port
     stub = coins_pb2_grpc.CoinServiceStub(channel)
     before = {m: _codes(port, m) for m in ("Identify", "IdentifyStream")}
@@ -160,6 +162,19 @@ def test_every_rpc_is_counted_once_with_its_final_code(slow_batch_server, channe
         assert {code: n for code, n in grown.items() if n} == codes, method
     time.sleep(0.3)  # nothing counted twice, late
     assert sum(_codes(port, "Identify").values()) == sum(before["Identify"].values()) + 4
+    # No status was sent to a call that had already ended (gRPC logs that as an ExecuteBatchError).
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_calls_that_expire_in_the_queue_end_quietly(slow_batch_server, channel, caplog):
+    caplog.set_level(logging.ERROR)
+    stub = coins_pb2_grpc.CoinServiceStub(channel)
+    for timeout in (0.05, 0.1, 0.15, 0.2):  # each expires during the batcher's 400 ms wait
+        with pytest.raises(grpc.RpcError) as late:
+            stub.Identify(coins_pb2.IdentifyRequest(reverse=coin_png(8)), timeout=timeout)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.5)  # past the batcher's wait: the next call opens a batch of its own
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_a_message_over_the_size_limit_is_counted_resource_exhausted(slow_batch_server, channel):
