@@ -245,7 +245,9 @@ class Runtime:
         if result.error is not None:
             raise result.error
         response = coins_pb2.IdentifyResponse(
-            request_id=request_id, model_version=result.model_version, mode=result.mode)
+            request_id=request_id, model_version=result.model_version, mode=result.mode, unknown=result.unknown)
+        if result.open_set_score is not None:
+            response.open_set_score = result.open_set_score
         for rank, candidate in enumerate(result.candidates, start=1):
             item = response.candidates.add(
                 rank=rank, ric=candidate.ric or "", emperor=candidate.emperor, score=candidate.score,
@@ -396,6 +398,12 @@ class Runtime:
             reply.hierarchy.add(emperor=emperor, rics=rics)
         for key, value in _flat_numbers(info.get("metrics") or {}).items():
             reply.metrics[key] = value
+        reply.calibrated = bool(info.get("calibrated"))
+        reply.temperatures.update(info.get("temperatures") or {})
+        if info.get("open_set"):
+            reply.open_set_score = info["open_set"]["score"]
+            reply.open_set_threshold = info["open_set"]["threshold"]
+            reply.open_set_far = info["open_set"]["far"] or 0.0
         return reply
 
 
