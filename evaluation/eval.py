@@ -93,7 +93,7 @@ class EvalConfig:
         limit: at most this many images per side (None: all).
         tolerance: pointing-game tolerance in px at 224-px scale (TorchRay's 15).
         deletion_steps: points of the deletion curve minus one.
-        batch: images per landmark call. figure_rows: coins in the Fig. 7 figure.
+        batch: images per landmark call. figure_rows: coins per side in the Fig. 7 figure.
         guidebooks: write class guidebooks (mean optimised map over the coins of one
             label, over a representative coin) for this many most frequent labels per side.
         optimizer: optimiser settings.
@@ -180,6 +180,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
     merged_into = {original: label for label, originals in merged.items() for original in originals}
     tables: dict[str, SideTable] = {}
     figure_rows: list = []
+    shown: dict[str, int] = {}  # side -> coins in the figure
     by_label: dict = {}  # (side, label) -> headline maps of the guidebook method
     reliance: dict = {}  # side -> part -> [(p_full, p_removed, area)]
     maxima: dict = {}  # (side, method) -> per image, the parts holding the heatmap's maximum
@@ -244,7 +245,7 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                                     reliance.setdefault(side, {}).setdefault(part, []).append((m.p_full, p_removed, area))
                             if method.guidebook and config.guidebooks and targets[i] is not None:
                                 by_label.setdefault((side, batch[i].label), []).append(m)
-                        if len(figure_rows) < config.figure_rows:
+                        if shown.get(side, 0) < config.figure_rows:
                             row_tiles.setdefault(i, {})[(name_, window)] = (m.overlay(), m.p_full)
                 if peers:
                     peer_maps, peer_seconds = peers.heatmaps(crops, explained, references=references)
@@ -256,8 +257,9 @@ def evaluate(bundle, synth_dir, out_dir, *, config: EvalConfig = EvalConfig(), p
                             if i in row_tiles:
                                 row_tiles[i][(key, headline)] = (overlay(crops[i], heatmap), float("nan"))
                 for i in sorted(row_tiles):
-                    if len(figure_rows) < config.figure_rows:
+                    if shown.get(side, 0) < config.figure_rows:
                         figure_rows.append((crops[i], truths[i].polygons, row_tiles[i], f"{batch[i].coin_id} {side}"))
+                        shown[side] = shown.get(side, 0) + 1
             if store is not None:
                 path = store.save(out_dir)
                 if path is not None:
