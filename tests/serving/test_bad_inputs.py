@@ -11,7 +11,7 @@ from denarius.serving.client import CoinClient
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
 from denarius.serving.server import BackgroundServer
 
-from serving_helpers import huge_png_header, metric, png_bytes, scrape
+from serving_helpers import huge_png_header, metric, png_bytes, scrape, wait_for_metric
 
 INVALID, EXHAUSTED = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED
 MAX_MESSAGE = 2 * 1024 * 1024
@@ -123,4 +123,5 @@ def test_server_healthy_and_correct_after_the_sweep(small_server, stub, photo_by
     text = scrape(small_server.metrics_port)
     for code in ("UNKNOWN", "INTERNAL"):
         assert metric(text, "denarius_requests_total", code=code) == 0
-    assert metric(text, "denarius_batch_size_count") >= 1
+    # The batcher observes a batch's size after it has answered it: wait for that observation.
+    assert wait_for_metric(small_server.metrics_port, "denarius_batch_size_count", lambda v: v >= 1) >= 1
