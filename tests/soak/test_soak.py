@@ -20,7 +20,9 @@ def test_short_soak_answers_every_accepted_call_and_stays_in_budget(tiny_bundle,
     assert set(report["codes_by_kind"]) == set(MIX)  # every kind of traffic was sent
     seen = {code for codes in report["codes_by_kind"].values() for code in codes}
     assert seen <= ALLOWED | {"UNAVAILABLE"}, report["codes_by_kind"]
-    assert report["codes_by_kind"]["malformed"] == {"INVALID_ARGUMENT": report["codes_by_kind"]["malformed"]["INVALID_ARGUMENT"]}
+    malformed = report["codes_by_kind"]["malformed"]
+    # UNAVAILABLE: sent after the drain closed the port, as any kind may be.
+    assert malformed["INVALID_ARGUMENT"] > 0 and set(malformed) <= {"INVALID_ARGUMENT", "UNAVAILABLE"}, malformed
     assert report["lost_count"] == 0 and report["unexpected_count"] == 0
     assert report["server_exit_code"] == 0 and report["server_unknown_or_internal"] == 0
     assert not report["server_log_errors"]
