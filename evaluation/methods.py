@@ -68,6 +68,9 @@ EVAL_METHODS: dict[str, EvalMethod] = {
     "optimized_ladder": EvalMethod(
         lambda base: replace(base, method="optimized", heatmap="ladder"),
         "survival over the epsilon ladder 0.1 .. 0.9 (5 rungs, 5 optimiser rows per image)"),
+    "optimized_early": EvalMethod(
+        lambda base: replace(base, method="optimized", optimizer=replace(base.optimizer, max_iterations=5)),
+        "the default stopped after 5 iterations (the path scores' best obverse point: mostly the loss gradient's first steps)"),
     "occlusion": EvalMethod(lambda base: replace(base, method="occlusion"), "occlusion sensitivity over the same windows"),
     "saliency": EvalMethod(lambda base: replace(base, method="saliency"), "gradient saliency averaged over the same windows"),
 }
