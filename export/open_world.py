@@ -362,6 +362,11 @@ def reliability_diagram(curves: dict, ece: dict, path: Path, *, title: str = "")
                 ax.plot(x, y, label=f"{stage} (ECE {ece[model][stage]:.3f})", **style)
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="top-1 confidence", ylabel="accuracy", title=f"{model} classifier")
         ax.legend(fontsize=8, loc="upper left")
+    return _save(plt, fig, path, title)
+
+
+def _save(plt, fig, path: Path, title: str) -> Path:
+    """Title, lay out, write and close a figure; returns its path."""
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -381,10 +386,4 @@ def risk_coverage_plot(curves: dict, aurocs: dict, path: Path, *, chosen: str | 
     ax.set(xlabel="coverage (share of coins accepted)", ylabel="risk (share of accepted answered wrongly)", xlim=(0, 1), ylim=(0, None),
            title="risk-coverage, known + unknown coins")
     ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
