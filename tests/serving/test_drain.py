@@ -109,8 +109,10 @@ def test_the_grace_is_a_cap(tiny_bundle, photo_bytes, caplog):
         assert time.monotonic() - started < 5
         for thread in threads:
             thread.join(timeout=10)
-    assert len(errors) == 2 and set(errors) <= {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE}, errors
-    assert "past the grace cap of 0.5 s" in caplog.text and "2 cut at the grace" in caplog.text
+    # The queued search is always cut; the running one too unless it ended within the 0.5 s
+    # (on a loaded machine the second call can be admitted late in the first one's run).
+    assert len(errors) in (1, 2) and set(errors) <= {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE}, errors
+    assert "past the grace cap of 0.5 s" in caplog.text and f"{len(errors)} cut at the grace" in caplog.text
 
 
 def test_a_health_watch_does_not_hold_the_drain(tiny_bundle):
