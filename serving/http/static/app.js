@@ -65,6 +65,10 @@
       state.classes = { obverse: new Set(info.emperors), reverse: new Set(info.rics) };
       $("#model").textContent = `Model ${info.version}: ${info.emperors.length} emperors, ${info.rics.length} RIC types ` +
         `(${info.backend}, ${info.precision}, ${info.input_size} px).`;
+      if (info.calibrated) {
+        $("#score-note").textContent = "Tap a row to explain that type. Score: p(emperor | obverse) \u00d7 p(RIC | reverse) when both " +
+          "sides are given, otherwise the one side's probability, calibrated by temperature scaling fitted on held-out coins.";
+      }
     } catch (error) {
       $("#model").textContent = error.status === 401 ? "This server needs an access token." : `Model unavailable: ${error.message}`;
     }
@@ -185,11 +189,17 @@
     return String(value);
   }
 
-  // `unknown` and `watchlist` come with a later server version; shown when the answer has them.
+  // `unknown` (the bundle's open-set decision) and `watchlist` (a later server version): shown when the answer has them.
   function renderFlags(result) {
     const unknown = $("#unknown");
     unknown.hidden = !result.unknown;
-    if (result.unknown) unknown.textContent = `Possibly a type the model does not know: ${describe(result.unknown)}`;
+    if (result.unknown === true) {
+      const score = typeof result.open_set_score === "number" ? ` (open-set score ${result.open_set_score.toFixed(3)})` : "";
+      unknown.textContent = `Not in the catalogue: the evidence${score} is below this model's threshold for a known coin. ` +
+        "The closest types are still listed.";
+    } else if (result.unknown) {
+      unknown.textContent = `Possibly a type the model does not know: ${describe(result.unknown)}`;
+    }
     const watch = $("#watchlist");
     const matches = Array.isArray(result.watchlist) ? result.watchlist : (result.watchlist ? [result.watchlist] : []);
     watch.hidden = matches.length === 0;
