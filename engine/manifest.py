@@ -20,7 +20,7 @@ from pathlib import Path
 
 from denarius.engine.errors import ManifestError
 
-__all__ = ["COLUMNS", "CoinRecord", "read_manifest"]
+__all__ = ["COLUMNS", "CoinRecord", "read_manifest", "image_digests"]
 
 _MAX_REPORTED = 50
 
@@ -101,3 +101,11 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> list[CoinRec
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
         raise ManifestError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more)
     return records
+
+
+def image_digests(records) -> set[str]:
+    """The sha256 of every obverse and reverse image of ``records`` (:class:`CoinRecord`), to
+    tell held-out images from training images byte for byte."""
+    from denarius.engine.bundle import sha256_file
+
+    return {sha256_file(path) for record in records for path in (record.obverse, record.reverse)}

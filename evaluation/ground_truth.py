@@ -12,7 +12,6 @@ hit map and the coin disc.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +65,6 @@ def load_ground_truth(synth_dir: Path) -> list[SynthImage]:
     return items
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def drop_shared_images(items: list[SynthImage], manifests) -> tuple[list[SynthImage], int]:
     """Held-out images only: drop every image byte-identical (sha256) to an image of ``manifests``.
 
@@ -84,13 +79,11 @@ def drop_shared_images(items: list[SynthImage], manifests) -> tuple[list[SynthIm
     Raises:
         ManifestError: a manifest is missing or invalid, or names a missing file.
     """
-    from denarius.engine.manifest import read_manifest
+    from denarius.engine.bundle import sha256_file
+    from denarius.engine.manifest import image_digests, read_manifest
 
-    seen: set[str] = set()
-    for manifest in manifests:
-        for record in read_manifest(manifest):
-            seen.update(_sha256(path) for path in (record.obverse, record.reverse))
-    kept = [it for it in items if _sha256(it.path) not in seen]
+    seen = set().union(*(image_digests(read_manifest(manifest)) for manifest in manifests))
+    kept = [it for it in items if sha256_file(it.path) not in seen]
     return kept, len(items) - len(kept)
 
 

@@ -22,7 +22,6 @@ The bench (``denarius bench --sections open_world``) reuses these functions.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from denarius.engine.bundle import sha256_file
 from denarius.engine.errors import ConfigError
 from denarius.engine.hierarchy import Hierarchy
+from denarius.engine.manifest import image_digests
 from denarius.engine.open_set import OPEN_SET_SCORES, open_set_score, softmax_rows
 from denarius.engine.preprocess import PreprocessSpec
 
@@ -84,14 +85,10 @@ class PairLogits:
             return cls(data["emperor"], data["ric"], data["emperor_labels"], data["ric_labels"], tuple(map(str, data["coin_ids"])))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def drop_training_images(records: list, training_records: list) -> tuple[list, int]:
     """Records none of whose images is byte-identical (sha256) to a training image; and how many were dropped."""
-    seen = {_sha256(p) for r in training_records for p in (r.obverse, r.reverse)}
-    kept = [r for r in records if _sha256(r.obverse) not in seen and _sha256(r.reverse) not in seen]
+    seen = image_digests(training_records)
+    kept = [r for r in records if sha256_file(r.obverse) not in seen and sha256_file(r.reverse) not in seen]
     return kept, len(records) - len(kept)
 
 

@@ -333,3 +333,30 @@ def test_cpu_int8_variant_has_uint8_activations_and_is_what_ort_cpu_runs(bundle)
         assert any(zp.dtype == np.uint8 for zp in zero_points), "the CPU file quantises activations to uint8"
         assert file_variant(loaded, "ort-cpu", task, "int8") == "int8-cpu"
         assert file_variant(loaded, "ort-cuda", task, "fp16") == "fp16"
+
+
+def test_held_out_coins_sharing_an_image_with_training_are_dropped(tmp_path):
+    """drop_training_images drops a held-out coin when either side is byte-identical to any
+    training image (image_digests, sha256), and keeps the rest."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    from denarius.engine.manifest import read_manifest
+    from denarius.export.open_world import drop_training_images
+
+    rng = np.random.default_rng(0)
+    for folder in ("train", "held"):
+        (tmp_path / folder).mkdir()
+    for name in ("a", "b", "c", "d"):
+        cv2.imwrite(str(tmp_path / "held" / f"{name}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    shutil.copy(tmp_path / "held" / "b.png", tmp_path / "train" / "t.png")  # the same bytes as held-out b
+    cv2.imwrite(str(tmp_path / "train" / "u.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    header = "coin_id,obverse,reverse,emperor,ric,obverse_description,reverse_description\n"
+    (tmp_path / "train" / "manifest.csv").write_text(header + "t0,t.png,u.png,Probus,RIC V Probus 10,,\n")
+    (tmp_path / "held" / "manifest.csv").write_text(
+        header + "h0,a.png,b.png,Probus,RIC V Probus 10,,\nh1,c.png,d.png,Probus,RIC V Probus 10,,\n")
+    kept, dropped = drop_training_images(read_manifest(tmp_path / "held" / "manifest.csv"),
+                                         read_manifest(tmp_path / "train" / "manifest.csv"))
+    assert [r.coin_id for r in kept] == ["h1"] and dropped == 1
