@@ -22,17 +22,26 @@ from typing import Any
 import grpc
 from grpc._cython.cygrpc import ExecuteBatchError
 
-from denarius.engine.errors import InputError
+from denarius.engine.errors import ConfigError, InputError
 from denarius.serving.messages import MalformedRequest, parse_request
 from denarius.serving.metrics import ServerMetrics
 
-__all__ = ["TokenAuthInterceptor", "MetricsInterceptor", "RequestParsingInterceptor", "InflightCalls", "InflightCall",
+__all__ = ["TokenAuthInterceptor", "check_tokens", "MetricsInterceptor", "RequestParsingInterceptor", "InflightCalls", "InflightCall",
            "final_code", "OPEN_METHOD_PREFIXES"]
 
 log = logging.getLogger(__name__)
 
 # Load balancers and orchestrators probe health without credentials.
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+def check_tokens(tokens: Iterable[str]) -> tuple[str, ...]:
+    """The configured bearer tokens as a tuple; ConfigError if one is empty or holds whitespace
+    (it could never be sent in an ``Authorization: Bearer`` header)."""
+    tokens = tuple(tokens)
+    if any(not t or any(c.isspace() for c in t) for t in tokens):
+        raise ConfigError("tokens must be non-empty and contain no whitespace")
+    return tokens
 
 
 def _digest(token: str | bytes) -> bytes:

@@ -46,7 +46,14 @@ from denarius.engine import decode_budget
 from denarius.engine.errors import ConfigError, DenariusError
 from denarius.serving import repository
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
-from denarius.serving.interceptors import InflightCall, InflightCalls, MetricsInterceptor, RequestParsingInterceptor, TokenAuthInterceptor
+from denarius.serving.interceptors import (
+    InflightCall,
+    InflightCalls,
+    MetricsInterceptor,
+    RequestParsingInterceptor,
+    TokenAuthInterceptor,
+    check_tokens,
+)
 from denarius.serving.metrics import ServerMetrics
 
 if TYPE_CHECKING:
@@ -188,9 +195,7 @@ class ServerConfig:
             raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.decode_memory_bytes is not None and self.decode_memory_bytes < 1024 * 1024:
             raise ConfigError(f"decode_memory_bytes must be >= 1 MiB, got {self.decode_memory_bytes}")
-        if any(not t or any(c.isspace() for c in t) for t in self.tokens):
-            raise ConfigError("tokens must be non-empty and contain no whitespace")
-        object.__setattr__(self, "tokens", tuple(self.tokens))
+        object.__setattr__(self, "tokens", check_tokens(self.tokens))
 
 
 @dataclass(frozen=True)

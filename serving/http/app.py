@@ -50,7 +50,7 @@ from denarius.serving.http.body import read_message
 from denarius.serving.http.convert import message_json
 from denarius.serving.http.errors import ERROR_SCHEMA, HttpProblem, error_response, request_id_headers, response_for
 from denarius.serving.http.schema import form_schema, message_schemas, ref
-from denarius.serving.interceptors import TokenAuthInterceptor
+from denarius.serving.interceptors import TokenAuthInterceptor, check_tokens
 from denarius.serving.logs import check_request_id
 from denarius.serving.runtime import SERVER_VERSION, Runtime
 
@@ -104,8 +104,7 @@ class HttpConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.timeout_s <= 0 or self.grace_s < 0:
             raise ConfigError("timeout_s must be > 0 and grace_s >= 0")
-        if any(not t or any(c.isspace() for c in t) for t in self.tokens):
-            raise ConfigError("tokens must be non-empty and contain no whitespace")
+        check_tokens(self.tokens)
 
     @classmethod
     def from_server_config(cls, config: Any, *, port: int, host: str | None = None) -> HttpConfig:

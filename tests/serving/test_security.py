@@ -97,3 +97,14 @@ def test_load_tokens_from_file_and_environment(tmp_path, monkeypatch):
         load_tokens(token_env="DENARIUS_TEST_UNSET_VARIABLE")
     with pytest.raises(ConfigError, match="cannot read"):
         load_tokens(token_file=tmp_path / "absent")
+
+
+@pytest.mark.parametrize("tokens", [("",), ("two words",), ("ok", "tab\there")])
+def test_a_token_that_could_never_be_sent_is_a_config_error_for_grpc_and_http(tokens):
+    from denarius.serving.http.app import HttpConfig
+    from denarius.serving.server import ServerConfig
+
+    with pytest.raises(ConfigError, match="non-empty and contain no whitespace"):
+        ServerConfig(bundle=".", tokens=tokens)
+    with pytest.raises(ConfigError, match="non-empty and contain no whitespace"):
+        HttpConfig(tokens=tokens)
