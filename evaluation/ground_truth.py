@@ -82,6 +82,9 @@ def drop_shared_images(items: list[SynthImage], manifests) -> tuple[list[SynthIm
     from denarius.engine.bundle import sha256_file
     from denarius.engine.manifest import image_digests, read_manifest
 
+    manifests = list(manifests)
+    if not manifests:  # nothing to check against: no image is read
+        return list(items), 0
     seen = set().union(*(image_digests(read_manifest(manifest)) for manifest in manifests))
     kept = [it for it in items if sha256_file(it.path) not in seen]
     return kept, len(items) - len(kept)
