@@ -30,7 +30,7 @@ import numpy as np
 from denarius.engine.bundle import SIDES, Bundle
 from denarius.engine.errors import InputError
 from denarius.engine.open_set import open_set_score, softmax_rows
-from denarius.engine.preprocess import preprocess
+from denarius.engine.preprocess import network_input
 
 __all__ = [
     "CoinPair",
@@ -206,7 +206,7 @@ class Scorer:
             if isinstance(source, (bytearray, memoryview)):
                 source = bytes(source)
             try:
-                image = preprocess(source, self.spec, side=side)
+                return network_input(source, self.spec, side=side, out=out)
             except (cv2.error, ValueError, TypeError) as error:
                 if isinstance(error, InputError):
                     raise

@@ -1,8 +1,10 @@
 """Write preprocess_reference.npz: photos and the network inputs the pipeline made of them.
 
-Run once with the implementation that serves as the reference (it was run at commit
-9f39452, before the preprocessing speed-up of issue 17); tests/engine/test_preprocess_reference.py
-then checks that today's pipeline produces the same tensors within the stated tolerance.
+The reference is the pipeline as it was before the preprocessing speed-up of issue 17
+(first made at commit 9f39452); that pipeline lives on, bit for bit, as
+``PreprocessSpec(pipeline_version=1)``, which this script uses, so rerunning it reproduces
+the archive. tests/engine/test_preprocess_reference.py checks that version 1 still makes
+exactly these tensors and that version 2 stays within its stated tolerance of them.
 
 The archive holds the encoded photos themselves (synthetic coins of several sizes and
 backgrounds, and a crop of ``skimage.data.coins()``), so a later change of the generator does
@@ -27,7 +29,8 @@ from denarius.training.synth import generate
 
 HERE = Path(__file__).parent
 REAL = HERE.parents[2].parent / "shared" / "fixtures" / "real"
-SPECS = {"112": PreprocessSpec.for_input_size(112), "224": PreprocessSpec.for_input_size(224)}
+SPECS = {"112": PreprocessSpec.for_input_size(112, pipeline_version=1),
+         "224": PreprocessSpec.for_input_size(224, pipeline_version=1)}
 
 
 def photos() -> dict[str, bytes]:
@@ -49,16 +52,19 @@ def photos() -> dict[str, bytes]:
     found["skimage_coin.png"] = cv2.imencode(".png", plate)[1].tobytes()
     for path in sorted(REAL.glob("*.jpg")):
         found[f"real_{path.name}"] = path.read_bytes()
+        if "obverse" in path.name:  # the real photo at a crawler's size (it ships at 124 px)
+            large = cv2.resize(cv2.imread(str(path)), (500, 500), interpolation=cv2.INTER_CUBIC)
+            found[f"real500_{path.name}"] = cv2.imencode(".jpg", large, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     return found
 
 
 def main() -> int:
     arrays: dict[str, np.ndarray] = {}
     for name, data in photos().items():
-        if not name.startswith("real_"):
+        if not name.startswith("real_"):  # the 124-px originals are read from ../shared
             arrays[f"photo/{name}"] = np.frombuffer(data, np.uint8)
         for key, spec in SPECS.items():
-            if key == "224" and not ("500" in name or name.startswith("real_")):
+            if key == "224" and not ("500" in name or name.startswith("real")):
                 continue  # the 224-px crops of one size and the real photos keep the archive small
             arrays[f"crop{key}/{name}"] = np.ascontiguousarray(crop_image(canonical_image(data, spec), spec))
     np.savez_compressed(HERE / "preprocess_reference.npz", **arrays)
