@@ -9,7 +9,9 @@ Callers on any number of threads (or asyncio tasks) submit one coin each and get
 
 Pipeline::
 
-    submit ──> preprocessing pool (N threads: decode, background removal, normalise)
+    submit ──> preprocessing pool (N threads: decode, background removal, normalise; the
+                 │  two sides of a coin on two threads at once, so a lone request waits for
+                 │  one side's preprocessing, not both)
                  │  drops requests whose deadline passed; a bad image fails its own future
                  v
                ready queue ──> inference thread: forms a batch of up to ``max_batch`` ready
@@ -107,6 +109,9 @@ class _Request:
     deadline: float | None
     future: Future
     images: dict = field(default_factory=dict)  # side -> (3, S, S) float32
+    sides_left: int = 0  # sides still being preprocessed
+    error: BaseException | None = None  # the first side's failure, and its outcome name
+    outcome: str = ""
     on_stages: Callable[[StageTimes], None] | None = None
     submitted_at: float = 0.0  # time.monotonic() stamps
     preprocess_at: float = 0.0
@@ -249,6 +254,7 @@ class Batcher:
     # ------------------------------------------------------------------ preprocessing threads
 
     def _preprocess(self, request: _Request) -> None:
+        """Admission checks, then the coin's sides: the first here, any other on a second pool thread."""
         if self._cancelling:
             return self._drop(request, BatcherClosed("the batcher was closed (drain=False) before this request ran"), "cancelled")
         if request.future.cancelled():
@@ -258,22 +264,44 @@ class Batcher:
             return self._drop(request, DeadlineExceeded("the deadline passed while the request waited for preprocessing"), "expired")
         try:
             pair = coerce_pair(request.pair)
-            request.pair = pair
-            for side in SIDES:
-                source = getattr(pair, side)
-                if source is not None:
-                    request.images[side] = self._scorer.preprocess_side(source, side)
         except InputError as error:
             return self._drop(request, error, "failed")
-        except Overloaded as error:  # the decode memory budget stayed full: the caller backs off and retries
-            return self._drop(request, error, "rejected")
-        except Exception as error:  # a bug or resource error: fail this request, keep serving
-            logger.exception("preprocessing failed unexpectedly")
-            return self._drop(request, error, "failed")
+        request.pair = pair
+        sides = [side for side in SIDES if getattr(pair, side) is not None]
+        request.sides_left = len(sides)
+        for side in sides[1:]:
+            try:
+                self._executor.submit(self._preprocess_side, request, side)
+            except RuntimeError:  # the pool is shutting down: this thread does that side too
+                self._preprocess_side(request, side)
+        self._preprocess_side(request, sides[0])
+
+    def _preprocess_side(self, request: _Request, side: str) -> None:
+        """One side into ``request.images``; the side that finishes last makes the request ready (or fails it)."""
+        image, error, outcome = None, None, ""
+        if request.error is None:  # a side that already failed makes the other one moot
+            try:
+                image = self._scorer.preprocess_side(getattr(request.pair, side), side)
+            except InputError as failure:
+                error, outcome = failure, "failed"
+            except Overloaded as failure:  # the decode memory budget stayed full: the caller backs off and retries
+                error, outcome = failure, "rejected"
+            except Exception as failure:  # a bug or resource error: fail this request, keep serving
+                logger.exception("preprocessing failed unexpectedly")
+                error, outcome = failure, "failed"
         with self._cond:
-            if self._cancelling:
+            if image is not None:
+                request.images[side] = image
+            elif error is not None and request.error is None:
+                request.error, request.outcome = error, outcome
+            request.sides_left -= 1
+            if request.sides_left:
+                return
+            if request.error is None and self._cancelling:
+                request.error, request.outcome = BatcherClosed("the batcher was closed (drain=False) before this request ran"), "cancelled"
+            if request.error is not None:
                 self._pending -= 1
-                self._settle_locked(request, BatcherClosed("the batcher was closed (drain=False) before this request ran"), "cancelled")
+                self._settle_locked(request, request.error, request.outcome)
             else:
                 request.ready_at = time.monotonic()
                 self._ready.append(request)
