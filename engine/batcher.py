@@ -278,7 +278,8 @@ class Batcher:
 
     def _preprocess_side(self, request: _Request, side: str) -> None:
         """One side into ``request.images``; the side that finishes last makes the request ready (or fails it)."""
-        image, error, outcome = None, None, ""
+        image, outcome = None, ""
+        error: BaseException | None = None
         if request.error is None:  # a side that already failed makes the other one moot
             try:
                 image = self._scorer.preprocess_side(getattr(request.pair, side), side)

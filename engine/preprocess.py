@@ -261,7 +261,7 @@ def coin_mask(rgb: np.ndarray, *, pipeline_version: int = 2) -> CoinDisc | None:
     texture = cv2.blur(np.abs(cv2.Laplacian(lab[:, :, 0], cv2.CV_32F)), (5, 5))
     dist_level = _percentile(_border_values(dist, band), 95) + 4.0
     texture_level = _percentile(_border_values(texture, band), 95) + 4.0
-    fg = (dist / dist_level + texture / texture_level > 1.0).astype(np.uint8)
+    fg: np.ndarray = (dist / dist_level + texture / texture_level > 1.0).astype(np.uint8)
     fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     # The texture blur and the rim's own edge response spread the score ~2 px outwards.
@@ -383,8 +383,7 @@ def warp_canonical(rgb: np.ndarray, disc: CoinDisc | None, matrix: np.ndarray, s
     if disc is not None:
         shifted[:, :2] /= disc.scale
         mask = cv2.warpAffine(disc.mask.astype(np.uint8) * 255, shifted, size, flags=cv2.INTER_LINEAR)
-        keep = cv2.compare(mask, 128, cv2.CMP_GE)  # (S, S) uint8: 255 = coin, 0 = background
-        np.bitwise_and(canonical, keep[:, :, None], out=canonical)
+        np.multiply(canonical, (mask >= 128)[:, :, None], out=canonical)  # the background to 0
     return canonical
 
 

@@ -34,7 +34,7 @@ class BenchConfig:
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     concurrency: tuple[int, ...] = (1, 4, 16)
     seconds: float = 4.0
-    sections: tuple[str, ...] = ("model_only", "engine", "torch_eager", "grpc", "landmarks", "scan")
+    sections: tuple[str, ...] = ("model_only", "engine", "torch_eager", "openvino", "preprocess", "grpc", "landmarks", "scan")
     heldout: Path | None = None
     unknown: Path | None = None
     unknown2: Path | None = None

@@ -136,7 +136,7 @@ def describe_os_error(error: OSError) -> str:
 _EXTRAS = {
     "grpc": "serve", "grpc_health": "serve", "grpc_reflection": "serve", "google": "serve", "prometheus_client": "serve",
     "torch": "train", "onnx": "train", "sklearn": "train", "skimage": "train", "matplotlib": "train", "captum": "train",
-    "onnxruntime": "cpu", "ray": "ray", "tensorrt": "gpu", "pycuda": "gpu", "cryptography": "serve",
+    "onnxruntime": "cpu", "ray": "ray", "tensorrt": "gpu", "pycuda": "gpu", "cryptography": "serve", "openvino": "openvino",
 }
 
 

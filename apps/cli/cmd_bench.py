@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SECTIONS = ("model_only", "engine", "torch_eager", "grpc", "landmarks", "scan", "open_world")
+SECTIONS = ("model_only", "engine", "torch_eager", "openvino", "preprocess", "grpc", "landmarks", "scan", "open_world")
 DEFAULT_SECTIONS = SECTIONS[:-1]  # open_world needs dataset manifests: run it by name
 
 

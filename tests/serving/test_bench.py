@@ -51,3 +51,33 @@ def test_grpc_landmark_bench_times_searches_alone_and_shared(tiny_bundle, photo_
         assert len(run["iterations"]) == 3 and all(1 <= i <= 100 for i in run["iterations"])
     # the same photo and settings: shared runs answer exactly as lone ones do
     assert result["shared"]["iterations"] == result["alone"]["iterations"]
+
+
+def test_quick_bench_of_preprocessing_openvino_and_grpc_writes_the_issue_17_keys(tiny_bundle, tmp_path):
+    out = tmp_path / "bench"
+    code = main(["bench", str(tiny_bundle), "--quick", "--sections", "model_only", "engine", "openvino", "preprocess", "grpc",
+                 "--out", str(out)])
+    assert code in (0, 1)  # 1: a target missed, which a quick run on a busy host may do
+    results = json.loads((out / "bench.json").read_text())
+    stages = results["preprocess"]["ms_per_image"]
+    assert set(stages) == {"decode", "locate_coin", "warp_and_blank", "normalize", "total"}
+    assert all(v > 0 for v in stages.values())
+    assert results["preprocess"]["jpeg_500px"]["decoded_side_px_median"] < 500  # a reduced DCT decode
+    assert set(results["preprocess"]["throughput"]) == {"1", "2"}
+    ratios = results["ratios"]
+    assert ratios["preprocess_ms_per_image_500px"] == stages["total"]
+    grpc = results["grpc"]
+    assert ratios["grpc_p50_minus_inprocess_ms"] == round(grpc["unary"]["1"]["p50"] - min(
+        grpc["inprocess_single_coin_ms"]["p50"], grpc["inprocess_batcher_single_coin_ms"]["p50"]), 3)
+    assert ratios["engine_vs_ort_model_only"] is not None
+    openvino = results["openvino"]
+    if "skipped" in openvino:
+        assert "openvino" in openvino["skipped"]
+        assert ratios["engine_vs_openvino"] is None
+    else:
+        fp32 = openvino["precisions"]["fp32"]
+        assert fp32["openvino_top1_agreement_with_ort_same_precision"] >= 0.9  # the same graph, fp32 both
+        assert ratios["engine_vs_openvino"] == openvino["precisions"][results["engine"]["default"]["precision"]]["by_batch"][
+            str(openvino["batch"])]["engine_vs_openvino"]
+    markdown = (out / "bench.md").read_text()
+    assert "preprocessing CPU ms per image, jpeg_500px" in markdown

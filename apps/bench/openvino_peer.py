@@ -1,0 +1,104 @@
+"""The bench's ``openvino`` section: OpenVINO, the CPU peer a user would compare us with.
+
+The same ONNX files the engine's ort-cpu backend runs (fp32, and the INT8 QDQ file), the same
+preprocessed coins, both models per coin, at the engine's batch size and at batch 1. OpenVINO
+runs with its own threading (``INFERENCE_NUM_THREADS`` = the cores onnxruntime gets), fp32
+computed as fp32 (``INFERENCE_PRECISION_HINT=f32``: on CPUs with bf16 units its default
+would compute in bf16, a different precision) and both of its performance hints; the faster
+hint is its figure. Beside it, the engine's backend as the engine opens it
+(:func:`denarius.engine.backends.registry.open_backend`: the same session options), so
+``engine_vs_openvino`` compares inference engines on equal work. INT8 top-1 agreement of
+OpenVINO with onnxruntime's fp32 is reported: the engine's 98% rule for INT8 applies to any
+INT8 runtime.
+
+OpenVINO is optional (``pip install "denarius[openvino]"``); without it the section says so.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from denarius.engine.backends.base import physical_cores
+from denarius.engine.backends.registry import file_variant, open_backend
+from denarius.engine.bundle import Bundle
+from denarius.engine.preprocess import preprocess_batch
+
+__all__ = ["bench_openvino"]
+
+MODELS = ("emperor", "ric")
+
+
+def _per_s(run, *, seconds: float, items: int) -> float:
+    """Items per second of ``run()`` over about ``seconds`` (one warm-up call first)."""
+    run()
+    calls, start = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - start < seconds:
+        run()
+        calls += 1
+    return calls * items / (time.perf_counter() - start)
+
+
+def _openvino_models(bundle: Bundle, precision: str, hint: str, threads: int) -> dict:
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = {}
+    for model in MODELS:
+        path = bundle.file(model, file_variant(bundle, "ort-cpu", model, precision))
+        config = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+        compiled[model] = core.compile_model(core.read_model(str(path)), "CPU", config)
+    return compiled
+
+
+def bench_openvino(bundle: Bundle, config, pairs) -> dict:
+    """Coins per second, model only, onnxruntime as the engine runs it vs OpenVINO, per precision and batch."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return {"skipped": 'openvino is not installed (pip install -e ".[openvino]")'}
+    spec = bundle.preprocess
+    batch = max(config.batch_sizes)
+    inputs = {
+        "emperor": preprocess_batch([p[0] for p in pairs[:batch]], spec, side="obverse"),
+        "ric": preprocess_batch([p[1] for p in pairs[:batch]], spec, side="reverse"),
+    }
+    reps = int(np.ceil(batch / len(inputs["emperor"])))
+    inputs = {m: np.concatenate([x] * reps)[:batch] for m, x in inputs.items()}
+    threads = physical_cores()
+    result: dict = {"openvino": ov.__version__, "threads": threads, "batch": batch, "precisions": {}}
+    reference_top1 = None
+    for precision in ("fp32", "int8"):
+        if not all(bundle.has(m, precision) for m in MODELS):
+            result["precisions"][precision] = {"skipped": f"the bundle has no {precision} variant"}
+            continue
+        backend = open_backend(bundle, "ort-cpu", precision, max_batch=batch, threads=threads)
+        try:
+            figures: dict = {"files": {m: file_variant(bundle, "ort-cpu", m, precision) for m in MODELS}, "by_batch": {}}
+            ort_top1 = np.concatenate([np.argmax(backend.infer(m, inputs[m]), 1) for m in MODELS])
+            for size in sorted({1, batch}):
+                ort = _per_s(lambda size=size, backend=backend: [backend.infer(m, inputs[m][:size]) for m in MODELS],
+                             seconds=config.seconds, items=size)
+                hints = {}
+                for hint in ("LATENCY", "THROUGHPUT"):
+                    compiled = _openvino_models(bundle, precision, hint, threads)
+                    requests = {m: compiled[m].create_infer_request() for m in MODELS}
+                    hints[hint] = round(_per_s(lambda size=size, requests=requests: [
+                        requests[m].infer({0: inputs[m][:size]}) for m in MODELS], seconds=config.seconds, items=size), 2)
+                best = max(hints, key=lambda h: hints[h])
+                figures["by_batch"][str(size)] = {
+                    "ort_engine_backend_coins_per_s": round(ort, 2), "openvino_coins_per_s": hints[best],
+                    "openvino_hint": best, "openvino_by_hint": hints, "engine_vs_openvino": round(ort / hints[best], 3)}
+            compiled = _openvino_models(bundle, precision, "LATENCY", threads)
+            ov_top1 = np.concatenate([np.argmax(compiled[m].create_infer_request().infer({0: inputs[m]})[compiled[m].output(0)], 1)
+                                      for m in MODELS])
+            if precision == "fp32":
+                reference_top1 = ort_top1
+            figures["openvino_top1_agreement_with_ort_fp32"] = (
+                None if reference_top1 is None else round(float(np.mean(ov_top1 == reference_top1)), 4))
+            figures["openvino_top1_agreement_with_ort_same_precision"] = round(float(np.mean(ov_top1 == ort_top1)), 4)
+            result["precisions"][precision] = figures
+        finally:
+            backend.close()
+    return result
