@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"bundle {bundle.path}: model version {bundle.version}, schema {bundle.schema_version}, created {bundle.created}; {verified}")
     print(
         f"  preprocessing: resize {spec.resize}, crop {spec.crop}, mean {list(spec.mean)}, std {list(spec.std)}, "
-        f"{spec.channel_order}, background removal {'on' if spec.remove_background else 'off'}"
+        f"{spec.channel_order}, background removal {'on' if spec.remove_background else 'off'}, pipeline version {spec.pipeline_version}"
     )
     tree = bundle.hierarchy
     print(f"  hierarchy: {len(tree.emperors)} emperors, {len(tree.rics)} RIC classes; {len(bundle.descriptions)} RIC descriptions")
