@@ -14,6 +14,8 @@ __all__ = [
     "Overloaded",
     "DeadlineExceeded",
     "ConfigError",
+    "NotFound",
+    "AlreadyExists",
 ]
 
 
@@ -68,3 +70,11 @@ class Cancelled(DenariusError):
 
 class BatcherClosed(DenariusError):
     """The batcher was closed before this request ran (or a request came after close)."""
+
+
+class NotFound(DenariusError, LookupError):
+    """A named thing (a watchlist specimen id) does not exist; the message names it."""
+
+
+class AlreadyExists(DenariusError):
+    """A name (a watchlist specimen id) is already taken; remove the old one first."""

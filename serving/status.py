@@ -18,6 +18,8 @@ BackendUnavailable   UNAVAILABLE           503  not loaded yet, or another repli
 UnsupportedOpError   UNIMPLEMENTED         501  this bundle cannot run that method
 BundleError          FAILED_PRECONDITION   400  the bundle lacks a file the request needs
 ManifestError        FAILED_PRECONDITION   400  (not expected at serving time)
+NotFound             NOT_FOUND             404  no such watchlist specimen: list them
+AlreadyExists        ALREADY_EXISTS        409  that specimen id is listed: remove it first
 anything else        INTERNAL              500  report the request id in the message
 ==================== ===================== ==== ==============================================
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import grpc
 
 from denarius.engine.errors import (
+    AlreadyExists,
     BackendUnavailable,
     BatcherClosed,
     BundleError,
@@ -40,6 +43,7 @@ from denarius.engine.errors import (
     DenariusError,
     InputError,
     ManifestError,
+    NotFound,
     Overloaded,
     UnsupportedOpError,
 )
@@ -58,6 +62,8 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (UnsupportedOpError, grpc.StatusCode.UNIMPLEMENTED),
     (BundleError, grpc.StatusCode.FAILED_PRECONDITION),
     (ManifestError, grpc.StatusCode.FAILED_PRECONDITION),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
 )
 
 

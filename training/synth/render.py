@@ -22,7 +22,7 @@ import numpy as np
 
 from denarius.training.synth.relief import CANVAS, DIE_RADIUS, Element
 
-__all__ = ["CoinLook", "sample_look", "render_side", "clip_polygon"]
+__all__ = ["CoinLook", "StruckSide", "sample_look", "render_side", "strike_side", "photograph_side", "clip_polygon"]
 
 METALS = {  # BGR albedo, specular tint, patina colours (BGR)
     "silver": ((0.66, 0.67, 0.68), (1.0, 1.0, 1.0), ((0.22, 0.24, 0.26), (0.22, 0.34, 0.45), (0.35, 0.33, 0.30))),
@@ -198,6 +198,33 @@ def render_side(
         (JPEG bytes, (width, height), regions) with ``regions`` =
         [{"word", "discriminative", "polygon": [[x, y], ...]}] in stored-image pixels.
     """
+    struck = strike_side(relief, look=look, rng=rng, noise=noise)
+    return photograph_side(struck, elements, look=look, rng=rng, noise=noise, quality=quality)
+
+
+@dataclass(frozen=True)
+class StruckSide:
+    """One side of one physical coin: the die struck on its flan, worn and marked.
+
+    Attributes:
+        height: (CANVAS, CANVAS) float32 height map of the coin (0 field .. ~1.2).
+        mask: (CANVAS, CANVAS) float32 flan mask in [0, 1].
+        m1: (2, 3) float64 die -> coin map (die rotation and off-centre strike).
+        flan_px: (64, 2) int32 flan outline in canvas pixels, 4 fractional bits.
+    """
+
+    height: np.ndarray
+    mask: np.ndarray
+    m1: np.ndarray
+    flan_px: np.ndarray
+
+
+def strike_side(relief: np.ndarray, *, look: CoinLook, rng: np.random.Generator, noise: float) -> StruckSide:
+    """Strike a die on the look's flan: what every photograph of this specimen shares.
+
+    The die position on the flan (rotation, off-centre strike), the wear map, scratches
+    and pits are drawn from ``rng``; the flan outline, wear and patina amounts from ``look``.
+    """
     N = CANVAS
     c = (N - 1) / 2.0
     # 1. relief is modelled, not flat: rounded edges plus a dome that rises with the
@@ -235,13 +262,39 @@ def render_side(
         cv2.circle(marks, (int(p[0]), int(p[1])), int(rng.integers(1, 4)), float(rng.uniform(0.03, 0.12)), -1)
     height -= cv2.GaussianBlur(marks, (0, 0), 0.6) * inner
     height += np.float32(0.012 * (0.5 + look.patina)) * _noise(rng, (N, N)) * mask
+    return StruckSide(height=height, mask=mask, m1=m1, flan_px=flan_px)
 
+
+def photograph_side(
+    struck: StruckSide,
+    elements: list[Element],
+    *,
+    look: CoinLook,
+    rng: np.random.Generator,
+    noise: float,
+    quality: int,
+    turn: float = 0.0,
+) -> tuple[bytes, tuple[int, int], list[dict]]:
+    """Photograph a struck side: light, patina colours, framing, background, JPEG.
+
+    Args:
+        turn: the coin's rotation in the photo, degrees counter-clockwise on screen; the
+            light turns with it (``look.light_azimuth`` is measured on the coin), as when
+            a coin lit the usual way is photographed or scanned at another angle.
+    Returns:
+        as :func:`render_side`.
+    """
+    N = CANVAS
+    c = (N - 1) / 2.0
+    height, mask, m1, flan_px = struck.height, struck.mask, struck.m1, struck.flan_px
     # 4. shading: normals from the gradient, one directional light
     k = np.float32(13.0 / 8.0)
     gx = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3, scale=k)
     gy = cv2.Sobel(height, cv2.CV_32F, 0, 1, ksize=3, scale=k)
     inv = 1.0 / np.sqrt(gx * gx + gy * gy + 1.0)
+    # the light as the coin sees it; the photo (and the shadow it casts) is turned with the coin
     az = float(np.deg2rad(look.light_azimuth + rng.normal(0, 5 * noise)))
+    az_photo = az - float(np.deg2rad(turn))
     el = float(np.deg2rad(look.light_elevation))
     L = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], np.float32)
     Hv = L + np.array([0, 0, 1], np.float32)
@@ -278,7 +331,12 @@ def render_side(
     scale = fill * min(W, Hh) / (2.0 * look.flan_radius * DIE_RADIUS * 1.03)
     cx = W / 2.0 + rng.normal(0, 0.02 * noise) * W
     cy = Hh / 2.0 + rng.normal(0, 0.02 * noise) * Hh
-    m2 = np.array([[scale, 0, cx - scale * c], [0, scale, cy - scale * c]], np.float64)
+    if turn:
+        # OpenCV's positive angle turns counter-clockwise on screen (about the canvas centre)
+        m2 = cv2.getRotationMatrix2D((c, c), float(turn), scale)
+        m2[:, 2] += (cx - c, cy - c)
+    else:
+        m2 = np.array([[scale, 0, cx - scale * c], [0, scale, cy - scale * c]], np.float64)
     defocus = float(rng.uniform(0.2, 0.9)) * noise  # in output pixels
     sigma = np.sqrt((0.45 / scale) ** 2 * (scale < 1.0) + (defocus / scale) ** 2)
     if sigma > 0.3:
@@ -286,7 +344,7 @@ def render_side(
     coin = cv2.warpAffine(coin, m2, (W, Hh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     alpha = coin[:, :, 3:4]
     bg = _background(look, rng, (Hh, W), noise)
-    shift = np.array([-np.cos(az), -np.sin(az)]) * min(W, Hh) * rng.uniform(0.01, 0.035)
+    shift = np.array([-np.cos(az_photo), -np.sin(az_photo)]) * min(W, Hh) * rng.uniform(0.01, 0.035)
     shadow = _blur(cv2.warpAffine(coin[:, :, 3], np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), (W, Hh)), min(W, Hh) * 0.02)
     darkness = float(rng.uniform(0.25, 0.55)) if look.background != "black" else 0.1
     bg *= (1 - darkness * shadow)[:, :, None]

@@ -1,0 +1,334 @@
+"""The watchlist directory: specimens in SQLite, their vectors in an HNSW index file.
+
+Layout of a watchlist directory::
+
+    watchlist.sqlite   specimens(id, specimen_id UNIQUE, source, note, added) and
+                       features(specimen, side, points, descriptors, chroma, vector)
+    index.hnsw         hnswlib index of the specimen vectors (labels = specimens.id)
+
+SQLite is the truth: one add or remove is one transaction (WAL journal, synchronous=FULL),
+so a process killed at any instant leaves it with or without the whole specimen. The index
+file is a cache written by write-then-rename after each commit; at open it is reconciled
+with SQLite (rows it lacks are added from their stored vectors, labels SQLite no longer
+has are deleted), and rebuilt from SQLite when it is missing or unreadable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from denarius.engine.errors import AlreadyExists, ConfigError, InputError, NotFound
+from denarius.engine.watchlist.descriptor import SHORTLIST_FEATURES, SIDE_DIM, SideFeatures, side_features, specimen_vector
+from denarius.engine.watchlist.index import SpecimenIndex
+from denarius.engine.watchlist.verify import DIFFERENT, SAME_DIE, SAME_SPECIMEN, Verification, VerifyConfig, verify
+
+__all__ = ["Specimen", "WatchlistMatch", "Watchlist", "SAME_SPECIMEN", "SAME_DIE", "DIFFERENT"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS specimens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    specimen_id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '',
+    added REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS features (
+    specimen INTEGER NOT NULL REFERENCES specimens(id) ON DELETE CASCADE,
+    side TEXT NOT NULL,
+    points BLOB NOT NULL,
+    descriptors BLOB NOT NULL,
+    chroma BLOB NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (specimen, side)
+);
+"""
+_SIDES = ("obverse", "reverse")
+_MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
+_MAX_ID = 128
+
+
+@dataclass(frozen=True)
+class Specimen:
+    """One listed specimen: its id, where it came from, a note, when it was added (Unix s)."""
+
+    specimen_id: str
+    source: str
+    note: str
+    added: float
+
+
+@dataclass(frozen=True)
+class WatchlistMatch:
+    """A listed specimen a query was verified against.
+
+    Attributes:
+        specimen: the listed specimen.
+        verdict: "same_specimen" or "same_die" (different ones are not returned).
+        inliers: (obverse, reverse) RANSAC inliers.
+        similarity: cosine similarity of the global descriptors in [-1, 1].
+        verification: the full geometric check (inlier correspondences for drawing).
+    """
+
+    specimen: Specimen
+    verdict: str
+    inliers: tuple[int, int]
+    similarity: float
+    verification: Verification
+
+
+def _check_id(specimen_id: str) -> str:
+    if not isinstance(specimen_id, str) or not specimen_id.strip():
+        raise InputError("specimen id must be a non-empty string")
+    if len(specimen_id) > _MAX_ID or not specimen_id.isprintable():
+        raise InputError(f"specimen id must be at most {_MAX_ID} printable characters")
+    return specimen_id.strip()
+
+
+class Watchlist:
+    """A watchlist directory, open for adding, removing, listing and matching.
+
+    Thread-safe for concurrent readers and one writer at a time (the caller serialises
+    writes; the gRPC service does). Close it (or use ``with``).
+
+    Args:
+        path: the directory (created when ``create`` and missing).
+        candidates: nearest specimens (global descriptor) re-ranked per match.
+        verified: of those, how many get the full geometric verification.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        create: bool = True,
+        candidates: int = 64,
+        verified: int = 8,
+        config: VerifyConfig | None = None,
+    ):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            if not create:
+                raise ConfigError(f"watchlist directory {self.path} does not exist")
+            self.path.mkdir(parents=True)
+        self.candidates, self.verified = candidates, verified
+        self.config = VerifyConfig() if config is None else config
+        self._db = sqlite3.connect(self.path / "watchlist.sqlite", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._index = self._open_index()
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Watchlist:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM specimens").fetchone()[0])
+
+    @property
+    def index_file(self) -> Path:
+        return self.path / "index.hnsw"
+
+    def _open_index(self) -> SpecimenIndex:
+        ids = {int(r[0]) for r in self._db.execute("SELECT id FROM specimens")}
+        index = None
+        if self.index_file.is_file():
+            try:
+                index = SpecimenIndex.load(self.index_file, 2 * SIDE_DIM)
+            except (RuntimeError, OSError, ValueError) as error:
+                log.warning("watchlist index %s unreadable (%s): rebuilding it from SQLite", self.index_file, error)
+        if index is None:
+            index = SpecimenIndex(2 * SIDE_DIM, capacity=max(1024, len(ids)))
+        missing = sorted(ids - index.stored_labels())
+        index.keep_only(ids)
+        if missing:
+            vectors = [self._vector(label) for label in missing]
+            index.add(np.array(missing, np.int64), np.stack(vectors), threads=max(1, min(4, os.cpu_count() or 1)))
+            log.info("watchlist %s: %d specimen(s) added to the index from SQLite", self.path, len(missing))
+        if missing or not self.index_file.is_file():
+            index.save(self.index_file)
+        return index
+
+    def _vector(self, label: int) -> np.ndarray:
+        rows = dict(self._db.execute("SELECT side, vector FROM features WHERE specimen = ?", (label,)).fetchall())
+        obverse, reverse = (np.frombuffer(rows[s], np.float32) for s in _SIDES)
+        vector = np.concatenate([obverse, reverse])
+        return vector / (np.linalg.norm(vector) + 1e-9)
+
+    # ------------------------------------------------------------------ writes
+    def add(self, specimen_id: str, obverse, reverse, *, source: str = "", note: str = "") -> Specimen:
+        """List a specimen from its two photos (bytes, paths or (H, W, 3) uint8 RGB).
+
+        Raises:
+            InputError: a photo cannot be decoded (names the side) or a bad id.
+            AlreadyExists: the id is listed.
+        """
+        features = (side_features(obverse, side="obverse"), side_features(reverse, side="reverse"))
+        return self.add_features(specimen_id, features, source=source, note=note)
+
+    def add_features(
+        self, specimen_id: str, features: tuple[SideFeatures, SideFeatures], *, source: str = "", note: str = "", save: bool = True
+    ) -> Specimen:
+        """List a specimen from already computed (obverse, reverse) features.
+
+        ``save=False`` leaves the index file behind SQLite until :meth:`save_index` (bulk
+        adds); nothing is lost, the next open adds the missing rows to the index.
+        """
+        specimen_id = _check_id(specimen_id)
+        added = time.time()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute(
+                "INSERT INTO specimens (specimen_id, source, note, added) VALUES (?, ?, ?, ?)",
+                (specimen_id, str(source), str(note), added),
+            )
+            label = int(cursor.lastrowid or 0)
+            for side, f in zip(_SIDES, features, strict=True):
+                self._db.execute(
+                    "INSERT INTO features VALUES (?, ?, ?, ?, ?, ?)",
+                    (label, side, f.points.astype(np.float32).tobytes(), f.descriptors.astype(np.uint8).tobytes(),
+                     f.chroma.astype(np.float32).tobytes(), f.vector.astype(np.float32).tobytes()),
+                )
+            self._db.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            self._db.execute("ROLLBACK")
+            raise AlreadyExists(f"specimen {specimen_id!r} is already on the watchlist; remove it first") from None
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._index.add(np.array([label], np.int64), specimen_vector(*features)[None])
+        if save:
+            self._index.save(self.index_file)
+        return Specimen(specimen_id, str(source), str(note), added)
+
+    def save_index(self) -> None:
+        """Write the index file (write-then-rename)."""
+        self._index.save(self.index_file)
+
+    def remove(self, specimen_id: str) -> Specimen:
+        """Take a specimen off the list. Raises NotFound for an id that is not listed."""
+        row = self._db.execute(
+            "SELECT id, specimen_id, source, note, added FROM specimens WHERE specimen_id = ?", (specimen_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"specimen {specimen_id!r} is not on the watchlist ({len(self)} listed; see `denarius watchlist list`)")
+        self._db.execute("DELETE FROM specimens WHERE id = ?", (row[0],))  # autocommit: one transaction
+        self._index.remove(int(row[0]))
+        self._index.save(self.index_file)
+        return Specimen(*row[1:])
+
+    # ------------------------------------------------------------------ reads
+    def listed(self, *, limit: int | None = None, offset: int = 0) -> list[Specimen]:
+        """Listed specimens in the order they were added."""
+        rows = self._db.execute(
+            "SELECT specimen_id, source, note, added FROM specimens ORDER BY id LIMIT ? OFFSET ?",
+            (-1 if limit is None else int(limit), int(offset)),
+        ).fetchall()
+        return [Specimen(*row) for row in rows]
+
+    def get(self, specimen_id: str) -> Specimen:
+        row = self._db.execute("SELECT specimen_id, source, note, added FROM specimens WHERE specimen_id = ?", (specimen_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"specimen {specimen_id!r} is not on the watchlist")
+        return Specimen(*row)
+
+    def _features(self, label: int) -> tuple[Specimen, tuple[SideFeatures, SideFeatures]] | None:
+        rows = self._db.execute(
+            "SELECT s.specimen_id, s.source, s.note, s.added, f.side, f.points, f.descriptors, f.chroma, f.vector "
+            "FROM specimens s JOIN features f ON f.specimen = s.id WHERE s.id = ?",
+            (label,),
+        ).fetchall()
+        if len(rows) != 2:
+            return None  # removed since the search
+        sides = {}
+        for row in rows:
+            sides[row[4]] = SideFeatures(
+                points=np.frombuffer(row[5], np.float32).reshape(-1, 2),
+                descriptors=np.frombuffer(row[6], np.uint8).reshape(-1, 32),
+                chroma=np.frombuffer(row[7], np.float32).reshape(16, 16, 2),
+                vector=np.frombuffer(row[8], np.float32),
+            )
+        return Specimen(*rows[0][:4]), (sides["obverse"], sides["reverse"])
+
+    def match(self, obverse, reverse, *, top_k: int = 3) -> list[WatchlistMatch]:
+        """Listed specimens the coin in these two photos is (same_specimen) or shares a die with.
+
+        Returns:
+            at most ``top_k`` matches, same specimen before same die, then by inliers;
+            empty for an empty watchlist or no verified candidate.
+        Raises:
+            InputError: a photo cannot be decoded (the message names the side).
+        """
+        query = (side_features(obverse, side="obverse"), side_features(reverse, side="reverse"))
+        return self.match_features(query, top_k=top_k)
+
+    def match_features(self, query: tuple[SideFeatures, SideFeatures], *, top_k: int = 3) -> list[WatchlistMatch]:
+        """:meth:`match` for already computed (obverse, reverse) features.
+
+        Three stages: the ``candidates`` nearest global descriptors (HNSW); re-ranked by
+        ratio-test matches of the :data:`SHORTLIST_FEATURES` strongest keypoints per side;
+        the best ``verified`` get the full geometric verification.
+        """
+        labels, similarities = self._index.search(specimen_vector(*query), self.candidates)
+        if len(labels) == 0:
+            return []
+        similarity = dict(zip(labels.tolist(), similarities.tolist(), strict=True))
+        short = self._shortlists(labels.tolist())
+        ranked = sorted(short, key=lambda label: -_quick_score(query, short[label]))[: self.verified]
+        found = []
+        for label in ranked:
+            listed = self._features(label)
+            if listed is None:
+                continue  # removed since the search
+            result = verify(query, listed[1], self.config)
+            if result.verdict == DIFFERENT:
+                continue
+            found.append(WatchlistMatch(
+                specimen=listed[0], verdict=result.verdict,
+                inliers=(result.obverse.inliers, result.reverse.inliers), similarity=float(similarity[label]), verification=result,
+            ))
+        found.sort(key=lambda m: (m.verdict != SAME_SPECIMEN, -m.verification.score))
+        return found[:top_k]
+
+    def _shortlists(self, labels: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """{label: ((n, 32) obverse, (n, 32) reverse uint8)}: each side's strongest descriptors."""
+        marks = ",".join("?" * len(labels))
+        rows = self._db.execute(
+            f"SELECT specimen, side, substr(descriptors, 1, {32 * SHORTLIST_FEATURES}) FROM features WHERE specimen IN ({marks})",
+            labels,
+        ).fetchall()
+        sides: dict[int, dict[str, np.ndarray]] = {}
+        for label, side, blob in rows:
+            sides.setdefault(int(label), {})[side] = np.frombuffer(blob, np.uint8).reshape(-1, 32)
+        return {label: (s["obverse"], s["reverse"]) for label, s in sides.items() if len(s) == 2}
+
+
+def _quick_score(query: tuple[SideFeatures, SideFeatures], listed: tuple[np.ndarray, np.ndarray]) -> int:
+    """Ratio-test matches of the strongest keypoints, both sides (no geometry): a cheap re-ranking."""
+    total = 0
+    for features, descriptors in zip(query, listed, strict=True):
+        mine = features.descriptors[:SHORTLIST_FEATURES]
+        if len(mine) < 2 or len(descriptors) < 2:
+            continue
+        for pair in _MATCHER.knnMatch(mine, descriptors, k=2):
+            if len(pair) == 2 and pair[0].distance < 0.8 * pair[1].distance:
+                total += 1
+    return total
