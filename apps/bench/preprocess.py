@@ -8,7 +8,10 @@ them (``Engine(opencv_threads=1)``):
   counted): decoding at the chosen DCT scale, locating the coin (working copy + disc
   analysis), the warp with background blanking, normalisation, and the whole
   ``network_input`` call (header checks, a finer re-decode when the coin is small and every
-  Python step included). Medians and 90th percentiles over the photos.
+  Python step included). Medians and 90th percentiles over the photos. Two floors beside
+  them, for JPEGs: OpenCV's bare ``imdecode`` at the same scale (what the decode stage costs
+  without its header checks and memory budget) and at 1/8 scale (libjpeg's entropy decoding,
+  which no DCT scale avoids).
 - **Throughput of preprocessing alone** with 1 and 2 worker threads (images per second,
   wall clock), the figure a GPU host is sized from: one worker thread per core is what
   feeds the accelerator.
@@ -26,7 +29,7 @@ import cv2
 import numpy as np
 
 from denarius.engine.bundle import Bundle
-from denarius.engine.imageio import decode_image
+from denarius.engine.imageio import decode_image, plan_decode, read_header
 from denarius.engine.preprocess import (
     PreprocessSpec,
     coin_mask,
@@ -72,6 +75,7 @@ def stage_costs(photos: list[bytes], spec: PreprocessSpec, *, repeats: int) -> d
         ``{"ms_per_image": {stage: median}, "p90_ms": {stage: p90}, "images": n, "decoded_side": px}``
     """
     rows: dict[str, list[float]] = {k: [] for k in ("decode", "locate_coin", "warp_and_blank", "normalize", "total")}
+    floors: dict[str, list[float]] = {"imdecode_same_scale": [], "imdecode_eighth_scale": []}
     decoded_sides = []
     out = np.empty((3, spec.crop, spec.crop), np.float32)
     offset = (spec.resize - spec.crop) // 2
@@ -87,9 +91,17 @@ def stage_costs(photos: list[bytes], spec: PreprocessSpec, *, repeats: int) -> d
             lambda found=found, disc=disc, matrix=matrix: warp_canonical(found, disc, matrix, spec.crop, offset), repeats))
         rows["normalize"].append(_cpu_ms(lambda crop=crop: normalize(crop, spec, out=out), repeats))
         rows["total"].append(_cpu_ms(lambda data=data: network_input(data, spec, out=out), repeats))
+        header = read_header(data)
+        if header.format == "JPEG":
+            encoded = np.frombuffer(data, np.uint8)
+            flags = plan_decode(header, keep_side=decode_side(spec)).flags
+            floors["imdecode_same_scale"].append(_cpu_ms(lambda encoded=encoded, flags=flags: cv2.imdecode(encoded, flags), repeats))
+            floors["imdecode_eighth_scale"].append(_cpu_ms(
+                lambda encoded=encoded: cv2.imdecode(encoded, cv2.IMREAD_REDUCED_COLOR_8), repeats))
     return {
         "ms_per_image": {k: round(float(np.median(v)), 4) for k, v in rows.items()},
         "p90_ms": {k: round(float(np.percentile(v, 90)), 4) for k, v in rows.items()},
+        "jpeg_floors_ms": {k: round(float(np.median(v)), 4) for k, v in floors.items() if v},
         "images": len(photos),
         "decoded_side_px_median": int(np.median(decoded_sides)),
     }
