@@ -30,6 +30,11 @@ Exported series (all but the process ones prefixed ``denarius_``):
 - ``landmarks_cancelled_total``: landmark searches that ended early because their caller
   cancelled or ran past its deadline, whether they were running or still queued.
 - ``landmark_run_size``: histogram of the landmark searches sharing each run.
+- ``http_requests_total{route, status}``, ``http_request_latency_seconds{route}``,
+  ``http_inflight_requests``: the HTTP/JSON API's requests (``--http-port``), the gRPC
+  series' counterparts: ``route`` is the HTTP method and route template
+  (``"POST /v1/identify"``; ``"unmatched"`` for a path no route serves), ``status`` the
+  HTTP status sent (see ``serving/http/request_metrics.py``).
 - ``process_*``, ``python_info``, ``python_gc_*``: prometheus_client's process, platform
   and garbage-collector collectors.
 
@@ -141,6 +146,19 @@ class ServerMetrics:
         )
         self.inflight = Gauge(
             "denarius_inflight_requests", "RPCs being handled", ["method"], registry=self.registry,
+        )
+        # The HTTP/JSON API beside gRPC (serving/http/request_metrics.py records these).
+        self.http_requests = Counter(
+            "denarius_http_requests", "Finished HTTP requests by route (method and route template) and HTTP status",
+            ["route", "status"], registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "denarius_http_request_latency_seconds",
+            "Server-side latency of one HTTP request, from its arrival to the last byte of its answer",
+            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.http_inflight = Gauge(
+            "denarius_http_inflight_requests", "HTTP requests being handled", registry=self.registry,
         )
         self._http: MetricsHTTPServer | None = None
         self._stream_peak = 0

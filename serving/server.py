@@ -472,13 +472,15 @@ class CoinServer:
         return min(cap, needed), why
 
     async def _start_http(self) -> None:
-        """The HTTP API on this loop, over the servicer's runtime and landmark batcher (503 until loaded)."""
+        """The HTTP API on this loop, over the servicer's runtime, landmark batcher and landmark
+        limit (one limit for both ports), counted in this server's metrics (503 until loaded)."""
         from denarius.serving.http import HttpConfig, HttpFrontend
 
         servicer = self._servicer
         assert servicer is not None
         config = HttpConfig.from_server_config(self.config, port=self.config.http_port or 0, host=self.config.http_host)
-        frontend = HttpFrontend(lambda: servicer.runtime, config, landmarks=lambda: servicer.landmark_batcher)
+        frontend = HttpFrontend(lambda: servicer.runtime, config, landmarks=lambda: servicer.landmark_batcher,
+                                landmark_slots=servicer.landmark_slots, metrics=self.metrics)
         self._http = frontend  # set first: a failed start is stopped by the drain that follows
         await frontend.start()
         self.http_port = frontend.port

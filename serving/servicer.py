@@ -30,6 +30,7 @@ from denarius.engine.errors import BackendUnavailable, Cancelled, DeadlineExceed
 from denarius.serving import runtime
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc, tensor_pb2
 from denarius.serving.interceptors import abort_call
+from denarius.serving.landmark_slots import LandmarkSlots
 from denarius.serving.logs import check_request_id, current_request_id, preview
 from denarius.serving.messages import MalformedRequest
 from denarius.serving.status import internal_message, status_for
@@ -110,8 +111,8 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         self.runtime: runtime.Runtime | None = None
         self._retired: set[runtime.Runtime] = set()  # swapped out, closing once their requests are done
         self._retired_lock = threading.Lock()
-        self._landmark_slots = config.landmark_workers + config.landmark_queue
-        self._landmark_busy = 0
+        # The one landmark limit of the process: the HTTP frontend beside this server shares it.
+        self.landmark_slots = LandmarkSlots(config.landmark_workers + config.landmark_queue)
 
     # -- lifecycle (load, open_runtime and close are called from an executor thread) -------
     def open_runtime(self, bundle) -> runtime.Runtime:
@@ -339,10 +340,6 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         # Every search ends by the server's own limit too: the drain can wait for all of them.
         limit = time.monotonic() + self.config.landmark_timeout_s
         deadline = limit if client_deadline is None else min(client_deadline, limit)
-        if self._landmark_busy >= self._landmark_slots:
-            raise Overloaded(
-                f"all {self._landmark_slots} landmark slots are busy; retry later or use another replica")
-        loop = asyncio.get_running_loop()
         gave_up = threading.Event()  # set when the RPC ends without us (cancelled, deadline)
         context.add_done_callback(lambda _context: gave_up.set())
 
@@ -357,17 +354,20 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
             # search ended for its caller's sake.
             if future.cancelled() or isinstance(future.exception(), (Cancelled, DeadlineExceeded)):
                 self.metrics.landmarks_cancelled.inc()
-            try:
-                loop.call_soon_threadsafe(self._release_landmark_slot)
-            except RuntimeError:  # the loop is gone: the server has stopped
-                pass
+            slots.release()
 
         # The slot is held until the work really ends, not merely until this call is
         # cancelled: counting it as free would let cancel-and-resend queue unbounded work.
         # A running search polls should_stop between forward calls, so it ends soon after
         # its caller (and everyone sharing its run) cancels or runs out of time.
-        future = rt.landmark_batcher.submit(job)
-        self._landmark_busy += 1
+        slots = self.landmark_slots
+        if not slots.try_acquire():
+            raise Overloaded(slots.busy_message())
+        try:
+            future = rt.landmark_batcher.submit(job)
+        except BaseException:
+            slots.release()
+            raise
         future.add_done_callback(settled)
         try:
             result = await asyncio.wrap_future(future)  # cancelling this cancels a still-queued search
@@ -382,9 +382,6 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
         self.metrics.observe_stages("Landmarks", queue_wait=started - received, preprocess=prepared - started,
                                     inference=time.perf_counter() - prepared)
         return rt.landmarks_response(result, request_id=rid, received=received, started=started)
-
-    def _release_landmark_slot(self) -> None:
-        self._landmark_busy -= 1
 
     # -- GetModelInfo ----------------------------------------------------------------------
     @_guarded

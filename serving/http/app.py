@@ -49,9 +49,12 @@ from denarius.serving.denarius.v1 import coins_pb2
 from denarius.serving.http.body import read_message
 from denarius.serving.http.convert import message_json
 from denarius.serving.http.errors import ERROR_SCHEMA, HttpProblem, error_response, request_id_headers, response_for
+from denarius.serving.http.request_metrics import RequestMetrics
 from denarius.serving.http.schema import form_schema, message_schemas, ref
 from denarius.serving.interceptors import TokenAuthInterceptor, check_tokens
+from denarius.serving.landmark_slots import LandmarkSlots
 from denarius.serving.logs import check_request_id
+from denarius.serving.metrics import ServerMetrics
 from denarius.serving.runtime import SERVER_VERSION, Runtime
 
 __all__ = ["HttpConfig", "HttpApi", "STATIC_DIR"]
@@ -70,7 +73,8 @@ class HttpConfig:
         tokens: accepted bearer tokens (``Authorization: Bearer <token>``); empty = open.
         max_body_bytes: largest request body (larger -> 413), the gRPC message limit.
         max_concurrent: requests to ``/v1/`` handled at once (more -> 429).
-        landmark_slots: landmark searches running or waiting at once (more -> 429).
+        landmark_slots: landmark searches running or waiting at once (more -> 429), when the
+            frontend is not given the gRPC servicer's limit (``HttpFrontend(landmark_slots=)``).
         landmark_workers, landmark_batch: the landmark batcher the frontend opens when it
             is not given the gRPC server's.
         default_top_k: candidates when a request leaves ``top_k`` at 0.
@@ -154,15 +158,23 @@ class HttpApi:
         landmarks: returns the LandmarkBatcher to run searches on (None while loading).
         config: limits and tokens.
         draining: returns True once the server is shutting down (readyz says 503).
+        landmark_slots: the process' one landmark limit, shared with the gRPC servicer
+            (``CoinServicer.landmark_slots``); None = a limit of this frontend's own,
+            ``config.landmark_slots``.
+        metrics: the server's :class:`~denarius.serving.metrics.ServerMetrics`: every
+            request is counted and timed there (``denarius_http_*``); None = not recorded.
     """
 
     def __init__(self, *, runtime: Callable[[], Runtime | None], landmarks: Callable[[], Any],
-                 config: HttpConfig, draining: Callable[[], bool] = lambda: False):
+                 config: HttpConfig, draining: Callable[[], bool] = lambda: False,
+                 landmark_slots: LandmarkSlots | None = None, metrics: ServerMetrics | None = None):
         self.config = config
         self._runtime, self._landmarks, self._draining = runtime, landmarks, draining
         self._auth = TokenAuthInterceptor(config.tokens) if config.tokens else None
         self._inflight = 0
-        self._landmark_busy = 0
+        self.landmark_slots = landmark_slots if landmark_slots is not None else LandmarkSlots(config.landmark_slots)
+        self._metrics = metrics
+        self._counts_lock = threading.Lock()
         self.landmarks_cancelled = 0  # searches that ended early because their client left or timed out
         self.app = self._build()
 
@@ -258,25 +270,28 @@ class HttpApi:
             batcher = runtime.landmark_batcher if runtime.landmark_batcher is not None else self._landmarks()
             if batcher is None:
                 raise BackendUnavailable("the landmark workers are still starting; retry shortly")
-            slots = self.config.landmark_slots
-            if self._landmark_busy >= slots:
-                raise Overloaded(f"all {slots} landmark slots are busy; retry later or use another replica")
             deadline = time.monotonic() + self.config.timeout_s
             gave_up = threading.Event()
             job.should_stop = lambda: gave_up.is_set() or time.monotonic() >= deadline
             job.deadline = deadline
-            loop = asyncio.get_running_loop()
+            slots = self.landmark_slots
 
-            def settled(done: Future) -> None:
-                stopped = done.cancelled() or isinstance(done.exception(), (Cancelled, DeadlineExceeded))
-                try:
-                    loop.call_soon_threadsafe(self._release_landmark_slot, stopped)
-                except RuntimeError:  # the loop is gone: the frontend has stopped
-                    pass
+            def settled(done: Future) -> None:  # on a landmark worker's thread
+                if done.cancelled() or isinstance(done.exception(), (Cancelled, DeadlineExceeded)):
+                    with self._counts_lock:
+                        self.landmarks_cancelled += 1
+                    if self._metrics is not None:
+                        self._metrics.landmarks_cancelled.inc()
+                slots.release()
 
-            # As in the gRPC servicer, a slot is held until the search really ends.
-            future = batcher.submit(job)
-            self._landmark_busy += 1
+            # As in the gRPC servicer, a slot (shared with it) is held until the search really ends.
+            if not slots.try_acquire():
+                raise Overloaded(slots.busy_message())
+            try:
+                future = batcher.submit(job)
+            except BaseException:
+                slots.release()
+                raise
             future.add_done_callback(settled)
             try:
                 result = await self._wait(future, request, gave_up=gave_up)
@@ -285,10 +300,6 @@ class HttpApi:
                 raise
             started = job.started if job.started is not None else received
             return runtime.landmarks_response(result, request_id=call["rid"], received=received, started=started)
-
-    def _release_landmark_slot(self, stopped_early: bool) -> None:
-        self._landmark_busy -= 1
-        self.landmarks_cancelled += stopped_early
 
     async def model(self, request: Request, call: dict) -> Message:
         with self._using() as runtime:
@@ -390,6 +401,8 @@ class HttpApi:
             return app.openapi_schema
 
         app.openapi = openapi  # type: ignore[method-assign]
+        if self._metrics is not None:
+            app.add_middleware(RequestMetrics, metrics=self._metrics)
         return app
 
 

@@ -16,7 +16,10 @@ or beside a :class:`~denarius.serving.server.BackgroundServer`)::
 (None while the bundle loads: the API answers 503 until then). ``landmarks`` is the
 :class:`~denarius.engine.landmarks.batcher.LandmarkBatcher` to share with the gRPC servicer
 (or a callable returning it); without one the frontend opens its own on the runtime's
-landmark service and closes it when it stops.
+landmark service and closes it when it stops. ``landmark_slots`` is the gRPC servicer's
+:class:`~denarius.serving.landmark_slots.LandmarkSlots` (one landmark limit for both ports;
+without it the frontend keeps ``config.landmark_slots`` of its own), and ``metrics`` the
+server's :class:`~denarius.serving.metrics.ServerMetrics` (HTTP requests are counted there).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import uvicorn
 
 from denarius.engine.errors import ConfigError
 from denarius.serving.http.app import HttpApi, HttpConfig
+from denarius.serving.landmark_slots import LandmarkSlots
+from denarius.serving.metrics import ServerMetrics
 from denarius.serving.runtime import Runtime
 
 __all__ = ["HttpFrontend"]
@@ -74,7 +79,8 @@ def _bind(host: str, port: int) -> socket.socket:
 class HttpFrontend:
     """One HTTP listener over one runtime; see the module docstring for the lifecycle."""
 
-    def __init__(self, runtime: Runtime | Callable[[], Runtime | None], config: HttpConfig, *, landmarks: Any = None):
+    def __init__(self, runtime: Runtime | Callable[[], Runtime | None], config: HttpConfig, *, landmarks: Any = None,
+                 landmark_slots: LandmarkSlots | None = None, metrics: ServerMetrics | None = None):
         self.config = config
         self._runtime = _provider(runtime)
         self._given_landmarks = None if landmarks is None else _provider(landmarks)
@@ -82,7 +88,7 @@ class HttpFrontend:
         self._lock = threading.Lock()
         self._draining = False
         self.api = HttpApi(runtime=self._runtime, landmarks=self._landmark_batcher, config=config,
-                           draining=lambda: self._draining)
+                           draining=lambda: self._draining, landmark_slots=landmark_slots, metrics=metrics)
         self.port: int | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task | None = None

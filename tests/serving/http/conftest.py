@@ -15,10 +15,14 @@ from serving_helpers import server_config
 
 
 def frontend_beside(running: BackgroundServer, **overrides) -> HttpFrontend:
-    """An HTTP frontend on a free port over ``running``'s runtime and landmark batcher."""
+    """An HTTP frontend on a free port over ``running``'s runtime, landmark batcher, landmark
+    limit and metrics, as ``denarius serve --http-port`` wires it; a ``landmark_slots``
+    override gives the frontend a limit of its own instead of the servicer's."""
     servicer = running.server._servicer
     config = dataclasses.replace(HttpConfig.from_server_config(running.server.config, port=0), **overrides)
-    return HttpFrontend(lambda: servicer.runtime, config, landmarks=lambda: servicer.landmark_batcher)
+    shared = None if "landmark_slots" in overrides else servicer.landmark_slots
+    return HttpFrontend(lambda: servicer.runtime, config, landmarks=lambda: servicer.landmark_batcher,
+                        landmark_slots=shared, metrics=running.server.metrics)
 
 
 @pytest.fixture(scope="module")
