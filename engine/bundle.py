@@ -15,6 +15,10 @@
     open_set     optional {score, threshold, far, auroc, report}: the "not in the catalogue"
                  rule (absent = no open-set decision)
     files        {relative path: sha256} for every file of the bundle
+    guidebook    optional {"index": "guidebook/index.json"}: the class guidebooks
+                 (``denarius guidebook``; denarius.engine.landmarks.guidebook), every file
+                 of which is in ``files``; added to an exported bundle by
+                 :func:`set_bundle_guidebook`
 
 Loading verifies the schema version and every sha256, and refuses a missing, truncated or
 tampered file by name. There is no pickle anywhere in a bundle.
@@ -55,6 +59,7 @@ __all__ = [
     "Bundle",
     "load_bundle",
     "write_bundle_manifest",
+    "set_bundle_guidebook",
     "sha256_file",
 ]
 
@@ -141,6 +146,8 @@ class Bundle:
     signed_by: str | None = None  # fingerprint of the key the manifest's signature was verified with
     calibration: Calibration = field(default_factory=Calibration)  # temperatures (1 when the manifest has none)
     open_set: OpenSet | None = None  # the unknown-coin rule, None = no decision
+    files: dict = field(default_factory=dict)  # {relative path: sha256} of every file the manifest lists
+    guidebook: str | None = None  # relative path of the guidebook index, None = no guidebook
 
     def has(self, model: str, variant: str) -> bool:
         return variant in self._model(model).files
@@ -216,6 +223,7 @@ def load_bundle(path: str | os.PathLike, *, verify: bool = True, verify_key=None
         if verify and sha256_file(file_path) != expected:
             raise BundleError(f"bundle file {file_path} fails its sha256 check (truncated or tampered); re-export the bundle")
 
+    guidebook = _guidebook_index(manifest_path, manifest.get("guidebook"), files)
     return Bundle(
         path=root,
         schema_version=manifest["schema_version"],
@@ -230,7 +238,21 @@ def load_bundle(path: str | os.PathLike, *, verify: bool = True, verify_key=None
         signed_by=signed_by,
         calibration=Calibration.from_manifest(manifest.get("calibration"), str(manifest_path)),
         open_set=OpenSet.from_manifest(manifest.get("open_set"), str(manifest_path)),
+        files=dict(files),
+        guidebook=guidebook,
     )
+
+
+def _guidebook_index(manifest_path: Path, section, files: dict) -> str | None:
+    """The guidebook index's relative path from the manifest's optional ``guidebook`` object;
+    it must be one of the hashed files."""
+    if section is None:
+        return None
+    index = section.get("index") if isinstance(section, dict) else None
+    if not isinstance(index, str) or index not in files:
+        raise BundleError(f"{manifest_path}: guidebook.index {index!r} is not a file with a sha256 entry; "
+                          "rebuild the guidebook with `denarius guidebook`")
+    return index
 
 
 def _read_manifest_bytes(base: Path, manifest_path: Path) -> bytes:
@@ -376,5 +398,43 @@ def write_bundle_manifest(
     path = root / MANIFEST_NAME
     write_atomic(path, json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False).encode("utf-8"))
     # A signature of the manifest this one replaces would only fail; sign again (bundle_signing).
+    (root / SIGNATURE_NAME).unlink(missing_ok=True)
+    return path
+
+
+def set_bundle_guidebook(bundle_dir: str | os.PathLike, *, index: str, files: list[str], prefix: str = "guidebook/") -> Path:
+    """List a guidebook in an existing bundle's manifest: hash ``files`` (already written,
+    bundle-relative, all under ``prefix``) into ``files``, drop the entries of an earlier
+    guidebook under ``prefix``, set ``"guidebook": {"index": index}``, and write the manifest
+    atomically. Everything else in the manifest is kept as it was.
+
+    The bundle must load, and every file outside ``prefix`` verify. A signature of the old
+    manifest is removed (it would only fail): sign the new one
+    (``denarius.engine.bundle_signing.sign_manifest``). Returns the manifest path.
+
+    Raises:
+        BundleError: the bundle does not verify, or a file is missing or leaves the bundle.
+        ConfigError: a file or the index is not under ``prefix``, or the index is not among ``files``.
+    """
+    root = Path(bundle_dir)
+    load_bundle(root, verify=False)  # paths, limits, schema: never rewrite a manifest that does not load
+    outside = sorted(p for p in files if not p.startswith(prefix))
+    if outside or index not in files:
+        raise ConfigError(f"guidebook files must lie under {prefix!r} and include the index {index!r}; got {outside or files[:5]}")
+    path = root / MANIFEST_NAME
+    manifest = _parse_manifest(path, _read_manifest_bytes(root.resolve(), path))
+    base = root.resolve()
+    listed = {relative: digest for relative, digest in manifest["files"].items() if not relative.startswith(prefix)}
+    for relative, expected in listed.items():  # the earlier guidebook's files are being replaced: not checked
+        if sha256_file(root / relative) != expected:
+            raise BundleError(f"bundle file {root / relative} fails its sha256 check (truncated or tampered); re-export the bundle")
+    for relative in sorted(files):
+        _confined(base, relative, path)
+        if not (root / relative).is_file():
+            raise BundleError(f"cannot list the guidebook: {root / relative} does not exist")
+        listed[relative] = sha256_file(root / relative)
+    manifest["files"] = listed
+    manifest["guidebook"] = {"index": index}
+    write_atomic(path, json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False).encode("utf-8"))
     (root / SIGNATURE_NAME).unlink(missing_ok=True)
     return path

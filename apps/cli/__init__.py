@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "identify": ("cmd_identify", "identify a coin from its obverse/reverse photos (via a server or a local bundle)"),
     "bench": ("cmd_bench", "benchmark throughput, latency and landmark cost (JSON + Markdown + PNG)"),
     "landmarks": ("cmd_landmarks", "characteristic landmarks of a coin photo (optimised mask, occlusion, saliency)"),
+    "guidebook": ("cmd_guidebook", "write a bundle's class guidebooks (mean landmarks of each RIC label and emperor) into it"),
     "landmarks-eval": ("cmd_landmarks_eval", "score landmark methods on a synthetic set's ground truth (pointing game, energy, deletion)"),
     "watchlist": ("cmd_watchlist", "a watchlist of physical specimens: add, remove, list, match (same specimen / same die)"),
     "kernel-check": ("cmd_kernel_check", "check the landmark CUDA kernels against NumPy (errors, timings); NumPy alone without a GPU"),

@@ -14,6 +14,11 @@ route                      request                       answer
 ``POST /v1/landmarks``     LandmarksRequest (form/JSON)  LandmarksResponse (``?heatmap=false``
                                                          leaves the heatmap values out)
 ``GET /v1/model``          -                             ModelInfo
+``GET /v1/guidebook``      -                             the bundle's guidebook index (JSON);
+                                                         404 when the bundle has none
+``GET /v1/guidebook/{l}``  ``?kind=ric|emperor``         the PNG of label ``l``'s guidebook (the
+                                                         mean landmarks of its coins); 404 JSON
+                                                         when there is none
 ``GET /healthz``           -                             200 while the process serves HTTP
 ``GET /readyz``            -                             200 once the model is loaded, 503
                                                          while loading or draining
@@ -35,6 +40,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +51,8 @@ from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from denarius.engine.errors import BackendUnavailable, Cancelled, ConfigError, DeadlineExceeded, Overloaded
+from denarius.engine.landmarks.guidebook import KINDS as GUIDEBOOK_KINDS
+from denarius.engine.landmarks.guidebook import BundleGuidebook
 from denarius.serving.denarius.v1 import coins_pb2
 from denarius.serving.http.body import read_message
 from denarius.serving.http.convert import message_json
@@ -305,6 +313,43 @@ class HttpApi:
         with self._using() as runtime:
             return runtime.model_info()
 
+    # -- guidebooks (files of the bundle, sha256-checked on every read) --------------------------
+    async def _guidebook_answer(self, work: Callable[[Runtime], Response]) -> Response:
+        rid = uuid.uuid4().hex[:16]
+        try:
+            with self._using() as runtime:
+                return await asyncio.to_thread(work, runtime)
+        except Exception as error:  # noqa: BLE001 - every failure becomes its JSON error
+            return response_for(error, rid)
+
+    @staticmethod
+    def _guidebook_of(runtime: Runtime) -> BundleGuidebook:
+        book = BundleGuidebook.of(runtime.bundle)
+        if book is None:
+            raise HttpProblem(404, "NOT_FOUND", f"the bundle being served (version {runtime.bundle.version}) has no guidebook; "
+                                                "build one with `denarius guidebook BUNDLE --images MANIFEST`")
+        return book
+
+    def guidebook_index(self, runtime: Runtime) -> Response:
+        book = self._guidebook_of(runtime)
+        entries = [{key: value for key, value in entry.to_dict().items() if key != "file"}
+                   | {"url": f"v1/guidebook/{quote(entry.label, safe='')}?kind={entry.kind}"} for entry in book.entries]
+        return JSONResponse({"model_version": runtime.bundle.version, "method": book.index.get("method", ""),
+                             "settings": book.index.get("settings", {}), "entries": entries})
+
+    def guidebook_png(self, runtime: Runtime, label: str, kind: str | None) -> Response:
+        if kind is not None and kind not in GUIDEBOOK_KINDS:
+            raise HttpProblem(400, "INVALID_ARGUMENT", f"kind must be one of {', '.join(GUIDEBOOK_KINDS)}, got {kind[:40]!r}")
+        book = self._guidebook_of(runtime)
+        entry = book.find(label, kind)
+        if entry is None:
+            known = book.labels(kind or "ric") or book.labels("emperor")
+            raise HttpProblem(404, "NOT_FOUND", f"no guidebook for {label[:100]!r} in this bundle (it had no held-out coins of "
+                                                f"that class); the guidebook has: {', '.join(known[:20])}"
+                                                f"{', ...' if len(known) > 20 else ''}")
+        headers = {"X-Guidebook-Coins": str(entry.coins), "X-Guidebook-Kind": entry.kind, "Cache-Control": "no-cache"}
+        return Response(book.png(entry), media_type="image/png", headers=headers)
+
     # -- the application ------------------------------------------------------------------------
     def _build(self) -> FastAPI:
         app = FastAPI(title="Denarius", version=SERVER_VERSION, docs_url=None, redoc_url=None,
@@ -347,6 +392,36 @@ class HttpApi:
                  responses=_doc_responses(ref(coins_pb2.ModelInfo.DESCRIPTOR), auth=auth, body=False))
         async def model(request: Request) -> Response:
             return await self._answer(request, lambda call: self.model(request, call))
+
+        guidebook_schema = {"type": "object", "required": ["model_version", "entries"], "properties": {
+            "model_version": {"type": "string"}, "method": {"type": "string"}, "settings": {"type": "object"},
+            "entries": {"type": "array", "items": {"type": "object", "properties": {
+                "kind": {"type": "string", "enum": list(GUIDEBOOK_KINDS)}, "label": {"type": "string"},
+                "side": {"type": "string"}, "coins": {"type": "integer"}, "representative": {"type": "string"},
+                "url": {"type": "string", "description": "the PNG, relative to the API's root"}}}}}}
+        not_found: dict[int | str, dict[str, Any]] = {404: {"description": "the bundle has no guidebook (or none for this label)",
+                           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}}
+
+        @app.get("/v1/guidebook", dependencies=guard, response_class=JSONResponse, summary="The bundle's class guidebooks",
+                 description="Which RIC labels and emperors have a guidebook: the mean landmark map over held-out coins "
+                             "of that class (`denarius guidebook`), and how many coins each averages.",
+                 responses={**_doc_responses(guidebook_schema, auth=auth, body=False), **not_found})
+        async def guidebook_index(request: Request) -> Response:
+            return await self._guidebook_answer(self.guidebook_index)
+
+        @app.get("/v1/guidebook/{label:path}", dependencies=guard, summary="The guidebook of one class (PNG)",
+                 description="The mean landmark map of a RIC label (or, with kind=emperor or when no RIC label has "
+                             "that name, an emperor) drawn over its most representative coin, 512 x 512 px.",
+                 responses={**_doc_responses(None, auth=auth, body=False), **not_found,
+                            200: {"description": "the PNG", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}},
+                 openapi_extra={"parameters": [
+                     {"name": "label", "in": "path", "required": True, "schema": {"type": "string"},
+                      "description": "the RIC label or emperor, URL-encoded"},
+                     {"name": "kind", "in": "query", "required": False, "schema": {"type": "string", "enum": list(GUIDEBOOK_KINDS)},
+                      "description": "ric (RIC label, reverse) or emperor (obverse); default: RIC labels first"}]})
+        async def guidebook_png(request: Request) -> Response:
+            label, kind = request.path_params["label"], request.query_params.get("kind")
+            return await self._guidebook_answer(lambda runtime: self.guidebook_png(runtime, label, kind))
 
         status_schema = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 

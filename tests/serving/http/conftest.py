@@ -53,3 +53,40 @@ def make_frontend(grpc_server):
 def grpc_client(grpc_server):
     with CoinClient(f"127.0.0.1:{grpc_server.port}", timeout=30.0) as client:
         yield client
+
+
+# The coins the guidebook fixture averages: (coin id, RIC label, emperor, photo seed or None = the real pair).
+GUIDEBOOK_COINS = (("real-1", "RIC V Probus 10", "Probus", None), ("synthetic-2", "RIC V Probus 10", "Probus", 2),
+                   ("synthetic-3", "RIC V Aurelianus 1", "Aurelianus", 3))
+
+
+@pytest.fixture(scope="session")
+def guidebook_bundle(tiny_bundle, fixture_photos, tmp_path_factory):
+    """A copy of the tiny bundle with a guidebook built by ``denarius guidebook`` from three coins
+    (two of RIC V Probus 10, one of RIC V Aurelianus 1): guidebooks for those two RIC labels
+    and the emperors Probus and Aurelianus, none for the other four labels or Tacitus."""
+    import csv
+    import shutil
+
+    from denarius.apps.cli import main
+
+    from serving_helpers import coin_png
+
+    root = tmp_path_factory.mktemp("guidebook")
+    bundle = root / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    rows = []
+    for coin_id, ric, emperor, seed in GUIDEBOOK_COINS:
+        paths = {}
+        for side in ("obverse", "reverse"):
+            path = root / f"{coin_id}_{side}.{'jpg' if seed is None else 'png'}"
+            path.write_bytes(fixture_photos[side].read_bytes() if seed is None else coin_png(seed + (side == "reverse"), size=160))
+            paths[side] = path.name
+        rows.append({"coin_id": coin_id, "obverse": paths["obverse"], "reverse": paths["reverse"], "emperor": emperor,
+                     "ric": ric, "obverse_description": "", "reverse_description": ""})
+    with (root / "heldout.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["guidebook", str(bundle), "--images", str(root / "heldout.csv"), "--per-class", "2", "--backend", "ort-cpu"]) == 0
+    return bundle

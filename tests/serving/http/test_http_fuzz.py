@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402 - after the sk
 from schemathesis import GenerationMode, checks  # noqa: E402
 
 TOKEN = "fuzz-t0ken"
-OPERATIONS = ["POST /v1/identify", "POST /v1/landmarks", "GET /v1/model", "GET /healthz", "GET /readyz"]
+OPERATIONS = ["POST /v1/identify", "POST /v1/landmarks", "GET /v1/model", "GET /v1/guidebook", "GET /v1/guidebook/{label}",
+              "GET /healthz", "GET /readyz"]
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance, checks.response_headers_conformance]
 EXAMPLES = {GenerationMode.POSITIVE: 50, GenerationMode.NEGATIVE: 50}
