@@ -12,6 +12,8 @@ them (``Engine(opencv_threads=1)``):
   them, for JPEGs: OpenCV's bare ``imdecode`` at the same scale (what the decode stage costs
   without its header checks and memory budget) and at 1/8 scale (libjpeg's entropy decoding,
   which no DCT scale avoids).
+- **The same stages with pipeline version 1** on the same 500-px photos: the pipeline as it
+  was before version 2 (bundles written before it still run it), the baseline of the speed-up.
 - **Throughput of preprocessing alone** with 1 and 2 worker threads (images per second,
   wall clock), the figure a GPU host is sized from: one worker thread per core is what
   feeds the accelerator.
@@ -19,6 +21,7 @@ them (``Engine(opencv_threads=1)``):
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -145,10 +148,14 @@ def bench_preprocess(bundle: Bundle, config, workload_photos: list[bytes]) -> di
             "spec": {"resize": spec.resize, "crop": spec.crop, "first_decode_side_px": decode_side(spec)},
             "opencv_threads": 1,
             f"jpeg_{REFERENCE_SIDE}px": stage_costs(reference, spec, repeats=repeats),
+            f"jpeg_{REFERENCE_SIDE}px_pipeline_1": stage_costs(
+                reference, dataclasses.replace(spec, pipeline_version=1), repeats=repeats),
             "workload": stage_costs(workload_photos[: 16 if config.quick else 64], spec, repeats=repeats),
             "throughput": {str(n): throughput(reference, spec, workers=n, seconds=config.seconds) for n in (1, 2)},
         }
     finally:
         cv2.setNumThreads(previous)
     result["ms_per_image"] = result[f"jpeg_{REFERENCE_SIDE}px"]["ms_per_image"]
+    result["pipeline_1_vs_this"] = round(
+        result[f"jpeg_{REFERENCE_SIDE}px_pipeline_1"]["ms_per_image"]["total"] / result["ms_per_image"]["total"], 3)
     return result

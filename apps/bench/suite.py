@@ -51,6 +51,7 @@ from denarius.apps.bench.landmarks import AT_CAP_IMAGES, bench_grpc_landmarks, b
 from denarius.apps.bench.open_world import bench_open_world
 from denarius.apps.bench.openvino_peer import bench_openvino
 from denarius.apps.bench.preprocess import bench_preprocess
+from denarius.apps.bench.watchlist import bench_watchlist_section
 from denarius.engine.bundle import Bundle, load_bundle
 
 __all__ = ["run_bench", "TARGETS"]
@@ -321,6 +322,7 @@ def _ratios(results: dict) -> dict:
         "engine_vs_openvino": get("openvino", "precisions", get("engine", "default", "precision") or "fp32", "by_batch",
                                   str(get("openvino", "batch")), "engine_vs_openvino"),
         "preprocess_ms_per_image_500px": get("preprocess", "ms_per_image", "total"),
+        "preprocess_pipeline_1_vs_this": get("preprocess", "pipeline_1_vs_this"),
         "landmarks_occlusion_vs_optimized": ratio(occ.get("seconds_per_image"), opt.get("seconds_per_image")),
         "landmarks_occlusion_vs_optimized_forward_passes": ratio(
             occ.get("forward_equivalents_per_image"), opt.get("forward_equivalents_per_image")),
@@ -402,6 +404,7 @@ def run_bench(config: BenchConfig) -> dict:
             "landmarks": lambda: bench_landmarks(bundle, config, pairs),
             "scan": lambda: bench_scan(bundle, config, pairs, folder),
             "open_world": lambda: bench_open_world(bundle, config),
+            "watchlist": lambda: bench_watchlist_section(config),
         }
         for name in tqdm([s for s in sections if s in config.sections], desc="bench", unit="section"):
             start = time.perf_counter()
@@ -447,7 +450,7 @@ def markdown_report(results: dict) -> str:
             lines.append(f"| model only, {precision}, batch {batch}: engine backend vs OpenVINO ({m['openvino_hint']} hint) | "
                          f"{m['ort_engine_backend_coins_per_s']} vs {m['openvino_coins_per_s']} coins/s |")
     preprocessing = results.get("preprocess", {})
-    for name in ("jpeg_500px", "workload"):
+    for name in ("jpeg_500px", "jpeg_500px_pipeline_1", "workload"):
         if name in preprocessing:
             stages = ", ".join(f"{k} {v}" for k, v in preprocessing[name]["ms_per_image"].items())
             lines.append(f"| preprocessing CPU ms per image, {name} (decoded at {preprocessing[name]['decoded_side_px_median']} px) | "
