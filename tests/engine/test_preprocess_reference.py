@@ -115,3 +115,36 @@ def test_unknown_pipeline_versions_are_refused(bad):
 
     with pytest.raises(ConfigError, match="pipeline_version"):
         PreprocessSpec(pipeline_version=bad)
+
+
+def test_version_2_decodes_again_finer_when_the_coin_is_small_in_a_large_jpeg():
+    """A 1,600-px photo whose coin spans a fifth of it: the 1/8 decode the margin allows would
+    enlarge the coin ~3x, so the photo is decoded again at 1/2, and the network input keeps
+    the relief of a 1/2 decode (its Laplacian energy), not a blurred enlargement of the 1/8 one."""
+    import cv2
+
+    from denarius.engine.imageio import decode_image
+
+    rng = np.random.default_rng(5)
+    photo = np.full((1600, 1600, 3), 235, np.uint8)
+    relief = cv2.resize(rng.integers(60, 200, (400, 400), dtype=np.uint8), (1600, 1600), interpolation=cv2.INTER_LINEAR)
+    disc = np.zeros((1600, 1600), np.uint8)
+    cv2.circle(disc, (800, 780), 160, 1, thickness=-1)
+    for channel, weight in enumerate((1.0, 0.8, 0.55)):
+        photo[..., channel][disc > 0] = (relief[disc > 0] * weight).astype(np.uint8)
+    data = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    spec = PreprocessSpec.for_input_size(112, pipeline_version=2)
+    assert 1600 // 8 >= decode_side(spec)  # the first decode is at 1/8
+
+    def relief_energy(tensor):
+        grey = tensor.mean(axis=0)
+        return float(np.var(cv2.Laplacian(grey[20:-20, 20:-20], cv2.CV_32F)))
+
+    served = network_input(data, spec)
+    # decoded arrays are used as given (never decoded again): the two candidates
+    half = network_input(decode_image(data, keep_side=800), spec)
+    eighth = network_input(decode_image(data, keep_side=200), spec)
+    assert relief_energy(served) >= 0.8 * relief_energy(half)
+    assert relief_energy(served) >= 1.5 * relief_energy(eighth)
+    (centre, radius, _), (half_centre, half_radius, _) = coin_geometry(served, spec), coin_geometry(half, spec)
+    assert np.hypot(*(centre - half_centre)) <= 0.02 * spec.crop and abs(radius - half_radius) <= 0.01 * spec.crop
