@@ -1,5 +1,6 @@
 // Denarius web page: two photos -> POST v1/identify -> candidates; per side POST v1/landmarks
-// (overlay PNG) with a method switch and the epsilon slider; the chosen type's catalogue text.
+// (overlay PNG) with a method switch and the epsilon slider; the chosen type's guidebook
+// (GET v1/guidebook/{label}: the mean landmarks of its coins, when the bundle has one) and catalogue text.
 // Plain JavaScript, no build step, no external resources.
 "use strict";
 
@@ -10,6 +11,8 @@
   const state = {
     files: { obverse: null, reverse: null },
     result: null, chosen: 0, classes: null,
+    guidebook: null, // {entries: Map "kind|label" -> entry, method, settings} or {missing: message}
+    guidebookPictures: new Map(), guidebookShown: { obverse: null, reverse: null },
     method: "optimized", epsilon: 2,
     cache: new Map(), pending: {}, identifying: null,
   };
@@ -65,6 +68,7 @@
       state.classes = { obverse: new Set(info.emperors), reverse: new Set(info.rics) };
       $("#model").textContent = `Model ${info.version}: ${info.emperors.length} emperors, ${info.rics.length} RIC types ` +
         `(${info.backend}, ${info.precision}, ${info.input_size} px).`;
+      loadGuidebook();
       if (info.calibrated) {
         $("#score-note").textContent = "Tap a row to explain that type. Score: p(emperor | obverse) \u00d7 p(RIC | reverse) when both " +
           "sides are given, otherwise the one side's probability, calibrated by temperature scaling fitted on held-out coins.";
@@ -72,6 +76,62 @@
     } catch (error) {
       $("#model").textContent = error.status === 401 ? "This server needs an access token." : `Model unavailable: ${error.message}`;
     }
+  }
+
+  // -- guidebook ------------------------------------------------------------------------------
+  async function loadGuidebook() {
+    for (const url of state.guidebookPictures.values()) URL.revokeObjectURL(url);
+    state.guidebookPictures.clear();
+    try {
+      const index = await api("v1/guidebook");
+      const entries = new Map(index.entries.map((entry) => [`${entry.kind}|${entry.label}`, entry]));
+      state.guidebook = { entries, method: index.method, settings: index.settings || {} };
+    } catch (error) {
+      state.guidebook = { missing: error.status === 404 ? "none" : error.message };
+    }
+    if (state.result) renderGuidebook(state.result.candidates[state.chosen]);
+  }
+
+  async function guidebookPicture(entry) {
+    const key = `${entry.kind}|${entry.label}`;
+    if (!state.guidebookPictures.has(key)) {
+      // fetch, not <img src>: the bearer token travels in a header
+      const response = await fetch(entry.url, { headers: authHeaders() });
+      if (!response.ok) {
+        let message = `the server answered HTTP ${response.status}`;
+        try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
+        throw new Error(message);
+      }
+      state.guidebookPictures.set(key, URL.createObjectURL(await response.blob()));
+    }
+    return state.guidebookPictures.get(key);
+  }
+
+  function guidebookMethod() {
+    const settings = state.guidebook.settings;
+    const method = METHOD_NAMES[state.guidebook.method] || state.guidebook.method;
+    return state.guidebook.method === "optimized" && settings.epsilon !== undefined ? `${method}, epsilon ${settings.epsilon}` : method;
+  }
+
+  async function showGuidebookSide(side, kind, label) {
+    const figure = $(`#gb-${side}`);
+    const entry = label && state.guidebook && state.guidebook.entries ? state.guidebook.entries.get(`${kind}|${label}`) : null;
+    state.guidebookShown[side] = entry ? `${kind}|${label}` : null;
+    figure.hidden = !entry;
+    figure.dataset.label = entry ? entry.label : "";
+    if (!entry) return false;
+    const caption = figure.querySelector("figcaption");
+    caption.className = "";
+    caption.textContent = `${side}: mean landmarks of ${entry.coins} held-out coin${entry.coins === 1 ? "" : "s"} of ` +
+      `${entry.label} (${guidebookMethod()}), drawn over coin ${entry.representative}`;
+    try {
+      const url = await guidebookPicture(entry);
+      if (state.guidebookShown[side] === `${kind}|${label}`) figure.querySelector("img").src = url;
+    } catch (error) {
+      caption.textContent = `Guidebook unavailable: ${error.message}`;
+      caption.className = "error";
+    }
+    return true;
   }
 
   // -- photos ---------------------------------------------------------------------------------
@@ -222,10 +282,31 @@
 
   function renderGuidebook(candidate) {
     $("#guidebook").hidden = false;
-    $("#gb-type").textContent = candidate.ric || candidate.emperor;
+    const label = candidate.ric || candidate.emperor;
+    $("#gb-type").textContent = label;
     $("#gb-emperor").textContent = text(candidate.emperor);
-    $("#gb-obverse").textContent = text(candidate.obverse_description, "no catalogue description in this bundle");
-    $("#gb-reverse").textContent = text(candidate.reverse_description, "no catalogue description in this bundle");
+    $("#gb-obverse-text").textContent = text(candidate.obverse_description, "no catalogue description in this bundle");
+    $("#gb-reverse-text").textContent = text(candidate.reverse_description, "no catalogue description in this bundle");
+    const note = $("#gb-note");
+    const book = state.guidebook;
+    if (!book || book.missing) {
+      for (const side of SIDES) { $(`#gb-${side}`).hidden = true; state.guidebookShown[side] = null; }
+      note.textContent = book && book.missing !== "none"
+        ? `The guidebook could not be loaded: ${book.missing}. Shown are the catalogue descriptions of the chosen type.`
+        : "This bundle has no guidebook (the mean landmarks of each type's coins; build one with the command denarius guidebook). " +
+          "Shown are the catalogue descriptions of the chosen type.";
+      note.dataset.state = book && book.missing !== "none" ? "error" : "none";
+      return;
+    }
+    const shown = [showGuidebookSide("reverse", "ric", candidate.ric), showGuidebookSide("obverse", "emperor", candidate.emperor)];
+    Promise.all(shown).then(([reverse, obverse]) => {
+      if ($("#gb-type").textContent !== label) return;  // another type was chosen meanwhile
+      const missing = [!reverse && candidate.ric ? `the type ${candidate.ric}` : "", !obverse ? `the emperor ${candidate.emperor}` : ""].filter(Boolean);
+      note.dataset.state = missing.length ? "partial" : "shown";
+      note.textContent = (reverse || obverse
+        ? "Where the model usually looks on coins of this class: the mean landmark map of held-out coins, drawn over the most typical one."
+        : "") + (missing.length ? ` The bundle's guidebook has no entry for ${missing.join(" or ")} (no held-out coins of it when it was built).` : "");
+    });
   }
 
   // -- landmarks ------------------------------------------------------------------------------

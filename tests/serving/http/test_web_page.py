@@ -1,8 +1,10 @@
 """The web page in a real browser: Playwright drives Debian's Chromium, headless, as a new user
 would: pick the photos, read the candidates, switch the landmark method and epsilon, pick
-another type, get an error for a corrupt file. Screenshots go to the test's temporary folder,
-and also to $DENARIUS_SCREENSHOTS when set; $DENARIUS_WEB_BUNDLE serves another bundle than
-the tiny one (the README's screenshots are of the quickstart bundle)::
+another type, see its guidebook (or that the bundle has none), get an error for a corrupt file.
+The page is served over the tiny bundle with a guidebook (``guidebook_bundle``). Screenshots go
+to the test's temporary folder, and also to $DENARIUS_SCREENSHOTS when set;
+$DENARIUS_WEB_BUNDLE serves another bundle (the README's screenshots are of the quickstart
+bundle with a guidebook built by ``denarius guidebook``)::
 
     DENARIUS_WEB_BUNDLE=denarius-quickstart/bundle DENARIUS_SCREENSHOTS=docs/web \\
         .venv/bin/python -m pytest -q tests/serving/http/test_web_page.py
@@ -10,6 +12,7 @@ the tiny one (the README's screenshots are of the quickstart bundle)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -34,12 +37,10 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def page_url(request, beside):
-    """The page over the tiny bundle, or over $DENARIUS_WEB_BUNDLE on a server of its own."""
+    """The page over the tiny bundle with a guidebook, or over $DENARIUS_WEB_BUNDLE, on a server of its own."""
     bundle = os.environ.get("DENARIUS_WEB_BUNDLE")
-    if not bundle:
-        yield request.getfixturevalue("http_url")
-        return
-    with BackgroundServer(server_config(bundle, precision=None)) as running, beside(running) as frontend:
+    config = server_config(bundle, precision=None) if bundle else server_config(request.getfixturevalue("guidebook_bundle"))
+    with BackgroundServer(config) as running, beside(running) as frontend:
         yield f"http://127.0.0.1:{frontend.port}"
 
 
@@ -73,16 +74,22 @@ def browser():
         context.close()
 
 
-@pytest.fixture
-def page(browser, page_url):
+@contextlib.contextmanager
+def _opened(browser, url: str):
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(page_url + "/")
+    page.goto(url + "/")
     page.wait_for_function("document.querySelector('#model').textContent.startsWith('Model ')")
     yield page
     page.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser, page_url):
+    with _opened(browser, page_url) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +133,7 @@ def test_identify_the_real_pair_then_switch_method_epsilon_and_type(page, page_u
     _overlays_drawn(page)
     assert "optimised landmarks" in page.inner_text("#lm-reverse figcaption")
     assert page.inner_text("#gb-type") == rows[0]["ric"]
-    assert "no per-type landmark guidebook" in page.inner_text("#gb-note")
+    _guidebook_settled(page)
     _save(page, shots, "page-desktop.png", full_page=True)
 
     first = page.get_attribute("#lm-reverse img", "src")
@@ -156,6 +163,58 @@ def test_identify_the_real_pair_then_switch_method_epsilon_and_type(page, page_u
     page.wait_for_selector(f"#lm-reverse[data-target='{second['ric']}']")
     page.wait_for_selector(f"#lm-obverse[data-target='{second['emperor']}']")
     _overlays_drawn(page)
+
+
+def _guidebook_settled(page) -> None:
+    page.wait_for_function("document.querySelector('#gb-note').dataset.state !== undefined")
+    for side in ("obverse", "reverse"):
+        page.wait_for_function(
+            f"(() => {{ const f = document.querySelector('#gb-{side}'); const i = f.querySelector('img');"
+            f" return f.hidden || (i.complete && i.naturalWidth === 512); }})()")
+
+
+def test_the_guidebook_of_the_chosen_type(page, page_url, fixture_photos, shots):
+    index = requests.get(f"{page_url}/v1/guidebook", timeout=10)
+    if index.status_code == 404 and os.environ.get("DENARIUS_WEB_BUNDLE"):
+        pytest.skip("$DENARIUS_WEB_BUNDLE has no guidebook (denarius guidebook BUNDLE --images MANIFEST)")
+    kinds = {kind: {e["label"]: e for e in index.json()["entries"] if e["kind"] == kind} for kind in ("ric", "emperor")}
+    page.set_input_files("#file-obverse", str(fixture_photos["obverse"]))
+    page.set_input_files("#file-reverse", str(fixture_photos["reverse"]))
+    page.wait_for_selector("#candidates tbody tr")
+    rows = _rows(page)
+    with_book = [i for i, row in enumerate(rows) if row["ric"] in kinds["ric"]]
+    assert with_book, "the guidebook bundle covers 2 of 6 types, so 5 candidates include one"
+    chosen = rows[with_book[0]]
+    page.click(f"#candidates tbody tr:nth-child({with_book[0] + 1})")
+    page.wait_for_selector(f"#gb-reverse[data-label='{chosen['ric']}']")
+    _guidebook_settled(page)
+    entry = kinds["ric"][chosen["ric"]]
+    caption = page.inner_text("#gb-reverse figcaption")
+    assert f"mean landmarks of {entry['coins']} held-out coin" in caption and chosen["ric"] in caption
+    assert f"drawn over coin {entry['representative']}" in caption
+    assert page.is_visible("#gb-reverse img") and page.is_visible("#gb-obverse") == (chosen["emperor"] in kinds["emperor"])
+    assert "Where the model usually looks" in page.inner_text("#gb-note")
+    _save(page, shots, "page-guidebook.png", full_page=True)
+
+    without = [i for i, row in enumerate(rows) if row["ric"] not in kinds["ric"]]
+    if without:  # a listed type the guidebook has no coins of: said so, no picture
+        page.click(f"#candidates tbody tr:nth-child({without[0] + 1})")
+        page.wait_for_function(f"document.querySelector('#gb-type').textContent === {rows[without[0]]['ric']!r}")
+        page.wait_for_function("['partial', 'shown'].includes(document.querySelector('#gb-note').dataset.state)")
+        _guidebook_settled(page)
+        assert page.is_hidden("#gb-reverse")
+        assert f"no entry for the type {rows[without[0]]['ric']}" in page.inner_text("#gb-note")
+
+
+def test_a_bundle_without_a_guidebook_says_so(browser, http_url, fixture_photos):
+    with _opened(browser, http_url) as page:  # the tiny bundle as exported: no guidebook
+        page.set_input_files("#file-obverse", str(fixture_photos["obverse"]))
+        page.set_input_files("#file-reverse", str(fixture_photos["reverse"]))
+        page.wait_for_selector("#candidates tbody tr")
+        page.wait_for_function("document.querySelector('#gb-note').dataset.state === 'none'")
+        assert "This bundle has no guidebook" in page.inner_text("#gb-note")
+        assert page.is_hidden("#gb-reverse") and page.is_hidden("#gb-obverse")
+        assert page.inner_text("#gb-reverse-text")  # the catalogue descriptions are still shown
 
 
 def test_a_synthetic_coin_and_a_corrupt_file(page, synthetic_coin, shots):
