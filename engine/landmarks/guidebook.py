@@ -189,8 +189,9 @@ class BundleGuidebook:
                                        representative=str(row.get("representative", "")))
             except (KeyError, TypeError, ValueError) as error:
                 raise BundleError(f"{where}: malformed entry {str(row)[:200]} ({type(error).__name__}: {error})") from None
-            if entry.kind not in KINDS or entry.file not in bundle.files:
-                raise BundleError(f"{where}: entry {entry.label!r} names {entry.file!r}, which the manifest does not hash")
+            if entry.kind not in KINDS or not entry.file.startswith(f"{GUIDEBOOK_DIR}/") or entry.file not in bundle.files:
+                raise BundleError(f"{where}: entry {entry.label!r} ({entry.kind!r}) names {entry.file!r}, not a guidebook "
+                                  "file the manifest hashes")
             entries.append(entry)
         return cls(bundle, index, entries)
 
