@@ -4,7 +4,8 @@ Stages (each is skipped when its output already exists, so a re-run reuses the w
 
     1 data       synthetic Roman imperial coins (denarius.training.synth), split into train / held out
     2 train      both AlexNets (emperor from the obverse, RIC from the reverse), briefly, small
-    3 export     the bundle: fp32 + INT8 ONNX, gradient graphs, manifest with sha256
+    3 export     the bundle: fp32 + INT8 ONNX, gradient graphs, manifest with sha256, and the
+                 class guidebooks of the held-out coins (`denarius guidebook`, for the web page)
     4 serve      `denarius serve` on a free loopback port (a real subprocess), health-checked
     5 identify   held-out coins and the real fixture photos through the gRPC client
     6 landmarks  characteristic-landmark overlays for a few coins, over gRPC
@@ -143,6 +144,21 @@ def make_bundle(config: QuickstartConfig, run: Path, calibration: Path, held: Pa
     if rule:
         print(f"open set: {rule['score']} >= {rule['threshold']:.4g} is 'in the catalogue' (AUROC {rule['auroc']:.3f})")
     return bundle
+
+
+def make_guidebook(bundle: Path, held: Path) -> None:
+    """The bundle's class guidebooks from the held-out coins (what `denarius guidebook` writes;
+    the web page shows them), unless the bundle has them already."""
+    from denarius.engine.bundle import load_bundle
+    from denarius.engine.landmarks.guidebook_build import GuidebookConfig, build_guidebook
+    from denarius.engine.manifest import read_manifest
+
+    if load_bundle(bundle).guidebook is not None:
+        print(f"reusing the guidebook of {bundle}")
+        return
+    index = build_guidebook(bundle, read_manifest(held), GuidebookConfig(per_class=8, backend="ort-cpu"))
+    kinds = [entry["kind"] for entry in index["entries"]]
+    print(f"guidebook: {kinds.count('ric')} RIC labels, {kinds.count('emperor')} emperors in {bundle / 'guidebook'}")
 
 
 def _free_port() -> int:
@@ -358,8 +374,9 @@ def run_quickstart(config: QuickstartConfig) -> Path:
     train, held = make_data(config)
     _stage(2, "train", f"emperor + RIC AlexNets (width {config.width}, {config.input_size} px, {config.epochs} epochs)")
     run = train_models(config, train)
-    _stage(3, "export", "ONNX fp32 + INT8 + gradient graphs, temperatures and the open-set threshold")
+    _stage(3, "export", "ONNX fp32 + INT8 + gradient graphs, temperatures, the open-set threshold, class guidebooks")
     bundle = make_bundle(config, run, train, held, make_unknown(config))
+    make_guidebook(bundle, held)
     _stage(4, "serve", "gRPC server on loopback")
     server = ServerProcess(bundle, config.out / "server.log")
     try:
