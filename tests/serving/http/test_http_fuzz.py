@@ -68,3 +68,35 @@ def test_without_the_token_the_api_answers_401(api_schema, fuzzed_url, label):
         assert response.status_code == 401, response.text
 
     fuzz()
+
+
+@pytest.fixture(scope="module")
+def guidebook_served(guidebook_bundle, beside):
+    """A server over the tiny bundle with a guidebook, and its OpenAPI document."""
+    from denarius.serving.server import BackgroundServer
+
+    from serving_helpers import server_config
+
+    with BackgroundServer(server_config(guidebook_bundle)) as running, beside(running, tokens=(TOKEN,)) as frontend:
+        url = f"http://127.0.0.1:{frontend.port}"
+        yield url, schemathesis.openapi.from_url(f"{url}/openapi.json")
+
+
+@pytest.mark.parametrize("mode", list(EXAMPLES), ids=[mode.value for mode in EXAMPLES])
+def test_guidebook_routes_of_a_bundle_with_a_guidebook(guidebook_served, mode):
+    url, document = guidebook_served
+    for path in ("/v1/guidebook", "/v1/guidebook/{label}"):
+        if path == "/v1/guidebook" and mode is GenerationMode.NEGATIVE:
+            continue  # no input to make invalid
+
+        @given(case=document[path]["GET"].as_strategy(generation_mode=mode))
+        @settings(max_examples=25, **SETTINGS)
+        def fuzz(case):
+            case.call_and_validate(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, checks=CHECKS, timeout=60)
+
+        fuzz()
+    # Labels the generator would never guess: the PNG answers, checked against the document too.
+    for label, kind in (("RIC V Probus 10", "ric"), ("Probus", "emperor")) if mode is GenerationMode.POSITIVE else ():
+        case = document["/v1/guidebook/{label}"]["GET"].Case(path_parameters={"label": label}, query={"kind": kind})
+        response = case.call_and_validate(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, checks=CHECKS, timeout=60)
+        assert response.status_code == 200 and response.headers["content-type"] == ["image/png"]
