@@ -45,7 +45,7 @@ from grpc_reflection.v1alpha import reflection
 from denarius.engine import decode_budget
 from denarius.engine.errors import ConfigError, DenariusError
 from denarius.serving import repository
-from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc
+from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc, watchlist_pb2
 from denarius.serving.interceptors import (
     InflightCall,
     InflightCalls,
@@ -71,6 +71,7 @@ WORK_METHODS = frozenset(coins_pb2.DESCRIPTOR.services_by_name["CoinService"].me
 # was cut first in about one drain in three without a drain delay).
 WATCH_FLUSH_S = 0.2
 SERVICE_NAME = coins_pb2.DESCRIPTOR.services_by_name["CoinService"].full_name  # "denarius.v1.CoinService"
+WATCHLIST_SERVICE = watchlist_pb2.DESCRIPTOR.services_by_name["Watchlist"].full_name  # "denarius.v1.Watchlist"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class ServerConfig:
         bundle_key: Ed25519 public key (PEM) the bundle's manifest.json must be signed with
             (``denarius bundle-sign``); None = signatures are not checked.
         tokens: accepted bearer tokens; empty = no authentication.
+        watchlist: a watchlist directory: serve denarius.v1.Watchlist and add watchlist
+            matches to Identify/IdentifyStream answers (None = neither).
         warmup: run one batch through the models before reporting SERVING.
     """
 
@@ -162,6 +165,7 @@ class ServerConfig:
     bundle_key: Path | None = None
     tokens: tuple[str, ...] = field(default=(), repr=False)
     warmup: bool = True
+    watchlist: Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "bundle", Path(self.bundle))
@@ -299,9 +303,14 @@ class CoinServer:
             interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs)
         self._servicer = servicer = CoinServicer(config, self.metrics)
         coins_pb2_grpc.add_CoinServiceServicer_to_server(self._servicer, server)
+        extra_services: tuple[str, ...] = ()
+        if config.watchlist is not None:  # hnswlib and SQLite only for a server that has a watchlist
+            from denarius.serving.watchlist_service import serve_watchlist
+
+            servicer.watchlist, extra_services = serve_watchlist(config.watchlist, server), (WATCHLIST_SERVICE,)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (SERVICE_NAME, *extra_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server,
         )
         address = f"{config.host}:{config.port}"

@@ -108,6 +108,7 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
     def __init__(self, config, metrics):
         self.config = config
         self.metrics = metrics
+        self.watchlist = None  # a WatchlistServicer under `serve --watchlist DIR` (serving/watchlist_service.py)
         self.runtime: runtime.Runtime | None = None
         self._retired: set[runtime.Runtime] = set()  # swapped out, closing once their requests are done
         self._retired_lock = threading.Lock()
@@ -184,6 +185,8 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
             retired = list(self._retired)
         for rt in ([current] if current is not None else []) + retired:
             rt.close()
+        if self.watchlist is not None:
+            self.watchlist.close()
 
     @property
     def landmark_batcher(self):
@@ -224,9 +227,12 @@ class CoinServicer(coins_pb2_grpc.CoinServiceServicer):
             except asyncio.CancelledError:
                 future.cancel()  # the client went away: the batcher skips a cancelled future
                 raise
-            return rt.identification_response(result, request_id=rid, received=received)
+            response = rt.identification_response(result, request_id=rid, received=received)
         finally:
             rt.release()
+        if self.watchlist is not None and request.HasField("obverse") and request.HasField("reverse"):
+            response.watchlist_matches.extend(await self.watchlist.matches(request.obverse, request.reverse))
+        return response
 
     @_guarded
     async def Identify(self, request, context, rid):

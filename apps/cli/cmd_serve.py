@@ -19,6 +19,7 @@ EXAMPLES = (
     'denarius serve bundles/v1 --bundle-key keys/bundle.pub.pem',
     'denarius serve bundles/v1 --http-port 8080',
     'denarius serve models/coins --watch-interval 10',
+    'denarius serve bundles/v1 --watchlist lists/stolen --token-file tokens.txt',
 )  # shown under `denarius serve --help`
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also poll BUNDLE every S seconds and reload when a new version appears (or its "
                              "manifest.json is rewritten); a bundle that fails to load is logged and the old one "
                              "keeps serving (default: reload on SIGHUP only)")
+    parser.add_argument("--watchlist", type=Path, default=None, metavar="DIR",
+                        help="a watchlist directory (`denarius watchlist`): serve the Watchlist service and add "
+                             "watchlist_matches (same specimen / same die) to Identify answers; created when missing")
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1",
                      help="listen address (default 127.0.0.1; 0.0.0.0 or [::] to accept remote clients)")
@@ -120,7 +124,7 @@ def config_from_args(args: argparse.Namespace):
         landmark_workers=args.landmark_workers, landmark_queue=args.landmark_queue, landmark_batch=args.landmark_batch,
         grace_s=args.grace, drain_delay_s=args.drain_delay, tls_cert=args.tls_cert, tls_key=args.tls_key,
         bundle_key=args.bundle_key, tokens=tokens,
-        warmup=not args.no_warmup,
+        warmup=not args.no_warmup, watchlist=args.watchlist,
     )
 
 

@@ -15,9 +15,11 @@ has are deleted), and rebuilt from SQLite when it is missing or unreadable.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,17 @@ class WatchlistMatch:
     verification: Verification
 
 
+def _locked(method):
+    """Run a Watchlist method under its lock."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _check_id(specimen_id: str) -> str:
     if not isinstance(specimen_id, str) or not specimen_id.strip():
         raise InputError("specimen id must be a non-empty string")
@@ -97,8 +110,8 @@ def _check_id(specimen_id: str) -> str:
 class Watchlist:
     """A watchlist directory, open for adding, removing, listing and matching.
 
-    Thread-safe for concurrent readers and one writer at a time (the caller serialises
-    writes; the gRPC service does). Close it (or use ``with``).
+    Thread-safe: one operation at a time (a lock around the SQLite connection and the
+    index). Close it (or use ``with``).
 
     Args:
         path: the directory (created when ``create`` and missing).
@@ -122,6 +135,7 @@ class Watchlist:
             self.path.mkdir(parents=True)
         self.candidates, self.verified = candidates, verified
         self.config = VerifyConfig() if config is None else config
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path / "watchlist.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -139,8 +153,13 @@ class Watchlist:
     def close(self) -> None:
         self._db.close()
 
+    @_locked
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM specimens").fetchone()[0])
+
+    @property
+    def index(self) -> SpecimenIndex:
+        return self._index
 
     @property
     def index_file(self) -> Path:
@@ -183,6 +202,7 @@ class Watchlist:
         features = (side_features(obverse, side="obverse"), side_features(reverse, side="reverse"))
         return self.add_features(specimen_id, features, source=source, note=note)
 
+    @_locked
     def add_features(
         self, specimen_id: str, features: tuple[SideFeatures, SideFeatures], *, source: str = "", note: str = "", save: bool = True
     ) -> Specimen:
@@ -219,10 +239,12 @@ class Watchlist:
             self._index.save(self.index_file)
         return Specimen(specimen_id, str(source), str(note), added)
 
+    @_locked
     def save_index(self) -> None:
         """Write the index file (write-then-rename)."""
         self._index.save(self.index_file)
 
+    @_locked
     def remove(self, specimen_id: str) -> Specimen:
         """Take a specimen off the list. Raises NotFound for an id that is not listed."""
         row = self._db.execute(
@@ -236,6 +258,7 @@ class Watchlist:
         return Specimen(*row[1:])
 
     # ------------------------------------------------------------------ reads
+    @_locked
     def listed(self, *, limit: int | None = None, offset: int = 0) -> list[Specimen]:
         """Listed specimens in the order they were added."""
         rows = self._db.execute(
@@ -244,6 +267,7 @@ class Watchlist:
         ).fetchall()
         return [Specimen(*row) for row in rows]
 
+    @_locked
     def get(self, specimen_id: str) -> Specimen:
         row = self._db.execute("SELECT specimen_id, source, note, added FROM specimens WHERE specimen_id = ?", (specimen_id,)).fetchone()
         if row is None:
@@ -280,6 +304,7 @@ class Watchlist:
         query = (side_features(obverse, side="obverse"), side_features(reverse, side="reverse"))
         return self.match_features(query, top_k=top_k)
 
+    @_locked
     def match_features(self, query: tuple[SideFeatures, SideFeatures], *, top_k: int = 3) -> list[WatchlistMatch]:
         """:meth:`match` for already computed (obverse, reverse) features.
 
@@ -288,6 +313,13 @@ class Watchlist:
         the best ``verified`` get the full geometric verification.
         """
         labels, similarities = self._index.search(specimen_vector(*query), self.candidates)
+        return self.verify_candidates(query, labels, similarities, top_k=top_k)
+
+    @_locked
+    def verify_candidates(
+        self, query: tuple[SideFeatures, SideFeatures], labels: np.ndarray, similarities: np.ndarray, *, top_k: int = 3
+    ) -> list[WatchlistMatch]:
+        """Stages 2 and 3 of :meth:`match_features` on (K,) index labels and similarities."""
         if len(labels) == 0:
             return []
         similarity = dict(zip(labels.tolist(), similarities.tolist(), strict=True))

@@ -53,16 +53,22 @@ def error_record(item, *, kind: str, message: str, model_version: str | None) ->
 
 
 def identification_record(item, *, mode: str, candidates: list[dict], model_version: str, unknown: bool = False,
-                          open_set_score: float | None = None) -> dict:
+                          open_set_score: float | None = None, watchlist_matches: list[dict] | None = None) -> dict:
     """The line of an identified coin.
 
     Args:
         candidates: best first, each ``{"ric", "emperor", "score", "p_ric", "p_emperor"}``
             (rank is added here; None for a probability of a side that was not given).
         unknown, open_set_score: the open-set decision (``Identification.unknown`` / ``.open_set_score``).
+        watchlist_matches: through a server with a watchlist (``serve --watchlist``), its
+            matches ``{"specimen_id", "verdict", "obverse_inliers", "reverse_inliers"}``; the
+            key is left out when None.
     """
     ranked = [{"rank": rank, **candidate} for rank, candidate in enumerate(candidates, start=1)]
     top = ranked[0]
-    return {**_base(item, model_version), "mode": mode, "unknown": bool(unknown), "open_set_score": open_set_score,
-            "emperor": top["emperor"], "ric": top["ric"],
-            "score": top["score"], "candidates": ranked, "error": None}
+    record = {**_base(item, model_version), "mode": mode, "unknown": bool(unknown), "open_set_score": open_set_score,
+              "emperor": top["emperor"], "ric": top["ric"],
+              "score": top["score"], "candidates": ranked, "error": None}
+    if watchlist_matches is not None:
+        record["watchlist_matches"] = watchlist_matches
+    return record

@@ -52,7 +52,12 @@ def response_record(item: CoinItem, response) -> dict:
     ]
     return identification_record(item, mode=response.mode or "joint", candidates=candidates, model_version=response.model_version,
                                  unknown=response.unknown,
-                                 open_set_score=response.open_set_score if response.HasField("open_set_score") else None)
+                                 open_set_score=response.open_set_score if response.HasField("open_set_score") else None,
+                                 watchlist_matches=[
+                                     {"specimen_id": m.specimen.specimen_id, "verdict": m.verdict,
+                                      "obverse_inliers": m.obverse_inliers, "reverse_inliers": m.reverse_inliers}
+                                     for m in response.watchlist_matches
+                                 ] or None)
 
 
 class RemoteRunner:

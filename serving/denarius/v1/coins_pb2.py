@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from denarius.serving.denarius.v1 import tensor_pb2 as denarius_dot_v1_dot_tensor__pb2
+from denarius.serving.denarius.v1 import watchlist_pb2 as denarius_dot_v1_dot_watchlist__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64\x65narius/v1/coins.proto\x12\x0b\x64\x65narius.v1\x1a\x18\x64\x65narius/v1/tensor.proto\"x\n\x0fIdentifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x07obverse\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07reverse\x18\x03 \x01(\x0cH\x01\x88\x01\x01\x12\r\n\x05top_k\x18\x04 \x01(\rB\n\n\x08_obverseB\n\n\x08_reverse\"\xc4\x01\n\tCandidate\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x0b\n\x03ric\x18\x02 \x01(\t\x12\x0f\n\x07\x65mperor\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x12\n\x05p_ric\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tp_emperor\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x13obverse_description\x18\x07 \x01(\t\x12\x1b\n\x13reverse_description\x18\x08 \x01(\tB\x08\n\x06_p_ricB\x0c\n\n_p_emperor\"\x86\x02\n\x10IdentifyResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\ncandidates\x18\x02 \x03(\x0b\x32\x16.denarius.v1.Candidate\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12#\n\x06timing\x18\x04 \x01(\x0b\x32\x13.denarius.v1.Timing\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.denarius.v1.Error\x12\x0f\n\x07unknown\x18\x08 \x01(\x08\x12\x1b\n\x0eopen_set_score\x18\t \x01(\x01H\x00\x88\x01\x01\x42\x11\n\x0f_open_set_scoreJ\x04\x08\x06\x10\x07\"\'\n\x07Windows\x12\x0c\n\x04size\x18\x01 \x01(\r\x12\x0e\n\x06stride\x18\x02 \x01(\r\"\x1c\n\x0bSuperpixels\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"\x08\n\x06Pixels\"\xce\x03\n\x10LandmarksRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.denarius.v1.Side\x12#\n\x06method\x18\x04 \x01(\x0e\x32\x13.denarius.v1.Method\x12\x14\n\x07\x65psilon\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x15\n\x08sparsity\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\'\n\x07windows\x18\x07 \x01(\x0b\x32\x14.denarius.v1.WindowsH\x00\x12/\n\x0bsuperpixels\x18\x08 \x01(\x0b\x32\x18.denarius.v1.SuperpixelsH\x00\x12%\n\x06pixels\x18\r \x01(\x0b\x32\x13.denarius.v1.PixelsH\x00\x12\x0e\n\x06target\x18\t \x01(\t\x12\x13\n\x0btop_regions\x18\n \x01(\r\x12\x17\n\x0finclude_overlay\x18\x0b \x01(\x08\x12\x16\n\x0emax_iterations\x18\x0c \x01(\r\x12)\n\treference\x18\x0e \x01(\x0e\x32\x16.denarius.v1.ReferenceB\t\n\x07regionsB\n\n\x08_epsilonB\x0b\n\t_sparsity\"L\n\x06Region\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\r\n\x05score\x18\x05 \x01(\x01\"6\n\x10\x43lassProbability\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xfd\x03\n\x11LandmarksResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x07heatmap\x18\x02 \x01(\x0b\x32\x17.denarius.v1.FloatArray\x12$\n\x07regions\x18\x03 \x03(\x0b\x32\x13.denarius.v1.Region\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x13\n\x0bprobability\x18\x05 \x01(\x01\x12\x1f\n\x12masked_probability\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x34\n\rprobabilities\x18\x07 \x03(\x0b\x32\x1d.denarius.v1.ClassProbability\x12\x13\n\x0boverlay_png\x18\x08 \x01(\x0c\x12\x15\n\rmodel_version\x18\t \x01(\t\x12#\n\x06timing\x18\n \x01(\x0b\x32\x13.denarius.v1.Timing\x12#\n\x06method\x18\x0b \x01(\x0e\x32\x13.denarius.v1.Method\x12\x0f\n\x07\x65psilon\x18\x0c \x01(\x01\x12\x12\n\niterations\x18\r \x01(\r\x12\x11\n\tconverged\x18\x0e \x01(\x08\x12\x13\n\x0bregion_kind\x18\x0f \x01(\t\x12\x1b\n\x13\x66orward_equivalents\x18\x10 \x01(\x01\x12\x11\n\treference\x18\x11 \x01(\tB\x15\n\x13_masked_probability\"\x15\n\x13GetModelInfoRequest\"/\n\x0e\x45mperorClasses\x12\x0f\n\x07\x65mperor\x18\x01 \x01(\t\x12\x0c\n\x04rics\x18\x02 \x03(\t\"\xf7\x04\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\x05\x12\x10\n\x08\x65mperors\x18\x04 \x03(\t\x12\x0c\n\x04rics\x18\x05 \x03(\t\x12.\n\thierarchy\x18\x06 \x03(\x0b\x32\x1b.denarius.v1.EmperorClasses\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x11\n\tprecision\x18\x08 \x01(\t\x12\x12\n\ninput_size\x18\t \x01(\r\x12\x12\n\nmax_pixels\x18\n \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x0b \x01(\x04\x12\x11\n\tmax_batch\x18\x0c \x01(\r\x12\x15\n\rstream_window\x18\r \x01(\r\x12\x16\n\x0eserver_version\x18\x0e \x01(\t\x12\x34\n\x07metrics\x18\x0f \x03(\x0b\x32#.denarius.v1.ModelInfo.MetricsEntry\x12\x12\n\ncalibrated\x18\x10 \x01(\x08\x12>\n\x0ctemperatures\x18\x11 \x03(\x0b\x32(.denarius.v1.ModelInfo.TemperaturesEntry\x12\x16\n\x0eopen_set_score\x18\x12 \x01(\t\x12\x1a\n\x12open_set_threshold\x18\x13 \x01(\x01\x12\x14\n\x0copen_set_far\x18\x14 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11TemperaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*6\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0b\n\x07OBVERSE\x10\x01\x12\x0b\n\x07REVERSE\x10\x02*L\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\r\n\tOPTIMIZED\x10\x01\x12\r\n\tOCCLUSION\x10\x02\x12\x0c\n\x08SALIENCY\x10\x03*O\n\tReference\x12\x19\n\x15REFERENCE_UNSPECIFIED\x10\x00\x12\x12\n\x0eREFERENCE_BLUR\x10\x01\x12\x13\n\x0fREFERENCE_BLACK\x10\x02\x32\xbf\x02\n\x0b\x43oinService\x12G\n\x08Identify\x12\x1c.denarius.v1.IdentifyRequest\x1a\x1d.denarius.v1.IdentifyResponse\x12Q\n\x0eIdentifyStream\x12\x1c.denarius.v1.IdentifyRequest\x1a\x1d.denarius.v1.IdentifyResponse(\x01\x30\x01\x12J\n\tLandmarks\x12\x1d.denarius.v1.LandmarksRequest\x1a\x1e.denarius.v1.LandmarksResponse\x12H\n\x0cGetModelInfo\x12 .denarius.v1.GetModelInfoRequest\x1a\x16.denarius.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64\x65narius/v1/coins.proto\x12\x0b\x64\x65narius.v1\x1a\x18\x64\x65narius/v1/tensor.proto\x1a\x1b\x64\x65narius/v1/watchlist.proto\"x\n\x0fIdentifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x07obverse\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07reverse\x18\x03 \x01(\x0cH\x01\x88\x01\x01\x12\r\n\x05top_k\x18\x04 \x01(\rB\n\n\x08_obverseB\n\n\x08_reverse\"\xc4\x01\n\tCandidate\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x0b\n\x03ric\x18\x02 \x01(\t\x12\x0f\n\x07\x65mperor\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x12\n\x05p_ric\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tp_emperor\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x13obverse_description\x18\x07 \x01(\t\x12\x1b\n\x13reverse_description\x18\x08 \x01(\tB\x08\n\x06_p_ricB\x0c\n\n_p_emperor\"\xbe\x02\n\x10IdentifyResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\ncandidates\x18\x02 \x03(\x0b\x32\x16.denarius.v1.Candidate\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12#\n\x06timing\x18\x04 \x01(\x0b\x32\x13.denarius.v1.Timing\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.denarius.v1.Error\x12\x0f\n\x07unknown\x18\x08 \x01(\x08\x12\x1b\n\x0eopen_set_score\x18\t \x01(\x01H\x00\x88\x01\x01\x12\x36\n\x11watchlist_matches\x18\n \x03(\x0b\x32\x1b.denarius.v1.WatchlistMatchB\x11\n\x0f_open_set_scoreJ\x04\x08\x06\x10\x07\"\'\n\x07Windows\x12\x0c\n\x04size\x18\x01 \x01(\r\x12\x0e\n\x06stride\x18\x02 \x01(\r\"\x1c\n\x0bSuperpixels\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"\x08\n\x06Pixels\"\xce\x03\n\x10LandmarksRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.denarius.v1.Side\x12#\n\x06method\x18\x04 \x01(\x0e\x32\x13.denarius.v1.Method\x12\x14\n\x07\x65psilon\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x15\n\x08sparsity\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\'\n\x07windows\x18\x07 \x01(\x0b\x32\x14.denarius.v1.WindowsH\x00\x12/\n\x0bsuperpixels\x18\x08 \x01(\x0b\x32\x18.denarius.v1.SuperpixelsH\x00\x12%\n\x06pixels\x18\r \x01(\x0b\x32\x13.denarius.v1.PixelsH\x00\x12\x0e\n\x06target\x18\t \x01(\t\x12\x13\n\x0btop_regions\x18\n \x01(\r\x12\x17\n\x0finclude_overlay\x18\x0b \x01(\x08\x12\x16\n\x0emax_iterations\x18\x0c \x01(\r\x12)\n\treference\x18\x0e \x01(\x0e\x32\x16.denarius.v1.ReferenceB\t\n\x07regionsB\n\n\x08_epsilonB\x0b\n\t_sparsity\"L\n\x06Region\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\r\n\x05score\x18\x05 \x01(\x01\"6\n\x10\x43lassProbability\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xfd\x03\n\x11LandmarksResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x07heatmap\x18\x02 \x01(\x0b\x32\x17.denarius.v1.FloatArray\x12$\n\x07regions\x18\x03 \x03(\x0b\x32\x13.denarius.v1.Region\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x13\n\x0bprobability\x18\x05 \x01(\x01\x12\x1f\n\x12masked_probability\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x34\n\rprobabilities\x18\x07 \x03(\x0b\x32\x1d.denarius.v1.ClassProbability\x12\x13\n\x0boverlay_png\x18\x08 \x01(\x0c\x12\x15\n\rmodel_version\x18\t \x01(\t\x12#\n\x06timing\x18\n \x01(\x0b\x32\x13.denarius.v1.Timing\x12#\n\x06method\x18\x0b \x01(\x0e\x32\x13.denarius.v1.Method\x12\x0f\n\x07\x65psilon\x18\x0c \x01(\x01\x12\x12\n\niterations\x18\r \x01(\r\x12\x11\n\tconverged\x18\x0e \x01(\x08\x12\x13\n\x0bregion_kind\x18\x0f \x01(\t\x12\x1b\n\x13\x66orward_equivalents\x18\x10 \x01(\x01\x12\x11\n\treference\x18\x11 \x01(\tB\x15\n\x13_masked_probability\"\x15\n\x13GetModelInfoRequest\"/\n\x0e\x45mperorClasses\x12\x0f\n\x07\x65mperor\x18\x01 \x01(\t\x12\x0c\n\x04rics\x18\x02 \x03(\t\"\xf7\x04\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\x05\x12\x10\n\x08\x65mperors\x18\x04 \x03(\t\x12\x0c\n\x04rics\x18\x05 \x03(\t\x12.\n\thierarchy\x18\x06 \x03(\x0b\x32\x1b.denarius.v1.EmperorClasses\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x11\n\tprecision\x18\x08 \x01(\t\x12\x12\n\ninput_size\x18\t \x01(\r\x12\x12\n\nmax_pixels\x18\n \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x0b \x01(\x04\x12\x11\n\tmax_batch\x18\x0c \x01(\r\x12\x15\n\rstream_window\x18\r \x01(\r\x12\x16\n\x0eserver_version\x18\x0e \x01(\t\x12\x34\n\x07metrics\x18\x0f \x03(\x0b\x32#.denarius.v1.ModelInfo.MetricsEntry\x12\x12\n\ncalibrated\x18\x10 \x01(\x08\x12>\n\x0ctemperatures\x18\x11 \x03(\x0b\x32(.denarius.v1.ModelInfo.TemperaturesEntry\x12\x16\n\x0eopen_set_score\x18\x12 \x01(\t\x12\x1a\n\x12open_set_threshold\x18\x13 \x01(\x01\x12\x14\n\x0copen_set_far\x18\x14 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11TemperaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*6\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0b\n\x07OBVERSE\x10\x01\x12\x0b\n\x07REVERSE\x10\x02*L\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\r\n\tOPTIMIZED\x10\x01\x12\r\n\tOCCLUSION\x10\x02\x12\x0c\n\x08SALIENCY\x10\x03*O\n\tReference\x12\x19\n\x15REFERENCE_UNSPECIFIED\x10\x00\x12\x12\n\x0eREFERENCE_BLUR\x10\x01\x12\x13\n\x0fREFERENCE_BLACK\x10\x02\x32\xbf\x02\n\x0b\x43oinService\x12G\n\x08Identify\x12\x1c.denarius.v1.IdentifyRequest\x1a\x1d.denarius.v1.IdentifyResponse\x12Q\n\x0eIdentifyStream\x12\x1c.denarius.v1.IdentifyRequest\x1a\x1d.denarius.v1.IdentifyResponse(\x01\x30\x01\x12J\n\tLandmarks\x12\x1d.denarius.v1.LandmarksRequest\x1a\x1e.denarius.v1.LandmarksResponse\x12H\n\x0cGetModelInfo\x12 .denarius.v1.GetModelInfoRequest\x1a\x16.denarius.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,42 +37,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFO_TEMPERATURESENTRY']._loaded_options = None
   _globals['_MODELINFO_TEMPERATURESENTRY']._serialized_options = b'8\001'
-  _globals['_SIDE']._serialized_start=2550
-  _globals['_SIDE']._serialized_end=2604
-  _globals['_METHOD']._serialized_start=2606
-  _globals['_METHOD']._serialized_end=2682
-  _globals['_REFERENCE']._serialized_start=2684
-  _globals['_REFERENCE']._serialized_end=2763
-  _globals['_IDENTIFYREQUEST']._serialized_start=66
-  _globals['_IDENTIFYREQUEST']._serialized_end=186
-  _globals['_CANDIDATE']._serialized_start=189
-  _globals['_CANDIDATE']._serialized_end=385
-  _globals['_IDENTIFYRESPONSE']._serialized_start=388
-  _globals['_IDENTIFYRESPONSE']._serialized_end=650
-  _globals['_WINDOWS']._serialized_start=652
-  _globals['_WINDOWS']._serialized_end=691
-  _globals['_SUPERPIXELS']._serialized_start=693
-  _globals['_SUPERPIXELS']._serialized_end=721
-  _globals['_PIXELS']._serialized_start=723
-  _globals['_PIXELS']._serialized_end=731
-  _globals['_LANDMARKSREQUEST']._serialized_start=734
-  _globals['_LANDMARKSREQUEST']._serialized_end=1196
-  _globals['_REGION']._serialized_start=1198
-  _globals['_REGION']._serialized_end=1274
-  _globals['_CLASSPROBABILITY']._serialized_start=1276
-  _globals['_CLASSPROBABILITY']._serialized_end=1330
-  _globals['_LANDMARKSRESPONSE']._serialized_start=1333
-  _globals['_LANDMARKSRESPONSE']._serialized_end=1842
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1844
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1865
-  _globals['_EMPERORCLASSES']._serialized_start=1867
-  _globals['_EMPERORCLASSES']._serialized_end=1914
-  _globals['_MODELINFO']._serialized_start=1917
-  _globals['_MODELINFO']._serialized_end=2548
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=2449
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=2495
-  _globals['_MODELINFO_TEMPERATURESENTRY']._serialized_start=2497
-  _globals['_MODELINFO_TEMPERATURESENTRY']._serialized_end=2548
-  _globals['_COINSERVICE']._serialized_start=2766
-  _globals['_COINSERVICE']._serialized_end=3085
+  _globals['_SIDE']._serialized_start=2635
+  _globals['_SIDE']._serialized_end=2689
+  _globals['_METHOD']._serialized_start=2691
+  _globals['_METHOD']._serialized_end=2767
+  _globals['_REFERENCE']._serialized_start=2769
+  _globals['_REFERENCE']._serialized_end=2848
+  _globals['_IDENTIFYREQUEST']._serialized_start=95
+  _globals['_IDENTIFYREQUEST']._serialized_end=215
+  _globals['_CANDIDATE']._serialized_start=218
+  _globals['_CANDIDATE']._serialized_end=414
+  _globals['_IDENTIFYRESPONSE']._serialized_start=417
+  _globals['_IDENTIFYRESPONSE']._serialized_end=735
+  _globals['_WINDOWS']._serialized_start=737
+  _globals['_WINDOWS']._serialized_end=776
+  _globals['_SUPERPIXELS']._serialized_start=778
+  _globals['_SUPERPIXELS']._serialized_end=806
+  _globals['_PIXELS']._serialized_start=808
+  _globals['_PIXELS']._serialized_end=816
+  _globals['_LANDMARKSREQUEST']._serialized_start=819
+  _globals['_LANDMARKSREQUEST']._serialized_end=1281
+  _globals['_REGION']._serialized_start=1283
+  _globals['_REGION']._serialized_end=1359
+  _globals['_CLASSPROBABILITY']._serialized_start=1361
+  _globals['_CLASSPROBABILITY']._serialized_end=1415
+  _globals['_LANDMARKSRESPONSE']._serialized_start=1418
+  _globals['_LANDMARKSRESPONSE']._serialized_end=1927
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1929
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1950
+  _globals['_EMPERORCLASSES']._serialized_start=1952
+  _globals['_EMPERORCLASSES']._serialized_end=1999
+  _globals['_MODELINFO']._serialized_start=2002
+  _globals['_MODELINFO']._serialized_end=2633
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=2534
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=2580
+  _globals['_MODELINFO_TEMPERATURESENTRY']._serialized_start=2582
+  _globals['_MODELINFO_TEMPERATURESENTRY']._serialized_end=2633
+  _globals['_COINSERVICE']._serialized_start=2851
+  _globals['_COINSERVICE']._serialized_end=3170
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from denarius.serving.denarius.v1 import tensor_pb2 as _tensor_pb2
+from denarius.serving.denarius.v1 import watchlist_pb2 as _watchlist_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -70,7 +71,7 @@ class Candidate(_message.Message):
     def __init__(self, rank: _Optional[int] = ..., ric: _Optional[str] = ..., emperor: _Optional[str] = ..., score: _Optional[float] = ..., p_ric: _Optional[float] = ..., p_emperor: _Optional[float] = ..., obverse_description: _Optional[str] = ..., reverse_description: _Optional[str] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
-    __slots__ = ("request_id", "candidates", "model_version", "timing", "mode", "error", "unknown", "open_set_score")
+    __slots__ = ("request_id", "candidates", "model_version", "timing", "mode", "error", "unknown", "open_set_score", "watchlist_matches")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +80,7 @@ class IdentifyResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     OPEN_SET_SCORE_FIELD_NUMBER: _ClassVar[int]
+    WATCHLIST_MATCHES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     model_version: str
@@ -87,7 +89,8 @@ class IdentifyResponse(_message.Message):
     error: _tensor_pb2.Error
     unknown: bool
     open_set_score: float
-    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., timing: _Optional[_Union[_tensor_pb2.Timing, _Mapping]] = ..., mode: _Optional[str] = ..., error: _Optional[_Union[_tensor_pb2.Error, _Mapping]] = ..., unknown: _Optional[bool] = ..., open_set_score: _Optional[float] = ...) -> None: ...
+    watchlist_matches: _containers.RepeatedCompositeFieldContainer[_watchlist_pb2.WatchlistMatch]
+    def __init__(self, request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., timing: _Optional[_Union[_tensor_pb2.Timing, _Mapping]] = ..., mode: _Optional[str] = ..., error: _Optional[_Union[_tensor_pb2.Error, _Mapping]] = ..., unknown: _Optional[bool] = ..., open_set_score: _Optional[float] = ..., watchlist_matches: _Optional[_Iterable[_Union[_watchlist_pb2.WatchlistMatch, _Mapping]]] = ...) -> None: ...
 
 class Windows(_message.Message):
     __slots__ = ("size", "stride")
