@@ -48,17 +48,18 @@ def test_a_rephotographed_specimen_is_found_among_die_mates(tmp_path, specimens,
         for row in _listing(rows):
             watchlist.add_features(row["specimen_id"], features[row["coin_id"]], source="test")
         assert len(watchlist) == 12
-        found, wrong = 0, []
+        first, same, wrong = 0, 0, []
         for row in (r for r in rows if r["photo"] == "1"):
             matches = watchlist.match_features(features[row["coin_id"]])
             top = matches[0] if matches else None
-            if top and top.verdict == SAME_SPECIMEN:
-                if top.specimen.specimen_id == row["specimen_id"]:
-                    found += 1
-                else:
-                    wrong.append((row["specimen_id"], top.specimen.specimen_id))
-        # the bench measures the rate (docs/watchlist/README.md); 8 photos of 256 px here
-        assert found >= 5, f"only {found} of 8 re-photographs found"
+            if top and top.specimen.specimen_id == row["specimen_id"]:
+                first += 1
+                same += top.verdict == SAME_SPECIMEN
+            elif top and top.verdict == SAME_SPECIMEN:
+                wrong.append((row["specimen_id"], top.specimen.specimen_id))
+        # the bench measures the rates (docs/watchlist/README.md); 8 photos of 256 px here
+        assert first >= 6, f"the re-photographed specimen came first for only {first} of 8"
+        assert same >= 2, f"only {same} of 8 verified as the same specimen"
         assert not wrong, f"another specimen taken for the one photographed: {wrong}"
 
 
