@@ -76,7 +76,8 @@ class Engine:
 
     Args:
         bundle: a loaded ``Bundle`` or the path of a bundle folder.
-        backend: "auto" (tensorrt > ort-cuda > ort-cpu), "ort-cpu", "ort-cuda", "tensorrt".
+        backend: "auto" (tensorrt > ort-cuda > openvino for INT8 bundles > ort-cpu), "ort-cpu",
+            "openvino", "ort-cuda", "tensorrt".
         precision: None for the backend's default (ort-cpu: int8 when the bundle's INT8
             variant agrees with fp32 on >= 98% of top-1s, else fp32), or "fp32"/"fp16"/"int8".
         max_batch: coins per inference batch (``identify`` chunks; the batcher's cap).

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the response as JSON instead of a table")
     add_connection_arguments(parser)
     local = parser.add_argument_group("in-process (with --bundle)")
-    local.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or tensorrt")
+    local.add_argument("--backend", default="auto", help="auto, ort-cpu, openvino, ort-cuda or tensorrt")
     local.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "int8"))
 
 

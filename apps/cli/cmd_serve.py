@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     auth.add_argument("--token-file", type=Path, help="file of accepted bearer tokens, one per line")
     auth.add_argument("--token-env", metavar="VAR", help="environment variable of comma-separated bearer tokens")
     run = parser.add_argument_group("runtime")
-    run.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or tensorrt (default auto)")
+    run.add_argument("--backend", default="auto", help="auto, ort-cpu, openvino, ort-cuda or tensorrt (default auto)")
     run.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "int8"),
                      help="default auto: the backend's choice (ort-cpu: int8 when it agrees with fp32)")
     run.add_argument("--max-batch", type=int, default=16, help="largest dynamic batch (default 16)")

@@ -1,7 +1,7 @@
 """Inference backends behind one small interface (see ``engine/backends/base.py``).
 
-``open_backend(bundle, backend="auto")`` picks tensorrt > ort-cuda > ort-cpu. The GPU
-backends import onnxruntime-gpu / tensorrt / pycuda only when opened.
+``open_backend(bundle, backend="auto")`` picks tensorrt > ort-cuda > openvino (INT8 bundles
+only) > ort-cpu. The GPU backends and openvino import their libraries only when opened.
 """
 
 from denarius.engine.backends.base import Backend, GraphFile, cpu_model_name, physical_cores

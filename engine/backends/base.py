@@ -130,7 +130,7 @@ class Backend:
     """Base class: validation, batch splitting and the lifecycle; subclasses run graphs.
 
     Attributes:
-        name: "ort-cpu", "ort-cuda" or "tensorrt".
+        name: "ort-cpu", "openvino", "ort-cuda" or "tensorrt".
         precision: "fp32", "fp16" or "int8" (what the opened graphs compute in).
         max_batch: largest batch one call to ``_infer`` receives; ``infer`` splits larger ones.
         graphs: the names of the opened graphs, e.g. ("emperor", "ric").

@@ -1,12 +1,15 @@
 """Choosing and opening a backend for a bundle.
 
 ``open_backend(bundle)`` picks the best backend this machine can run, tensorrt > ort-cuda >
-ort-cpu, logs the choice and why the better ones were skipped, and opens the bundle's two
-classifiers at the backend's default precision:
+openvino > ort-cpu, logs the choice and why the better ones were skipped, and opens the
+bundle's two classifiers at the backend's default precision:
 
 - ort-cpu: ``int8`` when the bundle has an INT8 variant of both models whose recorded top-1
   agreement with fp32 is >= 0.98 (``ModelInfo.agreement["int8"]["top1_agreement"]``), else fp32;
   ort-cpu runs the "int8-cpu" file (uint8 activations) for int8 when the bundle has it;
+- openvino: the same rule and the same files; ``auto`` takes it only when that rule gives
+  ``int8`` (OpenVINO ran INT8 faster than onnxruntime here, fp32 not: see
+  ``engine/backends/openvino.py``) and never for gradient graphs;
 - ort-cuda: ``fp16`` under the same rule for the fp16 variant, else fp32;
 - tensorrt: whatever precision the plans were built with (read from the plan file name,
   ``*.fp16.plan`` / ``*.int8.plan`` / ``*.fp32.plan``; fp16 when it does not say).
@@ -27,10 +30,11 @@ __all__ = ["BACKENDS", "AGREEMENT_THRESHOLD", "available_backends", "backend_sta
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("tensorrt", "ort-cuda", "ort-cpu")  # preference order of backend="auto"
+BACKENDS = ("tensorrt", "ort-cuda", "openvino", "ort-cpu")  # preference order of backend="auto"
 AGREEMENT_THRESHOLD = 0.98
 CLASSIFIERS = ("emperor", "ric")
-_SUPPORTED = {"ort-cpu": ("fp32", "int8", "fp16"), "ort-cuda": ("fp32", "fp16"), "tensorrt": PRECISIONS}
+_SUPPORTED = {"ort-cpu": ("fp32", "int8", "fp16"), "ort-cuda": ("fp32", "fp16"), "openvino": ("fp32", "int8"), "tensorrt": PRECISIONS}
+_CPU_FILES = ("ort-cpu", "openvino")  # backends that run the "int8-cpu" file for int8
 
 
 def backend_status(bundle=None, *, device_id: int = 0) -> dict[str, str | None]:
@@ -57,6 +61,9 @@ def backend_status(bundle=None, *, device_id: int = 0) -> dict[str, str | None]:
     status["ort-cuda"] = None if cuda_provider_available() else (
         "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu: pip install 'denarius[gpu]')"
     )
+    from denarius.engine.backends.openvino import openvino_available
+
+    status["openvino"] = openvino_available()[1]
     try:
         import onnxruntime  # noqa: F401
 
@@ -79,9 +86,9 @@ def _agreement(bundle, model: str, variant: str) -> float | None:
 
 
 def file_variant(bundle, backend: str, model: str, precision: str) -> str:
-    """The bundle file variant ``backend`` runs for ``precision``: on ort-cpu, int8 means the
-    "int8-cpu" file (uint8 activations, faster on x86) when the bundle has one."""
-    if backend == "ort-cpu" and precision == "int8" and bundle.has(model, "int8-cpu"):
+    """The bundle file variant ``backend`` runs for ``precision``: on ort-cpu and openvino, int8
+    means the "int8-cpu" file (uint8 activations, faster on x86) when the bundle has one."""
+    if backend in _CPU_FILES and precision == "int8" and bundle.has(model, "int8-cpu"):
         return "int8-cpu"
     return precision
 
@@ -90,7 +97,7 @@ def default_precision(bundle, backend: str) -> str:
     """The precision ``backend`` uses for ``bundle`` when none is asked for (module docstring)."""
     if backend == "tensorrt":
         return _plan_precision(bundle, None)
-    reduced = {"ort-cpu": "int8", "ort-cuda": "fp16"}[backend]
+    reduced = {"ort-cpu": "int8", "openvino": "int8", "ort-cuda": "fp16"}[backend]
     variants = {m: file_variant(bundle, backend, m, reduced) for m in CLASSIFIERS}
     agreements = [_agreement(bundle, m, variants[m]) if bundle.has(m, variants[m]) else None for m in CLASSIFIERS]
     if all(a is not None and a >= AGREEMENT_THRESHOLD for a in agreements):
@@ -128,12 +135,12 @@ def open_backend(
 
     Args:
         bundle: an ``denarius.engine.bundle.Bundle``.
-        backend: "auto", "tensorrt", "ort-cuda" or "ort-cpu".
+        backend: "auto", "tensorrt", "ort-cuda", "openvino" or "ort-cpu".
         precision: None for the backend's default (module docstring), or "fp32"/"fp16"/"int8".
         graphs: which graphs to open: "emperor", "ric", and the gradient graphs
             "emperor.grad" / "ric.grad" (always fp32, onnxruntime only, use ``Backend.run``).
+        threads: ort-cpu intra-op threads / openvino inference threads (default: physical cores).
         max_batch: the backend splits larger ``infer`` calls.
-        threads: ort-cpu intra-op threads (default: physical cores).
         device_id: CUDA device of the GPU backends.
     Raises:
         ConfigError: unknown backend/precision/graph name (valid choices listed).
@@ -153,25 +160,24 @@ def open_backend(
     available = [name for name, reason in status.items() if reason is None]
 
     if backend == "auto":
-        chosen = None
+        chosen, skipped = None, {}
         for name in BACKENDS:
-            if status[name] is not None:
-                logger.debug("backend auto: skipping %s: %s", name, status[name])
-                continue
-            if name == "tensorrt" and gradients:
-                logger.debug("backend auto: skipping tensorrt: gradient graphs run on onnxruntime only")
-                continue
-            if precision is not None and precision not in _SUPPORTED[name]:
-                logger.debug("backend auto: skipping %s: it does not run %s", name, precision)
-                continue
-            if name == "tensorrt" and precision is not None and precision != _trt_precision(bundle, device_id):
-                logger.debug("backend auto: skipping tensorrt: its plans are not %s", precision)
-                continue
-            chosen = name
-            break
+            reason = status[name]
+            if reason is None and name in ("tensorrt", "openvino") and gradients:
+                reason = "gradient graphs run on onnxruntime only"
+            if reason is None and precision is not None and precision not in _SUPPORTED[name]:
+                reason = f"it does not run {precision}"
+            if reason is None and name == "tensorrt" and precision is not None and precision != _trt_precision(bundle, device_id):
+                reason = f"its plans are not {precision}"
+            if reason is None and name == "openvino" and (precision or default_precision(bundle, name)) != "int8":
+                reason = f"it is chosen for int8 only (onnxruntime ran fp32 as fast here); this bundle runs {precision or 'fp32'}"
+            if reason is None:
+                chosen = name
+                break
+            logger.debug("backend auto: skipping %s: %s", name, reason)
+            skipped[name] = reason
         if chosen is None:
             raise BackendUnavailable(f"no backend can run precision {precision!r} here; available: {available}; reasons: {status}")
-        skipped = {n: status[n] for n in BACKENDS[: BACKENDS.index(chosen)]}
         logger.info("backend auto: chose %s%s", chosen, f" (skipped: {skipped})" if skipped else "")
         backend = chosen
     elif status[backend] is not None:
@@ -183,9 +189,9 @@ def open_backend(
     elif precision not in _SUPPORTED[backend]:
         raise ConfigError(f"backend {backend} does not run {precision}; it runs {list(_SUPPORTED[backend])}")
 
+    if backend in ("tensorrt", "openvino") and gradients:
+        raise ConfigError("gradient graphs run on onnxruntime only; open them with backend='ort-cpu' or 'ort-cuda'")
     if backend == "tensorrt":
-        if gradients:
-            raise ConfigError("gradient graphs run on onnxruntime only; open them with backend='ort-cpu' or 'ort-cuda'")
         from denarius.engine.backends.tensorrt import TensorRTBackend, plan_key
 
         built = _trt_precision(bundle, device_id)
@@ -199,6 +205,10 @@ def open_backend(
     for graph in graphs:
         model, _, grad = graph.partition(".")
         files[graph] = _graph_file(bundle, graph, bundle.file(model, "grad" if grad else file_variant(bundle, backend, model, precision)))
+    if backend == "openvino":
+        from denarius.engine.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(files, precision=precision, max_batch=max_batch, threads=threads)
     if backend == "ort-cuda":
         from denarius.engine.backends.ort_cuda import OrtCudaBackend
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from denarius.engine.backends import available_backends, backend_status, open_backend, physical_cores
+from denarius.engine.backends import available_backends, backend_status, default_precision, open_backend, physical_cores
 from denarius.engine.backends.ort_cpu import OrtCpuBackend
 from denarius.engine.bundle import load_bundle
 from denarius.engine.errors import BackendUnavailable, BundleError, ConfigError, DenariusError, InputError
@@ -36,12 +36,16 @@ def reference_logits(bundle, model, images):
 def test_auto_picks_the_best_available_and_logs_why(bundle, caplog):
     with caplog.at_level(logging.INFO, logger="denarius.engine.backends.registry"):
         backend = open_backend(bundle)
+    # the best available, openvino only for a bundle that runs int8 (this one: fp32)
+    expected = next(n for n in available_backends(bundle) if n != "openvino" or default_precision(bundle, n) == "int8")
     with backend:
-        assert backend.name == available_backends(bundle)[0]
+        assert backend.name == expected
         assert backend.graphs == ("emperor", "ric")
     assert f"chose {backend.name}" in caplog.text
     if backend.name == "ort-cpu":
         assert "tensorrt" in caplog.text and "ort-cuda" in caplog.text  # the skipped ones, with reasons
+        if backend_status(bundle)["openvino"] is None:
+            assert "int8 only" in caplog.text
 
 
 def test_unknown_and_unavailable_backends_say_what_exists(bundle):
@@ -211,3 +215,37 @@ def test_tensorrt_plan_for_this_gpu(bundle, images):
     with open_backend(bundle, "tensorrt") as backend:
         for model in ("emperor", "ric"):
             np.testing.assert_allclose(backend.infer(model, images), reference_logits(bundle, model, images), atol=5e-2)
+
+
+def test_openvino_matches_onnxruntime_and_refuses_gradient_graphs(bundle, images):
+    if backend_status(bundle)["openvino"] is not None:
+        pytest.skip(backend_status(bundle)["openvino"])
+    with open_backend(bundle, "openvino", "fp32", max_batch=2) as backend:
+        assert backend.name == "openvino" and backend.precision == "fp32"
+        for model in ("emperor", "ric"):
+            logits = backend.infer(model, images)  # 5 images, split into batches of 2
+            expected = reference_logits(bundle, model, images)
+            assert logits.shape == expected.shape and logits.dtype == np.float32
+            assert np.max(np.abs(logits - expected)) <= 1e-4 * np.max(np.abs(expected))
+            snapshot = logits.copy()
+            backend.infer(model, np.ascontiguousarray(images[::-1]))
+            assert np.array_equal(logits, snapshot)  # the caller's array, not the request's output buffer
+        with pytest.raises(InputError, match="shape"):
+            backend.infer("emperor", images[:, :, :8])
+    with pytest.raises(ConfigError, match="onnxruntime only"):
+        open_backend(bundle, "openvino", graphs=("ric", "ric.grad"))
+    with pytest.raises(ConfigError, match="does not run fp16"):
+        open_backend(bundle, "openvino", "fp16")
+
+
+def test_openvino_is_safe_from_several_threads(bundle, images):
+    if backend_status(bundle)["openvino"] is not None:
+        pytest.skip(backend_status(bundle)["openvino"])
+    from concurrent.futures import ThreadPoolExecutor
+
+    with open_backend(bundle, "openvino", "fp32") as backend:
+        expected = backend.infer("ric", images)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: backend.infer("ric", images), range(16)))
+    for result in results:
+        np.testing.assert_allclose(result, expected, atol=1e-5)

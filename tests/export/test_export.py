@@ -360,3 +360,24 @@ def test_held_out_coins_sharing_an_image_with_training_are_dropped(tmp_path):
     kept, dropped = drop_training_images(read_manifest(tmp_path / "held" / "manifest.csv"),
                                          read_manifest(tmp_path / "train" / "manifest.csv"))
     assert [r.coin_id for r in kept] == ["h1"] and dropped == 1
+
+
+def test_auto_runs_an_int8_bundle_on_openvino_when_its_agreement_allows(bundle):
+    """The engine's INT8 rule decides for OpenVINO too; its INT8 top-1s agree with onnxruntime's."""
+    from denarius.engine.backends import backend_status, default_precision, open_backend
+
+    loaded = load_bundle(bundle)
+    if backend_status(loaded)["openvino"] is not None:
+        pytest.skip(backend_status(loaded)["openvino"])
+    images = _photos(loaded.preprocess, count=10)
+    with open_backend(loaded, "openvino", "int8") as openvino, open_backend(loaded, "ort-cpu", "int8") as ort_int8:
+        for task in ("emperor", "ric"):
+            agree = np.mean(openvino.infer(task, images).argmax(1) == ort_int8.infer(task, images).argmax(1))
+            assert agree >= 0.9, (task, agree)
+    with open_backend(loaded) as chosen:
+        if default_precision(loaded, "openvino") == "int8":
+            assert (chosen.name, chosen.precision) == ("openvino", "int8")
+        else:
+            assert chosen.name == "ort-cpu"
+    with open_backend(loaded, precision="fp32") as fp32:
+        assert fp32.name == "ort-cpu"
