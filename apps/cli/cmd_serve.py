@@ -140,4 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if config.grace_s < config.landmark_timeout_s:
         log.warning("--grace %g s is below --landmark-timeout %g s: a SIGTERM may cut admitted landmark searches",
                     config.grace_s, config.landmark_timeout_s)
+    if config.backend in ("auto", "openvino"):
+        from denarius.engine.backends.openvino import preload_openvino
+
+        preload_openvino()  # before gRPC's threads start (see preload_openvino)
     return serve(config)

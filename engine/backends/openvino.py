@@ -21,6 +21,7 @@ openvino is imported inside the constructor: importing this module costs nothing
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 from collections.abc import Mapping
@@ -30,18 +31,27 @@ import numpy as np
 from denarius.engine.backends.base import Backend, GraphFile, physical_cores
 from denarius.engine.errors import BackendUnavailable, BundleError
 
-__all__ = ["OpenVinoBackend", "openvino_available"]
+__all__ = ["OpenVinoBackend", "openvino_available", "preload_openvino"]
 
 logger = logging.getLogger(__name__)
 
 
 def openvino_available() -> tuple[bool, str | None]:
-    """(True, None) when openvino imports, else (False, why)."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError as error:
-        return False, f"openvino is not installed ({error}); pip install 'denarius[openvino]'"
+    """(True, None) when openvino is installed, else (False, why). Finds it without importing it."""
+    if importlib.util.find_spec("openvino") is None:
+        return False, "openvino is not installed; pip install 'denarius[openvino]'"
     return True, None
+
+
+def preload_openvino() -> None:
+    """Import openvino now if it is installed.
+
+    Its import runs a helper process (a fork); in a process whose gRPC threads already run,
+    gRPC then logs a line about skipped fork handlers (plain text, even with
+    ``--log-format json``). A server that may open this backend imports it before gRPC starts.
+    """
+    if openvino_available()[0]:
+        import openvino  # noqa: F401
 
 
 class OpenVinoBackend(Backend):
@@ -61,10 +71,10 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, graphs: Mapping[str, GraphFile], *, precision: str = "fp32", max_batch: int = 64, threads: int | None = None):
         super().__init__(graphs, precision=precision, max_batch=max_batch)
-        ok, reason = openvino_available()
-        if not ok:
-            raise BackendUnavailable(reason or "openvino is not installed")
-        import openvino as ov
+        try:
+            import openvino as ov
+        except ImportError as error:
+            raise BackendUnavailable(f"openvino cannot be imported ({error}); pip install 'denarius[openvino]'") from None
 
         self.threads = int(threads or physical_cores())
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32"}

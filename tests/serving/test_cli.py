@@ -114,7 +114,7 @@ def test_version_and_every_subcommand_shows_examples_that_parse(capsys):
         text = capsys.readouterr().out
         assert "examples:\n  denarius " + name in text and "exit status: 0 success" in text, name
         for line in text.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines():
-            argv = shlex.split(line)[1:]
+            argv = shlex.split(line, comments=True)[1:]  # as a shell reads it: a trailing "# ..." is a comment
             assert argv[0] == name
             parser.parse_args(argv)  # an example that does not parse exits 2 here
 

@@ -27,7 +27,12 @@
   async function api(path, options = {}) {
     const response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
     let body = null;
-    try { body = await response.json(); } catch (_) { body = null; }
+    try {
+      body = await response.json();
+    } catch (error) {
+      if (error.name === "AbortError") throw error;  // aborted while the body was read: not an answer
+      body = null;
+    }
     if (!response.ok) {
       const detail = body && body.error ? body.error : null;
       const error = new Error(detail ? detail.message : `the server answered HTTP ${response.status}`);
@@ -357,6 +362,7 @@
     figure.classList.add("busy");
     try {
       const answer = await api("v1/landmarks?heatmap=false", { method: "POST", body: form, signal: controller.signal });
+      if (!answer) throw new Error("the server's answer had no body");
       state.cache.set(key, answer);
       if (state.pending[side] === controller) showLandmarks(figure, answer, method, epsilon);
     } catch (error) {
