@@ -348,25 +348,31 @@ def locate_coin(source: Source, spec: PreprocessSpec, *, side: str | None = None
     data = source if isinstance(source, np.ndarray) else read_bytes(source)
     try:
         rgb = decode_image(data, max_pixels=spec.max_pixels, min_side=spec.min_side, keep_side=decode_side(spec))
-        disc = coin_mask(rgb, pipeline_version=spec.pipeline_version) if spec.remove_background else None
-        matrix = _square_transform(rgb.shape, disc, spec)
+        matrix, disc = canonical_transform(rgb, spec)
         if spec.pipeline_version >= 2 and matrix[0, 0] > 1.0 and not isinstance(data, np.ndarray):
-            header = read_header(data)
-            factor = max(1, round(header.width / rgb.shape[1]))
-            finer = factor
-            while finer > 1 and matrix[0, 0] * finer / factor > 1.0:
-                finer //= 2
-            if finer < factor:
-                rgb = decode_image(data, max_pixels=spec.max_pixels, min_side=spec.min_side,
-                                   keep_side=min(header.width, header.height) // finer)
-                ratio = rgb.shape[1] / header.width * factor
-                if disc is not None:
-                    disc = CoinDisc(mask=disc.mask, scale=disc.scale / ratio, cx=disc.cx * ratio, cy=disc.cy * ratio,
-                                    radius=disc.radius * ratio)
-                matrix = _square_transform(rgb.shape, disc, spec)
+            rgb, disc, matrix = _decode_finer(data, rgb, disc, matrix, spec)
     except InputError as error:
         raise InputError(error.reason, side=side) from None
     return rgb, disc, matrix
+
+
+def _decode_finer(data: bytes, rgb: np.ndarray, disc: CoinDisc | None, matrix: np.ndarray,
+                  spec: PreprocessSpec) -> tuple[np.ndarray, CoinDisc | None, np.ndarray]:
+    """The JPEG ``data`` decoded again at the coarsest DCT scale that needs no enlarging, when
+    the warp ``matrix`` would enlarge the reduced decode ``rgb``; the disc found is rescaled,
+    not searched again. Returns ``(rgb, disc, matrix)``, the inputs when no finer scale helps."""
+    header = read_header(data)
+    factor = max(1, round(header.width / rgb.shape[1]))  # the DCT scale of the first decode
+    finer = factor
+    while finer > 1 and matrix[0, 0] * finer / factor > 1.0:
+        finer //= 2
+    if finer == factor:
+        return rgb, disc, matrix
+    rgb = decode_image(data, max_pixels=spec.max_pixels, min_side=spec.min_side, keep_side=min(header.width, header.height) // finer)
+    ratio = rgb.shape[1] / header.width * factor
+    if disc is not None:
+        disc = CoinDisc(mask=disc.mask, scale=disc.scale / ratio, cx=disc.cx * ratio, cy=disc.cy * ratio, radius=disc.radius * ratio)
+    return rgb, disc, _square_transform(rgb.shape, disc, spec)
 
 
 def warp_canonical(rgb: np.ndarray, disc: CoinDisc | None, matrix: np.ndarray, side_px: int, offset: int) -> np.ndarray:
@@ -455,8 +461,9 @@ def normalize(images: np.ndarray, spec: PreprocessSpec = PreprocessSpec(), *, ou
     elif out.shape != shape or out.dtype != np.float32:
         raise ConfigError(f"normalize: out must be {shape} float32, got {out.shape} {out.dtype}")
     if images.dtype == np.uint8:
+        table = _lookup_table(spec)
         for channel in range(3):
-            np.take(_lookup_table(spec)[channel], images[..., channel], out=out[..., channel, :, :])
+            np.take(table[channel], images[..., channel], out=out[..., channel, :, :])
     else:
         mean = np.asarray(spec.mean, np.float32)
         inv_std = np.float32(1.0) / np.asarray(spec.std, np.float32)

@@ -35,6 +35,7 @@ AGREEMENT_THRESHOLD = 0.98
 CLASSIFIERS = ("emperor", "ric")
 _SUPPORTED = {"ort-cpu": ("fp32", "int8", "fp16"), "ort-cuda": ("fp32", "fp16"), "openvino": ("fp32", "int8"), "tensorrt": PRECISIONS}
 _CPU_FILES = ("ort-cpu", "openvino")  # backends that run the "int8-cpu" file for int8
+_CLASSIFIERS_ONLY = ("tensorrt", "openvino")  # backends that cannot run the gradient graphs
 
 
 def backend_status(bundle=None, *, device_id: int = 0) -> dict[str, str | None]:
@@ -163,14 +164,14 @@ def open_backend(
         chosen, skipped = None, {}
         for name in BACKENDS:
             reason = status[name]
-            if reason is None and name in ("tensorrt", "openvino") and gradients:
+            if reason is None and name in _CLASSIFIERS_ONLY and gradients:
                 reason = "gradient graphs run on onnxruntime only"
             if reason is None and precision is not None and precision not in _SUPPORTED[name]:
                 reason = f"it does not run {precision}"
             if reason is None and name == "tensorrt" and precision is not None and precision != _trt_precision(bundle, device_id):
                 reason = f"its plans are not {precision}"
-            if reason is None and name == "openvino" and (precision or default_precision(bundle, name)) != "int8":
-                reason = f"it is chosen for int8 only (onnxruntime ran fp32 as fast here); this bundle runs {precision or 'fp32'}"
+            if reason is None and name == "openvino" and (runs := precision or default_precision(bundle, name)) != "int8":
+                reason = f"it is chosen for int8 only (onnxruntime ran fp32 as fast here); this bundle runs {runs}"
             if reason is None:
                 chosen = name
                 break
@@ -189,7 +190,7 @@ def open_backend(
     elif precision not in _SUPPORTED[backend]:
         raise ConfigError(f"backend {backend} does not run {precision}; it runs {list(_SUPPORTED[backend])}")
 
-    if backend in ("tensorrt", "openvino") and gradients:
+    if backend in _CLASSIFIERS_ONLY and gradients:
         raise ConfigError("gradient graphs run on onnxruntime only; open them with backend='ort-cpu' or 'ort-cuda'")
     if backend == "tensorrt":
         from denarius.engine.backends.tensorrt import TensorRTBackend, plan_key
