@@ -1,6 +1,7 @@
 """The bench's ``openvino`` section: OpenVINO, the CPU peer a user would compare us with.
 
-The same ONNX files the engine's ort-cpu backend runs (fp32, and the INT8 QDQ file), the same
+The same ONNX files the engine's ort-cpu backend runs (fp32, and the INT8 QDQ file), through
+the engine's own ``openvino`` backend (compiled once per hint and precision), the same
 preprocessed coins, both models per coin, at the engine's batch size and at batch 1. OpenVINO
 runs with its own threading (``INFERENCE_NUM_THREADS`` = the cores onnxruntime gets), fp32
 computed as fp32 (``INFERENCE_PRECISION_HINT=f32``: on CPUs with bf16 units its default
@@ -22,7 +23,7 @@ import time
 
 import numpy as np
 
-from denarius.engine.backends.base import physical_cores
+from denarius.engine.backends.base import GraphFile, physical_cores
 from denarius.engine.backends.registry import file_variant, open_backend
 from denarius.engine.bundle import Bundle
 from denarius.engine.preprocess import preprocess_batch
@@ -42,16 +43,13 @@ def _per_s(run, *, seconds: float, items: int) -> float:
     return calls * items / (time.perf_counter() - start)
 
 
-def _openvino_models(bundle: Bundle, precision: str, hint: str, threads: int) -> dict:
-    import openvino as ov
+def _openvino(bundle: Bundle, precision: str, hint: str, *, threads: int, max_batch: int):
+    """The engine's OpenVINO backend on both classifiers, with performance hint ``hint``."""
+    from denarius.engine.backends.openvino import OpenVinoBackend
 
-    core = ov.Core()
-    compiled = {}
-    for model in MODELS:
-        path = bundle.file(model, file_variant(bundle, "ort-cpu", model, precision))
-        config = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
-        compiled[model] = core.compile_model(core.read_model(str(path)), "CPU", config)
-    return compiled
+    files = {m: GraphFile(path=bundle.file(m, file_variant(bundle, "openvino", m, precision)),
+                          input_name=bundle.models[m].input_name, output_name=bundle.models[m].output_name) for m in MODELS}
+    return OpenVinoBackend(files, precision=precision, max_batch=max_batch, threads=threads, hint=hint)
 
 
 def bench_openvino(bundle: Bundle, config, pairs) -> dict:
@@ -78,18 +76,17 @@ def bench_openvino(bundle: Bundle, config, pairs) -> dict:
             result["precisions"][precision] = {"skipped": f"the bundle has no {precision} variant"}
             continue
         backend = open_backend(bundle, "ort-cpu", precision, max_batch=batch, threads=threads)
+        peers: dict = {}
         try:
+            for hint in ("LATENCY", "THROUGHPUT"):
+                peers[hint] = _openvino(bundle, precision, hint, threads=threads, max_batch=batch)
             figures: dict = {"files": {m: file_variant(bundle, "ort-cpu", m, precision) for m in MODELS}, "by_batch": {}}
             ort_top1 = np.concatenate([np.argmax(backend.infer(m, inputs[m]), 1) for m in MODELS])
             for size in sorted({1, batch}):
                 ort = _per_s(lambda size=size, backend=backend: [backend.infer(m, inputs[m][:size]) for m in MODELS],
                              seconds=config.seconds, items=size)
-                hints = {}
-                for hint in ("LATENCY", "THROUGHPUT"):
-                    compiled = _openvino_models(bundle, precision, hint, threads)
-                    requests = {m: compiled[m].create_infer_request() for m in MODELS}
-                    hints[hint] = round(_per_s(lambda size=size, requests=requests: [
-                        requests[m].infer({0: inputs[m][:size]}) for m in MODELS], seconds=config.seconds, items=size), 2)
+                hints = {hint: round(_per_s(lambda size=size, peer=peer: [peer.infer(m, inputs[m][:size]) for m in MODELS],
+                                            seconds=config.seconds, items=size), 2) for hint, peer in peers.items()}
                 best = max(hints, key=lambda h: hints[h])
                 engine_runs_openvino = engine_default == {"backend": "openvino", "precision": precision}
                 engine = hints["LATENCY"] if engine_runs_openvino else ort  # the backend's own hint is LATENCY
@@ -98,9 +95,7 @@ def bench_openvino(bundle: Bundle, config, pairs) -> dict:
                     "openvino_hint": best, "openvino_by_hint": hints,
                     "engine_backend": "openvino" if engine_runs_openvino else "ort-cpu",
                     "engine_vs_openvino": round(engine / hints[best], 3)}
-            compiled = _openvino_models(bundle, precision, "LATENCY", threads)
-            ov_top1 = np.concatenate([np.argmax(compiled[m].create_infer_request().infer({0: inputs[m]})[compiled[m].output(0)], 1)
-                                      for m in MODELS])
+            ov_top1 = np.concatenate([np.argmax(peers["LATENCY"].infer(m, inputs[m]), 1) for m in MODELS])
             if precision == "fp32":
                 reference_top1 = ort_top1
             figures["openvino_top1_agreement_with_ort_fp32"] = (
@@ -109,4 +104,6 @@ def bench_openvino(bundle: Bundle, config, pairs) -> dict:
             result["precisions"][precision] = figures
         finally:
             backend.close()
+            for peer in peers.values():
+                peer.close()
     return result

@@ -9,8 +9,9 @@ export) and onnxruntime otherwise; asking for ``openvino`` by name runs fp32 too
 Settings, each on purpose:
 
 - ``INFERENCE_NUM_THREADS`` = physical cores, as ort-cpu (hyper-threads only contend);
-- ``PERFORMANCE_HINT=LATENCY``: one stream, so a batch uses every thread (the THROUGHPUT
-  hint splits the cores into streams meant for many parallel requests; slower here);
+- ``PERFORMANCE_HINT=LATENCY`` (the default of ``hint``): one stream, so a batch uses every
+  thread (the THROUGHPUT hint splits the cores into streams meant for many parallel
+  requests; slower here, and the bench keeps measuring both);
 - ``INFERENCE_PRECISION_HINT=f32``: on CPUs with bf16 units OpenVINO would otherwise compute
   fp32 graphs (and the non-quantised parts of INT8 ones) in bf16, a precision the bundle's
   agreement figures never measured.
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from denarius.engine.backends.base import Backend, GraphFile, physical_cores
-from denarius.engine.errors import BackendUnavailable, BundleError
+from denarius.engine.errors import BackendUnavailable, BundleError, ConfigError
 
 __all__ = ["OpenVinoBackend", "openvino_available", "preload_openvino"]
 
@@ -62,6 +63,7 @@ class OpenVinoBackend(Backend):
         precision: what the files hold ("fp32" or "int8": the QDQ file).
         max_batch: larger ``infer`` calls are split.
         threads: inference threads; default: physical cores.
+        hint: OpenVINO's ``PERFORMANCE_HINT``, "LATENCY" (the engine's) or "THROUGHPUT".
     Raises:
         BackendUnavailable: openvino is not installed.
         BundleError: a file OpenVINO cannot read or compile (its message kept).
@@ -69,15 +71,19 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
 
-    def __init__(self, graphs: Mapping[str, GraphFile], *, precision: str = "fp32", max_batch: int = 64, threads: int | None = None):
+    def __init__(self, graphs: Mapping[str, GraphFile], *, precision: str = "fp32", max_batch: int = 64, threads: int | None = None,
+                 hint: str = "LATENCY"):
         super().__init__(graphs, precision=precision, max_batch=max_batch)
+        if hint not in ("LATENCY", "THROUGHPUT"):
+            raise ConfigError(f"hint must be 'LATENCY' or 'THROUGHPUT', got {hint!r}")
         try:
             import openvino as ov
         except ImportError as error:
             raise BackendUnavailable(f"openvino cannot be imported ({error}); pip install 'denarius[openvino]'") from None
 
         self.threads = int(threads or physical_cores())
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32"}
+        self.hint = hint
+        config = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32"}
         core = ov.Core()
         self._compiled, self._shapes = {}, {}
         for name, spec in self._files.items():
