@@ -27,7 +27,7 @@ from denarius.serving.messages import MalformedRequest, parse_request
 from denarius.serving.metrics import ServerMetrics
 
 __all__ = ["TokenAuthInterceptor", "check_tokens", "MetricsInterceptor", "RequestParsingInterceptor", "InflightCalls", "InflightCall",
-           "final_code", "OPEN_METHOD_PREFIXES"]
+           "final_code", "OPEN_METHOD_PREFIXES", "abort_call", "end_if_expired", "quiet_undeliverable_answers"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,43 @@ def _wrap(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stream: Cal
         wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
 
 
+_UNDELIVERABLE = "ExecuteBatchError raised in core by servicer method"
+
+
+class _UndeliverableAnswer(logging.Filter):
+    """Turn gRPC core's ERROR with traceback for an answer sent to a call that had already
+    ended into one WARNING line.
+
+    A handler that finishes just as its deadline passes (or as its client goes away) returns
+    an answer gRPC can no longer send; core logs that with a traceback as if the server had
+    failed. Nothing was lost that anyone waits for: the client already has its status
+    (DEADLINE_EXCEEDED or CANCELLED), and the metrics count the call by it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(_UNDELIVERABLE):
+            method = record.getMessage()[len(_UNDELIVERABLE):].strip(" []")
+            record.msg, record.args = "an answer to %s was not sent: the call had ended (deadline passed or client gone)", (method,)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_undeliverable_answers() -> None:
+    """Install :class:`_UndeliverableAnswer` on gRPC's core logger (idempotent)."""
+    core = logging.getLogger("grpc._cython.cygrpc")
+    if not any(isinstance(f, _UndeliverableAnswer) for f in core.filters):
+        core.addFilter(_UndeliverableAnswer())
+
+
+def end_if_expired(context: Any) -> None:
+    """Raise CancelledError when the call's deadline has passed: gRPC has ended the call with
+    DEADLINE_EXCEEDED itself, and an answer or status sent now would fail in core."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise asyncio.CancelledError
+
+
 async def abort_call(context: Any, code: grpc.StatusCode, message: str) -> None:
     """End the call with ``code``, unless it has ended already.
 
@@ -72,9 +109,7 @@ async def abort_call(context: Any, code: grpc.StatusCode, message: str) -> None:
     which logs it as an error ("ExecuteBatchError raised in core by servicer method"). The
     handler then just stops (a cancel, counted DEADLINE_EXCEEDED or CANCELLED by the time left).
     """
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        raise asyncio.CancelledError
+    end_if_expired(context)
     try:
         await context.abort(code, message)
     except ExecuteBatchError:  # the call ended while its status was being sent

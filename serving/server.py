@@ -53,6 +53,7 @@ from denarius.serving.interceptors import (
     RequestParsingInterceptor,
     TokenAuthInterceptor,
     check_tokens,
+    quiet_undeliverable_answers,
 )
 from denarius.serving.metrics import ServerMetrics
 
@@ -288,6 +289,7 @@ class CoinServer:
         from denarius.serving.servicer import CoinServicer
 
         config = self.config
+        quiet_undeliverable_answers()
         options = [
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),

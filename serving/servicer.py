@@ -29,7 +29,7 @@ import grpc
 from denarius.engine.errors import BackendUnavailable, Cancelled, DeadlineExceeded, DenariusError, InputError, Overloaded
 from denarius.serving import runtime
 from denarius.serving.denarius.v1 import coins_pb2, coins_pb2_grpc, tensor_pb2
-from denarius.serving.interceptors import abort_call
+from denarius.serving.interceptors import abort_call, end_if_expired
 from denarius.serving.landmark_slots import LandmarkSlots
 from denarius.serving.logs import check_request_id, current_request_id, preview
 from denarius.serving.messages import MalformedRequest
@@ -85,7 +85,9 @@ def _guarded(handler):
             if refused is not None:
                 _log_refused(rid, request.request_id, refused)
                 await abort_call(context, grpc.StatusCode.INVALID_ARGUMENT, str(refused))
-            return await handler(self, request, context, rid)
+            response = await handler(self, request, context, rid)
+            end_if_expired(context)  # finished at its deadline: gRPC has answered DEADLINE_EXCEEDED
+            return response
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except DenariusError as error:

@@ -205,3 +205,25 @@ def test_the_http_api_checks_request_ids_the_same_way(tiny_bundle, server_log):
         assert ok.status_code == 200 and ok.json()["request_id"] == "web-ok"
     _lines_are_records(server_log.text)
     assert len(server_log.text) < 4000
+
+
+def test_an_answer_to_a_call_that_had_ended_is_one_warning_line_not_an_error(caplog):
+    from grpc._cython.cygrpc import ExecuteBatchError
+
+    from denarius.serving.interceptors import quiet_undeliverable_answers
+
+    quiet_undeliverable_answers()
+    quiet_undeliverable_answers()  # idempotent: one filter
+    core = logging.getLogger("grpc._cython.cygrpc")
+    assert len(core.filters) == 1
+    caplog.set_level(logging.INFO)
+    try:
+        raise ExecuteBatchError('Failed "execute_batch": (SendMessageOperation,)')
+    except ExecuteBatchError:  # what gRPC's core logs when the send fails
+        core.exception("ExecuteBatchError raised in core by servicer method [%s]", "/denarius.v1.CoinService/Identify")
+    core.error("some other core failure")
+    first, other = caplog.records[-2:]
+    assert first.levelno == logging.WARNING and first.exc_info is None
+    assert first.getMessage() == ("an answer to /denarius.v1.CoinService/Identify was not sent: "
+                                  "the call had ended (deadline passed or client gone)")
+    assert other.levelno == logging.ERROR  # only that one record is softened
