@@ -261,7 +261,9 @@ def bench_watchlist(
 
 def draw_correspondences(query: tuple, listed: tuple, verification, path: Path, *, lines: int = 60) -> Path:
     """A PNG of the verified inlier correspondences: query crops (left) and listed crops
-    (right), obverse above reverse, up to ``lines`` inlier pairs per side drawn between them.
+    (right), obverse above reverse, up to ``lines`` inlier pairs per side drawn between them;
+    on the listed crop its flan outline (green) and the query's carried by the design's fit
+    (magenta): for the same specimen the two coincide.
 
     Args:
         query, listed: (obverse, reverse) photos (paths or bytes) of the query and the listed specimen.
@@ -270,7 +272,7 @@ def draw_correspondences(query: tuple, listed: tuple, verification, path: Path, 
     import cv2
 
     from denarius.engine.preprocess import canonical_image
-    from denarius.engine.watchlist.descriptor import WATCHLIST_SPEC
+    from denarius.engine.watchlist.descriptor import WATCHLIST_SPEC, side_features
 
     size, gap = WATCHLIST_SPEC.resize, 24
     canvas = np.full((2 * size + gap, 2 * size + gap, 3), 255, np.uint8)
@@ -287,8 +289,13 @@ def draw_correspondences(query: tuple, listed: tuple, verification, path: Path, 
             cv2.line(canvas, (int(qx), int(y + qy)), (int(size + gap + lx), int(y + ly)), colour, 1, cv2.LINE_AA)
             cv2.circle(canvas, (int(qx), int(y + qy)), 2, colour, -1, cv2.LINE_AA)
             cv2.circle(canvas, (int(size + gap + lx), int(y + ly)), 2, colour, -1, cv2.LINE_AA)
-        cv2.putText(canvas, f"{side}: {check.inliers} inliers", (6, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        if check.matrix is not None:
+            carried = side_features(query[row]).outline.astype(np.float64) @ check.matrix[:, :2].T + check.matrix[:, 2]
+            for outline, colour in ((side_features(listed[row]).outline, (40, 200, 40)), (carried, (220, 40, 220))):
+                for px, py in outline[np.isfinite(outline).all(axis=1)]:
+                    cv2.circle(canvas, (int(size + gap + px), int(y + py)), 1, colour, -1, cv2.LINE_AA)
+        cv2.putText(canvas, f"{side}: {check.inliers} inliers, flan {100 * check.flan:.1f}%", (6, y + 16),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     ok, png = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV always encodes a uint8 image
         raise RuntimeError("PNG encoding failed")

@@ -15,22 +15,27 @@ scale or framing lands on the same pixels up to a turn about the centre.
   recall; 128 lost half of it). ORB is rotation-invariant and so is an orderless VLAD, so the
   descriptor does not depend on the coin's turn. It finds the die (and its specimens)
   among many; telling the specimens of one die apart is verification's job.
+- Flan outline (``flan.py``): (RAYS, 2) points of the coin's rim found on the decoded photo
+  to sub-pixel precision, carried into crop pixels; verification checks that the same
+  specimen's outline lands on the listed one under the design's fit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from denarius.engine.preprocess import PreprocessSpec, canonical_image
+from denarius.engine.preprocess import PreprocessSpec, locate_coin, warp_canonical
+from denarius.engine.watchlist.flan import RAYS, flan_outline
 
 __all__ = [
     "ORB_FEATURES",
     "SHORTLIST_FEATURES",
     "SIDE_DIM",
     "WATCHLIST_SPEC",
+    "NO_OUTLINE",
     "SideFeatures",
     "side_features",
     "side_features_from_canonical",
@@ -63,6 +68,8 @@ CODEBOOK_HEX = (
     "38046e65157e516775e7e6130b3d167878b6b5a83cba718ed3ffd001e3ccfc4a",
 )
 _PROJECTION_SEED = 0x0DE5
+NO_OUTLINE = np.full((RAYS, 2), np.nan, np.float32)
+NO_OUTLINE.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -75,12 +82,15 @@ class SideFeatures:
         vector: (SIDE_DIM,) float32 global descriptor, unit length (all zeros when N == 0).
         chroma: (16, 16, 2) float32 low-resolution a*/b* colour of the crop (patina, metal),
             NaN outside the coin.
+        outline: (RAYS, 2) float32 flan outline (x, y) in canonical-crop pixels, NaN where
+            the rim was not seen (all NaN when no outline was found).
     """
 
     points: np.ndarray
     descriptors: np.ndarray
     vector: np.ndarray
     chroma: np.ndarray
+    outline: np.ndarray = field(default_factory=lambda: NO_OUTLINE)
 
 
 def _codebook() -> np.ndarray:
@@ -110,11 +120,17 @@ def side_features(source, *, side: str | None = None) -> SideFeatures:
     Raises:
         InputError: the photo cannot be decoded (the message names the side).
     """
-    return side_features_from_canonical(canonical_image(source, WATCHLIST_SPEC, side=side))
+    rgb, disc, matrix = locate_coin(source, WATCHLIST_SPEC, side=side)
+    canonical = warp_canonical(rgb, disc, matrix, WATCHLIST_SPEC.resize, 0)
+    outline = flan_outline(rgb, disc)
+    if outline is not None:  # photo pixels -> crop pixels
+        outline = (outline.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+    return side_features_from_canonical(canonical, outline=outline)
 
 
-def side_features_from_canonical(canonical: np.ndarray) -> SideFeatures:
-    """Features of a (256, 256, 3) uint8 RGB canonical crop."""
+def side_features_from_canonical(canonical: np.ndarray, *, outline: np.ndarray | None = None) -> SideFeatures:
+    """Features of a (256, 256, 3) uint8 RGB canonical crop; ``outline`` its flan outline in
+    crop pixels ((RAYS, 2), see ``flan.py``) when the photo it came from was seen."""
     grey = cv2.cvtColor(canonical, cv2.COLOR_RGB2GRAY)
     grey = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4)).apply(grey)
     coin = (canonical.max(axis=2) > 0).astype(np.uint8) * 255
@@ -128,7 +144,8 @@ def side_features_from_canonical(canonical: np.ndarray) -> SideFeatures:
         order = np.argsort([-k.response for k in keypoints], kind="stable")
         points = np.array([keypoints[i].pt for i in order], np.float32)
         descriptors = descriptors[order]
-    return SideFeatures(points=points, descriptors=descriptors, vector=_vlad(descriptors), chroma=_chroma(canonical))
+    return SideFeatures(points=points, descriptors=descriptors, vector=_vlad(descriptors), chroma=_chroma(canonical),
+                        outline=NO_OUTLINE if outline is None else outline)
 
 
 def _vlad(descriptors: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 Layout of a watchlist directory::
 
     watchlist.sqlite   specimens(id, specimen_id UNIQUE, source, note, added) and
-                       features(specimen, side, points, descriptors, chroma, vector)
+                       features(specimen, side, points, descriptors, chroma, vector, outline)
     index.hnsw         hnswlib index of the specimen vectors (labels = specimens.id)
 
 SQLite is the truth: one add or remove is one transaction (WAL journal, synchronous=FULL),
@@ -28,7 +28,15 @@ import cv2
 import numpy as np
 
 from denarius.engine.errors import AlreadyExists, ConfigError, InputError, NotFound
-from denarius.engine.watchlist.descriptor import SHORTLIST_FEATURES, SIDE_DIM, SideFeatures, side_features, specimen_vector
+from denarius.engine.watchlist.descriptor import (
+    NO_OUTLINE,
+    SHORTLIST_FEATURES,
+    SIDE_DIM,
+    SideFeatures,
+    side_features,
+    specimen_vector,
+)
+from denarius.engine.watchlist.flan import RAYS
 from denarius.engine.watchlist.index import SpecimenIndex
 from denarius.engine.watchlist.verify import DIFFERENT, SAME_DIE, SAME_SPECIMEN, Verification, VerifyConfig, verify
 
@@ -51,6 +59,7 @@ CREATE TABLE IF NOT EXISTS features (
     descriptors BLOB NOT NULL,
     chroma BLOB NOT NULL,
     vector BLOB NOT NULL,
+    outline BLOB,
     PRIMARY KEY (specimen, side)
 );
 """
@@ -141,7 +150,17 @@ class Watchlist:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._add_outline_column()
         self._index = self._open_index()
+
+    def _add_outline_column(self) -> None:
+        """Watchlists written before flan outlines were kept gain the column (NULL: those
+        specimens can still be found as same die, and as same specimen once added again)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(features)")]
+        if "outline" not in columns:
+            self._db.execute("ALTER TABLE features ADD COLUMN outline BLOB")
+            log.warning("watchlist %s: its specimens have no flan outline; add them again to match them as same specimen",
+                        self.path)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Watchlist:
@@ -222,9 +241,10 @@ class Watchlist:
             label = int(cursor.lastrowid or 0)
             for side, f in zip(_SIDES, features, strict=True):
                 self._db.execute(
-                    "INSERT INTO features VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO features (specimen, side, points, descriptors, chroma, vector, outline) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (label, side, f.points.astype(np.float32).tobytes(), f.descriptors.astype(np.uint8).tobytes(),
-                     f.chroma.astype(np.float32).tobytes(), f.vector.astype(np.float32).tobytes()),
+                     f.chroma.astype(np.float32).tobytes(), f.vector.astype(np.float32).tobytes(),
+                     f.outline.astype(np.float32).tobytes()),
                 )
             self._db.execute("COMMIT")
         except sqlite3.IntegrityError:
@@ -276,7 +296,7 @@ class Watchlist:
 
     def _features(self, label: int) -> tuple[Specimen, tuple[SideFeatures, SideFeatures]] | None:
         rows = self._db.execute(
-            "SELECT s.specimen_id, s.source, s.note, s.added, f.side, f.points, f.descriptors, f.chroma, f.vector "
+            "SELECT s.specimen_id, s.source, s.note, s.added, f.side, f.points, f.descriptors, f.chroma, f.vector, f.outline "
             "FROM specimens s JOIN features f ON f.specimen = s.id WHERE s.id = ?",
             (label,),
         ).fetchall()
@@ -289,6 +309,7 @@ class Watchlist:
                 descriptors=np.frombuffer(row[6], np.uint8).reshape(-1, 32),
                 chroma=np.frombuffer(row[7], np.float32).reshape(16, 16, 2),
                 vector=np.frombuffer(row[8], np.float32),
+                outline=NO_OUTLINE if row[9] is None else np.frombuffer(row[9], np.float32).reshape(RAYS, 2),
             )
         return Specimen(*rows[0][:4]), (sides["obverse"], sides["reverse"])
 
