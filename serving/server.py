@@ -306,7 +306,7 @@ class CoinServer:
         self._servicer = servicer = CoinServicer(config, self.metrics)
         coins_pb2_grpc.add_CoinServiceServicer_to_server(self._servicer, server)
         extra_services: tuple[str, ...] = ()
-        if config.watchlist is not None:  # hnswlib and SQLite only for a server that has a watchlist
+        if config.watchlist is not None:  # faiss and SQLite only for a server that has a watchlist
             from denarius.serving.watchlist_service import serve_watchlist
 
             servicer.watchlist, extra_services = serve_watchlist(config.watchlist, server), (WATCHLIST_SERVICE,)

@@ -1,16 +1,19 @@
-"""The watchlist directory: specimens in SQLite, their vectors in an HNSW index file.
+"""The watchlist directory: specimens in SQLite, their keypoints in an index file.
 
 Layout of a watchlist directory::
 
     watchlist.sqlite   specimens(id, specimen_id UNIQUE, source, note, added) and
-                       features(specimen, side, points, descriptors, chroma, vector, outline)
-    index.hnsw         hnswlib index of the specimen vectors (labels = specimens.id)
+                       features(specimen, side, points, descriptors, outline)
+    keypoints.index    the keypoint index (keypoint_index.py; labels = specimens.id)
 
 SQLite is the truth: one add or remove is one transaction (WAL journal, synchronous=FULL),
 so a process killed at any instant leaves it with or without the whole specimen. The index
 file is a cache written by write-then-rename after each commit; at open it is reconciled
-with SQLite (rows it lacks are added from their stored vectors, labels SQLite no longer
-has are deleted), and rebuilt from SQLite when it is missing or unreadable.
+with SQLite (rows it lacks are added from their stored descriptors, labels SQLite no longer
+has are deleted), and rebuilt from SQLite when it is missing or unreadable. A watchlist
+written by an earlier version (global-descriptor and colour columns and an ``index.hnsw``
+file, no flan outlines) is converted at open: the column and the file go, the keypoint index is
+built from SQLite, and its specimens match as same die until added again.
 """
 
 from __future__ import annotations
@@ -24,20 +27,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from denarius.engine.errors import AlreadyExists, ConfigError, InputError, NotFound
-from denarius.engine.watchlist.descriptor import (
-    NO_OUTLINE,
-    SHORTLIST_FEATURES,
-    SIDE_DIM,
-    SideFeatures,
-    side_features,
-    specimen_vector,
-)
+from denarius.engine.watchlist.descriptor import NO_OUTLINE, SideFeatures, side_features
 from denarius.engine.watchlist.flan import RAYS
-from denarius.engine.watchlist.index import SpecimenIndex
+from denarius.engine.watchlist.keypoint_index import INDEXED_FEATURES, KeypointIndex
 from denarius.engine.watchlist.verify import DIFFERENT, SAME_DIE, SAME_SPECIMEN, Verification, VerifyConfig, verify
 
 __all__ = ["Specimen", "WatchlistMatch", "Watchlist", "SAME_SPECIMEN", "SAME_DIE", "DIFFERENT"]
@@ -57,14 +52,11 @@ CREATE TABLE IF NOT EXISTS features (
     side TEXT NOT NULL,
     points BLOB NOT NULL,
     descriptors BLOB NOT NULL,
-    chroma BLOB NOT NULL,
-    vector BLOB NOT NULL,
     outline BLOB,
     PRIMARY KEY (specimen, side)
 );
 """
 _SIDES = ("obverse", "reverse")
-_MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
 _MAX_ID = 128
 
 
@@ -86,7 +78,8 @@ class WatchlistMatch:
         specimen: the listed specimen.
         verdict: "same_specimen" or "same_die" (different ones are not returned).
         inliers: (obverse, reverse) RANSAC inliers.
-        similarity: cosine similarity of the global descriptors in [-1, 1].
+        similarity: the retrieval score: the share of the query's keypoints that voted for
+            this specimen (``keypoint_index.py``), in [0, 1].
         verification: the full geometric check (inlier correspondences for drawing).
     """
 
@@ -124,8 +117,7 @@ class Watchlist:
 
     Args:
         path: the directory (created when ``create`` and missing).
-        candidates: nearest specimens (global descriptor) re-ranked per match.
-        verified: of those, how many get the full geometric verification.
+        verified: how many of the best-voted candidates get the full geometric verification.
     """
 
     def __init__(
@@ -133,8 +125,7 @@ class Watchlist:
         path: str | os.PathLike,
         *,
         create: bool = True,
-        candidates: int = 64,
-        verified: int = 8,
+        verified: int = 5,
         config: VerifyConfig | None = None,
     ):
         self.path = Path(path)
@@ -142,7 +133,7 @@ class Watchlist:
             if not create:
                 raise ConfigError(f"watchlist directory {self.path} does not exist")
             self.path.mkdir(parents=True)
-        self.candidates, self.verified = candidates, verified
+        self.verified = verified
         self.config = VerifyConfig() if config is None else config
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path / "watchlist.sqlite", check_same_thread=False, isolation_level=None)
@@ -150,17 +141,22 @@ class Watchlist:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
-        self._add_outline_column()
+        self._convert_earlier_version()
         self._index = self._open_index()
 
-    def _add_outline_column(self) -> None:
-        """Watchlists written before flan outlines were kept gain the column (NULL: those
-        specimens can still be found as same die, and as same specimen once added again)."""
+    def _convert_earlier_version(self) -> None:
+        """A watchlist of an earlier version: its global-descriptor and colour columns and its
+        HNSW file go, an outline column comes (NULL: those specimens match as same die until
+        added again)."""
         columns = [row[1] for row in self._db.execute("PRAGMA table_info(features)")]
+        for unused in ("vector", "chroma"):
+            if unused in columns:
+                self._db.execute(f"ALTER TABLE features DROP COLUMN {unused}")
         if "outline" not in columns:
             self._db.execute("ALTER TABLE features ADD COLUMN outline BLOB")
             log.warning("watchlist %s: its specimens have no flan outline; add them again to match them as same specimen",
                         self.path)
+        (self.path / "index.hnsw").unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Watchlist:
@@ -177,40 +173,41 @@ class Watchlist:
         return int(self._db.execute("SELECT COUNT(*) FROM specimens").fetchone()[0])
 
     @property
-    def index(self) -> SpecimenIndex:
+    def index(self) -> KeypointIndex:
         return self._index
 
     @property
     def index_file(self) -> Path:
-        return self.path / "index.hnsw"
+        return self.path / "keypoints.index"
 
-    def _open_index(self) -> SpecimenIndex:
+    def _open_index(self) -> KeypointIndex:
         ids = {int(r[0]) for r in self._db.execute("SELECT id FROM specimens")}
         index = None
         if self.index_file.is_file():
             try:
-                index = SpecimenIndex.load(self.index_file, 2 * SIDE_DIM)
-            except (RuntimeError, OSError, ValueError) as error:
+                index = KeypointIndex.load(self.index_file)
+            except (OSError, ValueError) as error:
                 log.warning("watchlist index %s unreadable (%s): rebuilding it from SQLite", self.index_file, error)
         if index is None:
-            index = SpecimenIndex(2 * SIDE_DIM, capacity=max(1024, len(ids)))
+            index = KeypointIndex()
         missing = sorted(ids - index.stored_labels())
         index.keep_only(ids)
+        for first in range(0, len(missing), 1000):  # in blocks: one faiss call per side each
+            block = missing[first:first + 1000]
+            index.add_many(block, [self._descriptors(label) for label in block])
         if missing:
-            vectors = [self._vector(label) for label in missing]
-            index.add(np.array(missing, np.int64), np.stack(vectors), threads=max(1, min(4, os.cpu_count() or 1)))
             log.info("watchlist %s: %d specimen(s) added to the index from SQLite", self.path, len(missing))
         if missing or not self.index_file.is_file():
             index.save(self.index_file)
         return index
 
-    def _vector(self, label: int) -> np.ndarray:
-        rows = dict(self._db.execute("SELECT side, vector FROM features WHERE specimen = ?", (label,)).fetchall())
-        obverse, reverse = (np.frombuffer(rows[s], np.float32) for s in _SIDES)
-        vector = np.concatenate([obverse, reverse])
-        return vector / (np.linalg.norm(vector) + 1e-9)
+    def _descriptors(self, label: int) -> tuple[np.ndarray, np.ndarray]:
+        """A listed specimen's (obverse, reverse) strongest descriptors, as the index files them."""
+        rows = dict(self._db.execute(
+            f"SELECT side, substr(descriptors, 1, {32 * INDEXED_FEATURES}) FROM features WHERE specimen = ?", (label,)))
+        # substr() of a featureless side's empty blob is NULL
+        return tuple(np.frombuffer(rows[side] or b"", np.uint8).reshape(-1, 32) for side in _SIDES)  # type: ignore[return-value]
 
-    # ------------------------------------------------------------------ writes
     def add(self, specimen_id: str, obverse, reverse, *, source: str = "", note: str = "") -> Specimen:
         """List a specimen from its two photos (bytes, paths or (H, W, 3) uint8 RGB).
 
@@ -241,9 +238,8 @@ class Watchlist:
             label = int(cursor.lastrowid or 0)
             for side, f in zip(_SIDES, features, strict=True):
                 self._db.execute(
-                    "INSERT INTO features (specimen, side, points, descriptors, chroma, vector, outline) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO features (specimen, side, points, descriptors, outline) VALUES (?, ?, ?, ?, ?)",
                     (label, side, f.points.astype(np.float32).tobytes(), f.descriptors.astype(np.uint8).tobytes(),
-                     f.chroma.astype(np.float32).tobytes(), f.vector.astype(np.float32).tobytes(),
                      f.outline.astype(np.float32).tobytes()),
                 )
             self._db.execute("COMMIT")
@@ -254,7 +250,7 @@ class Watchlist:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        self._index.add(np.array([label], np.int64), specimen_vector(*features)[None])
+        self._index.add(label, (features[0].descriptors, features[1].descriptors))
         if save:
             self._index.save(self.index_file)
         return Specimen(specimen_id, str(source), str(note), added)
@@ -296,7 +292,7 @@ class Watchlist:
 
     def _features(self, label: int) -> tuple[Specimen, tuple[SideFeatures, SideFeatures]] | None:
         rows = self._db.execute(
-            "SELECT s.specimen_id, s.source, s.note, s.added, f.side, f.points, f.descriptors, f.chroma, f.vector, f.outline "
+            "SELECT s.specimen_id, s.source, s.note, s.added, f.side, f.points, f.descriptors, f.outline "
             "FROM specimens s JOIN features f ON f.specimen = s.id WHERE s.id = ?",
             (label,),
         ).fetchall()
@@ -307,9 +303,7 @@ class Watchlist:
             sides[row[4]] = SideFeatures(
                 points=np.frombuffer(row[5], np.float32).reshape(-1, 2),
                 descriptors=np.frombuffer(row[6], np.uint8).reshape(-1, 32),
-                chroma=np.frombuffer(row[7], np.float32).reshape(16, 16, 2),
-                vector=np.frombuffer(row[8], np.float32),
-                outline=NO_OUTLINE if row[9] is None else np.frombuffer(row[9], np.float32).reshape(RAYS, 2),
+                outline=NO_OUTLINE if row[7] is None else np.frombuffer(row[7], np.float32).reshape(RAYS, 2),
             )
         return Specimen(*rows[0][:4]), (sides["obverse"], sides["reverse"])
 
@@ -329,25 +323,19 @@ class Watchlist:
     def match_features(self, query: tuple[SideFeatures, SideFeatures], *, top_k: int = 3) -> list[WatchlistMatch]:
         """:meth:`match` for already computed (obverse, reverse) features.
 
-        Three stages: the ``candidates`` nearest global descriptors (HNSW); re-ranked by
-        ratio-test matches of the :data:`SHORTLIST_FEATURES` strongest keypoints per side;
-        the best ``verified`` get the full geometric verification.
+        Two stages: the ``verified`` specimens with most keypoint votes
+        (``keypoint_index.py``), then the full geometric verification of each.
         """
-        labels, similarities = self._index.search(specimen_vector(*query), self.candidates)
-        return self.verify_candidates(query, labels, similarities, top_k=top_k)
+        labels, scores = self._index.search((query[0].descriptors, query[1].descriptors), self.verified)
+        return self.verify_candidates(query, labels, scores, top_k=top_k)
 
     @_locked
     def verify_candidates(
-        self, query: tuple[SideFeatures, SideFeatures], labels: np.ndarray, similarities: np.ndarray, *, top_k: int = 3
+        self, query: tuple[SideFeatures, SideFeatures], labels: np.ndarray, scores: np.ndarray, *, top_k: int = 3
     ) -> list[WatchlistMatch]:
-        """Stages 2 and 3 of :meth:`match_features` on (K,) index labels and similarities."""
-        if len(labels) == 0:
-            return []
-        similarity = dict(zip(labels.tolist(), similarities.tolist(), strict=True))
-        short = self._shortlists(labels.tolist())
-        ranked = sorted(short, key=lambda label: -_quick_score(query, short[label]))[: self.verified]
+        """Stage 2 of :meth:`match_features` on (K,) index labels and their retrieval scores."""
         found = []
-        for label in ranked:
+        for label, score in zip(labels.tolist(), scores.tolist(), strict=True):
             listed = self._features(label)
             if listed is None:
                 continue  # removed since the search
@@ -356,32 +344,7 @@ class Watchlist:
                 continue
             found.append(WatchlistMatch(
                 specimen=listed[0], verdict=result.verdict,
-                inliers=(result.obverse.inliers, result.reverse.inliers), similarity=float(similarity[label]), verification=result,
+                inliers=(result.obverse.inliers, result.reverse.inliers), similarity=float(score), verification=result,
             ))
         found.sort(key=lambda m: (m.verdict != SAME_SPECIMEN, -m.verification.score))
         return found[:top_k]
-
-    def _shortlists(self, labels: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """{label: ((n, 32) obverse, (n, 32) reverse uint8)}: each side's strongest descriptors."""
-        marks = ",".join("?" * len(labels))
-        rows = self._db.execute(
-            f"SELECT specimen, side, substr(descriptors, 1, {32 * SHORTLIST_FEATURES}) FROM features WHERE specimen IN ({marks})",
-            labels,
-        ).fetchall()
-        sides: dict[int, dict[str, np.ndarray]] = {}
-        for label, side, blob in rows:
-            sides.setdefault(int(label), {})[side] = np.frombuffer(blob, np.uint8).reshape(-1, 32)
-        return {label: (s["obverse"], s["reverse"]) for label, s in sides.items() if len(s) == 2}
-
-
-def _quick_score(query: tuple[SideFeatures, SideFeatures], listed: tuple[np.ndarray, np.ndarray]) -> int:
-    """Ratio-test matches of the strongest keypoints, both sides (no geometry): a cheap re-ranking."""
-    total = 0
-    for features, descriptors in zip(query, listed, strict=True):
-        mine = features.descriptors[:SHORTLIST_FEATURES]
-        if len(mine) < 2 or len(descriptors) < 2:
-            continue
-        for pair in _MATCHER.knnMatch(mine, descriptors, k=2):
-            if len(pair) == 2 and pair[0].distance < 0.8 * pair[1].distance:
-                total += 1
-    return total

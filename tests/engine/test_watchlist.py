@@ -1,5 +1,5 @@
 """The specimen watchlist: add/list/remove/match on real photos, real SQLite and a real
-hnswlib index; bad input; reloads; a `denarius watchlist add` killed with SIGKILL."""
+faiss keypoint index; bad input; reloads; a `denarius watchlist add` killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def test_a_lost_or_damaged_index_file_is_rebuilt_from_sqlite(tmp_path, specimens
     with Watchlist(path) as watchlist:
         for row in listing:
             watchlist.add_features(row["specimen_id"], features[row["coin_id"]])
-    index = path / "index.hnsw"
+    index = path / "keypoints.index"
     if damage == "missing":
         index.unlink()
     else:

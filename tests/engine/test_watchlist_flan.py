@@ -1,6 +1,6 @@
 """The flan outline: found to sub-pixel precision on real JPEG photos of a drawn coin with a
 known outline (plain, cloth-like and shadowed backgrounds), and compared under a similarity;
-a watchlist written before outlines were kept still opens and matches."""
+a watchlist of the earlier version (global descriptors, no outlines) opens and matches."""
 
 from __future__ import annotations
 
@@ -107,17 +107,24 @@ def _listing_and_rephoto() -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
     return tuple((shot["obverse"][0], shot["reverse"][0]) for shot in shots)  # type: ignore[return-value]
 
 
-def test_a_watchlist_written_before_outlines_opens_and_matches_same_die(tmp_path):
+def test_a_watchlist_of_the_earlier_version_opens_and_matches_same_die(tmp_path):
     listing, rephoto = _listing_and_rephoto()
     folder = tmp_path / "old"
     with Watchlist(folder) as watchlist:
         watchlist.add("s1", *listing)
-    with sqlite3.connect(folder / "watchlist.sqlite") as db:  # back to the schema without outlines
+    with sqlite3.connect(folder / "watchlist.sqlite") as db:  # back to the earlier version's schema and files
         db.execute("ALTER TABLE features DROP COLUMN outline")
+        db.execute("ALTER TABLE features ADD COLUMN chroma BLOB NOT NULL DEFAULT x'00'")
+        db.execute("ALTER TABLE features ADD COLUMN vector BLOB NOT NULL DEFAULT x'00'")
+    (folder / "keypoints.index").unlink()
+    (folder / "index.hnsw").write_bytes(b"hnsw")
     with Watchlist(folder) as watchlist:
         matches = watchlist.match(*rephoto)
         assert [m.specimen.specimen_id for m in matches] == ["s1"]
         assert matches[0].verdict == "same_die"  # no outline stored: never claimed as the same specimen
         watchlist.add("s2", *listing)  # new rows keep their outline
+    assert not (folder / "index.hnsw").exists() and (folder / "keypoints.index").is_file()
     with sqlite3.connect(folder / "watchlist.sqlite") as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(features)")]
+        assert "vector" not in columns and "chroma" not in columns
         assert db.execute("SELECT COUNT(*) FROM features WHERE outline IS NOT NULL").fetchone()[0] == 2
