@@ -151,11 +151,22 @@ def test_queued_landmark_search_whose_caller_gives_up_is_counted(tiny_bundle, ph
         target = f"127.0.0.1:{running.port}"
         with CoinClient(target, timeout=60, retries=0) as client:
             client.landmarks(photo_bytes["reverse"], side="reverse", method="saliency")  # open the models
+            started = time.monotonic()
+            client.landmarks(photo_bytes["reverse"], **slow)
+            # the tiny model runs the "slow" search in ~0.2 s on a quiet host: the queued call
+            # gives up well inside it
+            give_up_after = max(0.02, (time.monotonic() - started) / 4)
             with ThreadPoolExecutor(1) as pool:
                 busy = pool.submit(client.landmarks, photo_bytes["reverse"], **slow)  # holds the only worker
-                wait_for_metric(running.metrics_port, "denarius_inflight_requests", lambda v: v >= 1, timeout=30, method="Landmarks")
+                # queued first (it holds a slot: the batcher's queue is first come, first served);
+                # in flight alone is not enough: its photo may still be decoding when the next call queues
+                slots = running.server._servicer.landmark_slots
+                deadline = time.monotonic() + 30
+                while slots.busy < 1:
+                    assert time.monotonic() < deadline, "the slow search never took a landmark slot"
+                    time.sleep(0.005)
                 with pytest.raises(grpc.RpcError) as gave_up:  # waits in the queue behind it, then gives up
-                    client.landmarks(photo_bytes["reverse"], side="reverse", method="saliency", timeout=0.3)
+                    client.landmarks(photo_bytes["reverse"], side="reverse", method="saliency", timeout=give_up_after)
                 assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
                 assert wait_for_metric(running.metrics_port, "denarius_landmarks_cancelled_total", lambda v: v >= 1, timeout=30) == 1.0
                 assert busy.result().forward_equivalents == 63 * 63 + 1  # the running search was not disturbed

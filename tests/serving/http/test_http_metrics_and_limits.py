@@ -90,6 +90,9 @@ def test_http_and_grpc_landmark_searches_share_one_limit(tiny_bundle, photo_byte
         slow_http = http.client.HTTPConnection("127.0.0.1", frontend.port, timeout=60)
         slow_http.request("POST", "/v1/landmarks", body=prepared.body, headers=dict(prepared.headers))
         deadline = time.monotonic() + 30
+        while frontend.api.landmark_slots.busy < 2:  # both admitted (a loaded host may read the HTTP body late)
+            assert time.monotonic() < deadline, f"the two slow searches never held both slots ({frontend.api.landmark_slots})"
+            time.sleep(0.005)
         while (quick := requests.post(url, files={"image": ("r.jpg", image)}, data=quick_form, timeout=30)).status_code == 200:
             assert time.monotonic() < deadline, "HTTP kept admitting searches beside 2 slow ones"
         assert quick.status_code == 429 and "all 2 landmark slots are busy" in quick.json()["error"]["message"]
