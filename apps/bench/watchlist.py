@@ -147,7 +147,7 @@ def bench_watchlist(
                 watchlist.add_features(row["specimen_id"], features, source="bench", save=False)
             watchlist.save_index()
         labels = sorted(watchlist.index.stored_labels())
-        listed_descriptors = [watchlist._descriptors(label) for label in labels]
+        listed_descriptors = [watchlist.indexed_descriptors(label) for label in labels]
     add_seconds = time.perf_counter() - start
     sqlite_bytes = (folder / "watchlist.sqlite").stat().st_size + sum(
         p.stat().st_size for p in folder.glob("watchlist.sqlite-*"))
@@ -182,7 +182,7 @@ def bench_watchlist(
     found = wrong_rephoto = false_negative = die_only = retrieved = 0
     latency_listed, latency_big = [], []
     with Watchlist(folder, create=False) as watchlist:
-        label_of = {m.specimen_id: label for m, label in ((watchlist._features(label)[0], label) for label in labels)}
+        label_of = {s.specimen_id: label for label, s in zip(labels, watchlist.listed(), strict=True)}  # both in id order
         for i, (row, query) in enumerate(zip(rephotos + negatives, query_features, strict=True)):
             descriptors = (query[0].descriptors, query[1].descriptors)
             t0 = time.perf_counter()

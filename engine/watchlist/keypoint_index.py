@@ -65,6 +65,7 @@ def _empty_side() -> faiss.IndexBinaryIVF:
     quantizer.add(_words())
     side = faiss.IndexBinaryIVF(quantizer, _BITS, WORDS)  # faiss's wrapper keeps a reference to the quantizer
     side.is_trained = True
+    side.nprobe = PROBES
     return side
 
 
@@ -119,7 +120,6 @@ class KeypointIndex:
             codes = np.ascontiguousarray(codes[:QUERY_FEATURES], np.uint8)
             if not len(codes) or side.ntotal == 0:
                 continue
-            side.nprobe = PROBES
             distances, ids = side.search(codes, NEIGHBOURS)
             found = np.where((distances <= MAX_HAMMING) & (ids >= 0), ids, -1)
             found.sort(axis=1)
@@ -168,4 +168,6 @@ class KeypointIndex:
         index._sides = [side for side in sides if isinstance(side, faiss.IndexBinaryIVF) and side.nlist == WORDS]
         if len(index._sides) != len(_SIDES):
             raise ValueError(f"{path} is not a keypoint index of {WORDS} words")
+        for side in index._sides:
+            side.nprobe = PROBES
         return index

@@ -194,14 +194,15 @@ class Watchlist:
         index.keep_only(ids)
         for first in range(0, len(missing), 1000):  # in blocks: one faiss call per side each
             block = missing[first:first + 1000]
-            index.add_many(block, [self._descriptors(label) for label in block])
+            index.add_many(block, [self.indexed_descriptors(label) for label in block])
         if missing:
             log.info("watchlist %s: %d specimen(s) added to the index from SQLite", self.path, len(missing))
         if missing or not self.index_file.is_file():
             index.save(self.index_file)
         return index
 
-    def _descriptors(self, label: int) -> tuple[np.ndarray, np.ndarray]:
+    @_locked
+    def indexed_descriptors(self, label: int) -> tuple[np.ndarray, np.ndarray]:
         """A listed specimen's (obverse, reverse) strongest descriptors, as the index files them."""
         rows = dict(self._db.execute(
             f"SELECT side, substr(descriptors, 1, {32 * INDEXED_FEATURES}) FROM features WHERE specimen = ?", (label,)))

@@ -18,15 +18,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from denarius.engine.watchlist.descriptor import WATCHLIST_SPEC, SideFeatures
+from denarius.engine.watchlist.descriptor import SideFeatures
 from denarius.engine.watchlist.flan import outline_residual
 
 __all__ = ["VerifyConfig", "SideCheck", "Verification", "check_side", "verify"]
 
 SAME_SPECIMEN, SAME_DIE, DIFFERENT = "same_specimen", "same_die", "different"
-# the query's strongest keypoints matched per side: 250 of 400 verify as many re-photographs
-# on the bench at 0.7x the matching time
-QUERY_MATCHED = 250
 
 
 @dataclass(frozen=True)
@@ -35,6 +32,8 @@ class VerifyConfig:
 
     Attributes:
         ratio: Lowe's ratio test for ORB matches.
+        query_matched: the query's strongest keypoints matched per side (250 of 400 verify
+            as many of the bench's re-photographs at 0.7x the matching time).
         ransac_px: RANSAC inlier threshold in canonical-crop pixels.
         min_inliers: inliers on the weaker side for "same design" (the same die).
         max_flan: largest flan outline residual (fraction of the radius) on the better
@@ -47,6 +46,7 @@ class VerifyConfig:
     """
 
     ratio: float = 0.85
+    query_matched: int = 250
     ransac_px: float = 3.0
     min_inliers: int = 12
     max_flan: float = 0.012
@@ -59,8 +59,6 @@ class SideCheck:
     Attributes:
         inliers: RANSAC inliers (0 when no similarity was found).
         matrix: (2, 3) float64 similarity, query crop -> listed crop pixels, or None.
-        centre_px: how far the similarity moves the crop centre (inf without one).
-        scale: its scale (0 without one).
         flan: how far the query's flan outline lies from the listed one under the fitted
             similarity, as a fraction of the listed radius (``flan.outline_residual``; inf
             when either outline is missing).
@@ -69,8 +67,6 @@ class SideCheck:
 
     inliers: int
     matrix: np.ndarray | None
-    centre_px: float
-    scale: float
     flan: float
     query_points: np.ndarray
     listed_points: np.ndarray
@@ -92,11 +88,11 @@ _NONE = np.zeros((0, 2), np.float32)
 
 def check_side(query: SideFeatures, listed: SideFeatures, config: VerifyConfig = VerifyConfig()) -> SideCheck:
     """Match one side of the query against one side of a listed photo."""
-    empty = SideCheck(0, None, float("inf"), 0.0, float("inf"), _NONE, _NONE)
+    empty = SideCheck(0, None, float("inf"), _NONE, _NONE)
     if len(query.descriptors) < 2 or len(listed.descriptors) < 2:
         return empty
     # the two nearest listed descriptors of the query's strongest (Hamming), and Lowe's ratio test
-    distances, nearest = cv2.batchDistance(query.descriptors[:QUERY_MATCHED], listed.descriptors, cv2.CV_32S,
+    distances, nearest = cv2.batchDistance(query.descriptors[:config.query_matched], listed.descriptors, cv2.CV_32S,
                                            normType=cv2.NORM_HAMMING, K=2)
     good = np.flatnonzero(distances[:, 0] < config.ratio * distances[:, 1])
     if len(good) < 4:
@@ -109,14 +105,9 @@ def check_side(query: SideFeatures, listed: SideFeatures, config: VerifyConfig =
     if matrix is None or mask is None:
         return empty
     keep = mask.ravel().astype(bool)
-    centre = np.array([WATCHLIST_SPEC.resize / 2.0, WATCHLIST_SPEC.resize / 2.0])
-    moved = matrix[:, :2] @ centre + matrix[:, 2]
-    scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
     return SideCheck(
         inliers=int(keep.sum()),
         matrix=matrix,
-        centre_px=float(np.linalg.norm(moved - centre)),
-        scale=scale,
         flan=outline_residual(query.outline, listed.outline, matrix),
         query_points=source[keep],
         listed_points=target[keep],
