@@ -1,11 +1,12 @@
 """A watchlist of physical specimens: is this coin the very one listed (stolen, bought, seen)?
 
 Same type is not enough: specimens of one type, even struck from one die, share the design.
-``descriptor.py`` (ORB keypoints, colour and the flan outline per side), ``flan.py`` (the
+``descriptor.py`` (ORB keypoints and the flan outline per side), ``flan.py`` (the
 flan outline found and compared), ``keypoint_index.py`` (candidate retrieval: the listed
 keypoints in a faiss binary index, voting), ``verify.py`` (ratio-test matches + RANSAC on
 both sides, then the flan outlines: same specimen / same die / different), ``store.py``
-(the crash-safe directory: SQLite + index file). Public API::
+(the crash-safe directory: SQLite + index file), ``faiss_setup.py`` (faiss imported
+with one OpenMP thread per call). Public API::
 
     from denarius.engine.watchlist import Watchlist
     with Watchlist("lists/stolen") as watchlist:

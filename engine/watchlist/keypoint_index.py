@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import functools
 import io
-import logging
 import os
 import zipfile
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
 
 from denarius.engine.atomic_write import fsync_dir
-
-logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs which CPU build it tried at INFO
-import faiss  # noqa: E402
+from denarius.engine.watchlist.faiss_setup import faiss
 
 __all__ = ["INDEXED_FEATURES", "QUERY_FEATURES", "WORDS", "KeypointIndex"]
 
@@ -45,10 +43,6 @@ WORDS = 4096
 _BITS = 256
 _WORDS_FILE = Path(__file__).with_name("data") / "keypoint_words.npy"
 _SIDES = ("obverse", "reverse")
-
-# one search is small (a few hundred descriptors): OpenMP threads would only contend with
-# the server's other requests
-faiss.omp_set_num_threads(1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,6 +61,25 @@ def _empty_side() -> faiss.IndexBinaryIVF:
     side.is_trained = True
     side.nprobe = PROBES
     return side
+
+
+def _side_votes(side: faiss.IndexBinaryIVF, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One side's votes: ((V,) int64 labels, (V,) float64 weights, descriptors cast).
+
+    Each of the query's strongest :data:`QUERY_FEATURES` descriptors votes 1/n for each of
+    the n distinct specimens among its :data:`NEIGHBOURS` nearest within :data:`MAX_HAMMING`.
+    """
+    codes = np.ascontiguousarray(codes[:QUERY_FEATURES], np.uint8)
+    if not len(codes) or side.ntotal == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64), 0
+    distances, ids = side.search(codes, NEIGHBOURS)
+    found = np.where((distances <= MAX_HAMMING) & (ids >= 0), ids, -1)
+    found.sort(axis=1)
+    first = np.ones(found.shape, bool)
+    first[:, 1:] = found[:, 1:] != found[:, :-1]
+    first &= found >= 0
+    distinct = first.sum(axis=1, keepdims=True)
+    return found[first], np.broadcast_to(1.0 / np.maximum(distinct, 1), found.shape)[first], len(codes)
 
 
 class KeypointIndex:
@@ -108,32 +121,29 @@ class KeypointIndex:
                 side.remove_ids(selector)
             self._live -= gone
 
-    def search(self, query: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, query: tuple[np.ndarray, np.ndarray], k: int, *, executor: Executor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` specimens with most votes from the query's (obverse, reverse) descriptors.
 
+        Args:
+            query: (obverse, reverse) (N, 32) uint8 descriptors, strongest first.
+            executor: where the two sides are searched side by side (faiss releases the
+                GIL); None searches them one after the other.
         Returns:
             ((k',) int64 labels, (k',) float32 scores), best first, k' <= k: a score is the
             specimen's votes over the query descriptors cast, in [0, 1].
         """
-        labels, weights, cast = [], [], 0
-        for side, codes in zip(self._sides, query, strict=True):
-            codes = np.ascontiguousarray(codes[:QUERY_FEATURES], np.uint8)
-            if not len(codes) or side.ntotal == 0:
-                continue
-            distances, ids = side.search(codes, NEIGHBOURS)
-            found = np.where((distances <= MAX_HAMMING) & (ids >= 0), ids, -1)
-            found.sort(axis=1)
-            first = np.ones(found.shape, bool)
-            first[:, 1:] = found[:, 1:] != found[:, :-1]
-            first &= found >= 0
-            distinct = first.sum(axis=1, keepdims=True)
-            labels.append(found[first])
-            weights.append(np.broadcast_to(1.0 / np.maximum(distinct, 1), found.shape)[first])
-            cast += len(codes)
-        if not labels or not sum(len(v) for v in labels):
+        if len(query) != len(self._sides):
+            raise ValueError(f"expected (obverse, reverse) descriptors, got {len(query)} arrays")
+        run = executor.map if executor else map
+        sides = list(run(_side_votes, self._sides, query))
+        cast = sum(count for _, _, count in sides)
+        labels = np.concatenate([found for found, _, _ in sides])
+        if not len(labels):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        candidates, position = np.unique(np.concatenate(labels), return_inverse=True)
-        votes = np.bincount(position, weights=np.concatenate(weights))
+        candidates, position = np.unique(labels, return_inverse=True)
+        votes = np.bincount(position, weights=np.concatenate([weights for _, weights, _ in sides]))
         best = np.argsort(-votes, kind="stable")[:k]
         return candidates[best].astype(np.int64), (votes[best] / cast).astype(np.float32)
 

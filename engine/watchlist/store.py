@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,8 @@ class Watchlist:
     Args:
         path: the directory (created when ``create`` and missing).
         verified: how many of the best-voted candidates get the full geometric verification.
+        threads: threads one match's keypoint search uses (the two sides side by side);
+            1 searches on the calling thread alone.
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class Watchlist:
         create: bool = True,
         verified: int = 5,
         config: VerifyConfig | None = None,
+        threads: int = 2,
     ):
         self.path = Path(path)
         if not self.path.is_dir():
@@ -134,8 +138,10 @@ class Watchlist:
                 raise ConfigError(f"watchlist directory {self.path} does not exist")
             self.path.mkdir(parents=True)
         self.verified = verified
+        self.threads = threads
         self.config = VerifyConfig() if config is None else config
         self._lock = threading.RLock()
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="watchlist-search") if threads > 1 else None
         self._db = sqlite3.connect(self.path / "watchlist.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -166,6 +172,8 @@ class Watchlist:
         self.close()
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
         self._db.close()
 
     @_locked
@@ -327,8 +335,14 @@ class Watchlist:
         Two stages: the ``verified`` specimens with most keypoint votes
         (``keypoint_index.py``), then the full geometric verification of each.
         """
-        labels, scores = self._index.search((query[0].descriptors, query[1].descriptors), self.verified)
+        labels, scores = self.search((query[0].descriptors, query[1].descriptors))
         return self.verify_candidates(query, labels, scores, top_k=top_k)
+
+    @_locked
+    def search(self, descriptors: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1 of :meth:`match_features`: the ``verified`` best-voted (K,) labels and
+        their (K,) scores for (obverse, reverse) (N, 32) uint8 query descriptors."""
+        return self._index.search(descriptors, self.verified, executor=self._executor)
 
     @_locked
     def verify_candidates(
@@ -340,6 +354,7 @@ class Watchlist:
             listed = self._features(label)
             if listed is None:
                 continue  # removed since the search
+            # on this thread: a second one only slows it (faiss's small searches hold the GIL)
             result = verify(query, listed[1], self.config)
             if result.verdict == DIFFERENT:
                 continue

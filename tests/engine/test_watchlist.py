@@ -63,6 +63,22 @@ def test_a_rephotographed_specimen_is_found_among_die_mates(tmp_path, specimens,
         assert not wrong, f"another specimen taken for the one photographed: {wrong}"
 
 
+def test_a_match_on_two_threads_answers_as_one_on_the_calling_thread(tmp_path, specimens, features):
+    _, rows = specimens
+    with Watchlist(tmp_path / "wl", threads=2) as watchlist:
+        for row in _listing(rows):
+            watchlist.add_features(row["specimen_id"], features[row["coin_id"]], source="test")
+    answers = {}
+    for threads in (1, 2):
+        with Watchlist(tmp_path / "wl", create=False, threads=threads) as watchlist:
+            answers[threads] = [
+                [(m.specimen.specimen_id, m.verdict, m.inliers, round(m.similarity, 6)) for m in watchlist.match_features(f)]
+                for f in features.values()
+            ]
+    assert answers[1] == answers[2]
+    assert any(answers[1]), "nothing matched at all: the comparison says nothing"
+
+
 def test_add_list_remove_and_reload(tmp_path, specimens):
     _, rows = specimens
     first, second = _listing(rows)[:2]

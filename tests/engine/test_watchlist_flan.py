@@ -1,6 +1,6 @@
 """The flan outline: found to sub-pixel precision on real JPEG photos of a drawn coin with a
 known outline (plain, cloth-like and shadowed backgrounds), and compared under a similarity;
-a watchlist of the earlier version (global descriptors, no outlines) opens and matches."""
+the verdict from both sides' checks; a watchlist of the earlier version (global descriptors, no outlines) opens and matches."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from denarius.engine.preprocess import coin_mask
 from denarius.engine.watchlist import Watchlist
 from denarius.engine.watchlist.flan import RAYS, flan_outline, outline_residual
+from denarius.engine.watchlist.verify import DIFFERENT, SAME_DIE, SAME_SPECIMEN, SideCheck, VerifyConfig, decide
 from denarius.training.synth.catalogue import build_catalogue
 from denarius.training.synth.presets import make_config
 from denarius.training.synth.specimen import SpecimenKey, SpecimenPhotographer
@@ -128,3 +129,24 @@ def test_a_watchlist_of_the_earlier_version_opens_and_matches_same_die(tmp_path)
         columns = [row[1] for row in db.execute("PRAGMA table_info(features)")]
         assert "vector" not in columns and "chroma" not in columns
         assert db.execute("SELECT COUNT(*) FROM features WHERE outline IS NOT NULL").fetchone()[0] == 2
+
+
+def _check(inliers: int, flan: float) -> SideCheck:
+    return SideCheck(inliers=inliers, matrix=None, flan=flan, query_points=np.zeros((0, 2), np.float32),
+                     listed_points=np.zeros((0, 2), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("obverse", "reverse", "verdict"),
+    [
+        ((60, 0.004), (50, 0.009), SAME_SPECIMEN),  # one side's outline alone is close enough
+        ((60, 0.010), (50, 0.013), SAME_SPECIMEN),  # both sides, neither alone: their mean is
+        ((40, 0.0099), (30, 0.041), SAME_DIE),  # a die-mate: one side near, the other side far
+        ((60, 0.2), (50, 0.3), SAME_DIE),  # the design matches, the flan does not
+        ((4, 0.43), (32, 0.005), SAME_SPECIMEN),  # the obverse cropped or blurred away
+        ((4, 0.43), (32, 0.007), DIFFERENT),  # one side only, not close enough; no die either
+        ((60, float("inf")), (50, float("inf")), SAME_DIE),  # no outlines: the die at most
+    ],
+)
+def test_the_verdict_weighs_both_sides_outlines(obverse, reverse, verdict):
+    assert decide(_check(*obverse), _check(*reverse), VerifyConfig()).verdict == verdict
