@@ -81,3 +81,25 @@ def test_quick_bench_of_preprocessing_openvino_and_grpc_writes_the_issue_17_keys
             str(openvino["batch"])]["engine_vs_openvino"]
     markdown = (out / "bench.md").read_text()
     assert "preprocessing CPU ms per image, jpeg_500px" in markdown
+
+
+def test_the_watchlist_bench_matches_generated_specimens_and_reuses_its_list(tmp_path):
+    from denarius.apps.bench.watchlist import TARGETS, bench_watchlist
+
+    out = tmp_path / "watchlist"
+    # 40 listed (of 80 types, one die each: few die-mates), 10 re-photographs, 10 unlisted;
+    # the 60-specimen index for latency pads the list with bit-flipped copies
+    first = bench_watchlist(out, listed=40, queries=10, unlisted=10, index_size=60, dies_per_type=1, workers=1)
+    assert first["workload"]["listed"] == 40 and first["workload"]["rephotographed_queries"] == 10
+    assert first["workload"]["unlisted_die_mate_queries"] == 10
+    assert first["listed_reused_from_an_earlier_run"] is False and first["features_s_listed"] > 0
+    assert 0 < first["recall_at_1"] <= first["rephotos_retrieved_among_verified"] <= 1
+    assert first["false_match_rate_all_queries"] <= 0.1
+    assert first["match_ms_p50_at_index_size"] > 0 and first["index_file_mib_index_size"] > 0
+    assert set(first["targets"]) == set(TARGETS)
+    assert json.loads((out / "watchlist.json").read_text())["recall_at_1"] == first["recall_at_1"]
+    # a second run keeps the listed features (only the index is rebuilt) and answers the same
+    again = bench_watchlist(out, listed=40, queries=10, unlisted=10, index_size=60, dies_per_type=1, workers=1)
+    assert again["listed_reused_from_an_earlier_run"] is True and again["features_s_listed"] is None
+    assert again["recall_at_1"] == first["recall_at_1"]
+    assert again["false_match_rate_all_queries"] == first["false_match_rate_all_queries"]
