@@ -160,20 +160,27 @@ def flan_outline(rgb: np.ndarray, disc: CoinDisc | None) -> np.ndarray | None:
     return np.stack([cx + np.cos(_ANGLES) * radii, cy + np.sin(_ANGLES) * radii], axis=1).astype(np.float32)
 
 
-def outline_residual(query: np.ndarray, listed: np.ndarray, matrix: np.ndarray) -> float:
+def outline_residual(query: np.ndarray, listed: np.ndarray, matrix: np.ndarray) -> tuple[float, float]:
     """How far the query's outline, carried by ``matrix``, lies from the listed outline.
+
+    The carried outline's size relative to the listed one is fitted first (the median ratio
+    of their radii along each ray): a blurred or low-resolution photo finds its rim a pixel
+    or two off, which scales the whole outline, while a die-mate's flan differs in shape and
+    in where the design sits on it. The caller bounds that scale separately.
 
     Args:
         query, listed: (RAYS, 2) float32 outlines (NaN rays allowed), in canonical-crop pixels.
         matrix: (2, 3) similarity, query crop -> listed crop (the design's fit).
     Returns:
-        the 40th percentile of the carried query points' |radial distance| from the listed
-        outline, as a fraction of the listed outline's mean radius; inf when fewer than a third of
-        the rays can be compared.
+        ``(residual, scale)``: the 40th percentile of the rays' |radial distance| between the
+        carried query outline and the listed one times ``scale``, as a fraction of the listed
+        outline's mean radius, and that fitted scale; ``(inf, nan)`` when fewer than a third
+        of the rays can be compared.
     """
+    missing = (float("inf"), float("nan"))
     usable = np.isfinite(listed).all(axis=1)
     if usable.sum() < RAYS / 3:
-        return float("inf")
+        return missing
     centre = np.nanmean(listed, axis=0)
     offsets = listed[usable] - centre
     angles = np.arctan2(offsets[:, 1], offsets[:, 0])
@@ -181,7 +188,9 @@ def outline_residual(query: np.ndarray, listed: np.ndarray, matrix: np.ndarray) 
     angles, radii = angles[order], np.hypot(offsets[:, 0], offsets[:, 1])[order]
     points = query[np.isfinite(query).all(axis=1)].astype(np.float64) @ matrix[:, :2].T + matrix[:, 2] - centre
     if len(points) < RAYS / 3:
-        return float("inf")
+        return missing
     expected = np.interp(np.arctan2(points[:, 1], points[:, 0]), angles, radii, period=2.0 * np.pi)
-    distances = np.abs(np.hypot(points[:, 0], points[:, 1]) - expected)
-    return float(np.quantile(distances, _RESIDUAL_QUANTILE)) / radii.mean()
+    found = np.hypot(points[:, 0], points[:, 1])
+    scale = float(np.median(found / expected))
+    distances = np.abs(found - scale * expected)
+    return float(np.quantile(distances, _RESIDUAL_QUANTILE)) / float(radii.mean()), scale

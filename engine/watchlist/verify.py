@@ -41,12 +41,14 @@ class VerifyConfig:
             the radius) of one side with the design for the same specimen.
         max_flan_both: largest mean of both sides' residuals, both with the design, for the
             same specimen.
+        max_flan_scale: largest difference in size between the carried query outline and
+            the listed one (a fraction) for a residual to count.
 
     Chosen on two sets of specimen seed 23 (not the bench's): 400 re-photographed
-    specimens of 80 dies against their own listing and their 4 die-mates (1,600 pairs): 66%
-    of the own-specimen pairs and none of the die-mate pairs are the same specimen (a mean
-    of 0.015: 70% and 0.19%); and a list of 4,000 (800 dies) matched by 500 re-photographs
-    and 500 unlisted die-mates: recall@1 0.574, no false match (docs/watchlist/README.md).
+    specimens of 80 dies against their own listing and their 4 die-mates (1,600 pairs): 69%
+    of the own-specimen pairs and none of the die-mate pairs are the same specimen; and a
+    list of 4,000 (800 dies) matched by 500 re-photographs and 500 unlisted die-mates:
+    recall@1 0.592, no false match (docs/watchlist/README.md).
     """
 
     ratio: float = 0.85
@@ -55,6 +57,7 @@ class VerifyConfig:
     min_inliers: int = 12
     max_flan: float = 0.006
     max_flan_both: float = 0.012
+    max_flan_scale: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ class SideCheck:
         matrix: (2, 3) float64 similarity, query crop -> listed crop pixels, or None.
         flan: how far the query's flan outline lies from the listed one under the fitted
             similarity, as a fraction of the listed radius (``flan.outline_residual``; inf
-            when either outline is missing or the side has under ``min_inliers``).
+            when either outline is missing, the side has under ``min_inliers`` or the
+            outlines' sizes differ by more than ``max_flan_scale``).
         query_points, listed_points: (K, 2) float32 the inlier correspondences.
     """
 
@@ -89,6 +93,14 @@ class Verification:
 
 
 _NONE = np.zeros((0, 2), np.float32)
+
+
+def _flan_residual(query: SideFeatures, listed: SideFeatures, matrix: np.ndarray, config: VerifyConfig) -> float:
+    """The outline residual under the design's fit (a side with the design only: no other
+    fit is worth carrying the outline by); inf when the outlines' sizes differ by more
+    than ``max_flan_scale``."""
+    residual, scale = outline_residual(query.outline, listed.outline, matrix)
+    return residual if abs(scale - 1.0) <= config.max_flan_scale else float("inf")
 
 
 def check_side(query: SideFeatures, listed: SideFeatures, config: VerifyConfig = VerifyConfig()) -> SideCheck:
@@ -116,8 +128,7 @@ def check_side(query: SideFeatures, listed: SideFeatures, config: VerifyConfig =
     return SideCheck(
         inliers=inliers,
         matrix=matrix,
-        # only a side with the design has a fit worth carrying the outline by
-        flan=outline_residual(query.outline, listed.outline, matrix) if inliers >= config.min_inliers else float("inf"),
+        flan=_flan_residual(query, listed, matrix, config) if inliers >= config.min_inliers else float("inf"),
         query_points=source[keep],
         listed_points=target[keep],
     )

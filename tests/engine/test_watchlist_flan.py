@@ -87,16 +87,20 @@ def test_the_residual_is_zero_for_the_same_outline_and_grows_with_a_die_mates_di
     turn = _similarity(-70.0, 1.0)
     query = (listed.astype(np.float64) @ turn[:, :2].T + turn[:, 2]).astype(np.float32)
     back = cv2.invertAffineTransform(turn)
-    assert outline_residual(query, listed, back) < 1e-3
-    # another flan size relative to the design (3%), or the design struck 4 px off centre
-    assert outline_residual(query, listed, _similarity(0, 1.03) @ np.vstack([back, [0, 0, 1]])) > 0.02
-    assert outline_residual(query, listed, back + np.array([[0, 0, 4.0], [0, 0, 0]])) > 0.01
+    residual, scale = outline_residual(query, listed, back)
+    assert residual < 1e-3 and scale == pytest.approx(1.0, abs=1e-3)
+    # another flan size relative to the design (3%): the shape agrees, the scale says so
+    residual, scale = outline_residual(query, listed, _similarity(0, 1.03) @ np.vstack([back, [0, 0, 1]]))
+    assert residual < 2e-3 and scale == pytest.approx(1.03, abs=2e-3)
+    # the design struck 4 px off centre
+    residual, scale = outline_residual(query, listed, back + np.array([[0, 0, 4.0], [0, 0, 0]]))
+    assert residual > 0.01
     # half the rim hidden still compares; under a third does not
     hidden = query.copy()
     hidden[: RAYS // 2] = np.nan
-    assert outline_residual(hidden, listed, back) < 1e-3
+    assert outline_residual(hidden, listed, back)[0] < 1e-3
     hidden[: 3 * RAYS // 4] = np.nan
-    assert outline_residual(hidden, listed, back) == float("inf")
+    assert outline_residual(hidden, listed, back)[0] == float("inf")
 
 
 @functools.lru_cache(maxsize=1)
