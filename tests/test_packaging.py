@@ -106,3 +106,33 @@ def test_no_module_imports_the_old_top_level_names():
                     if stripped.startswith((f"from {old}.", f"from {old} import", f"import {old}")):
                         offenders.append(f"{path.relative_to(REPO)}:{number}: {stripped}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_a_missing_optional_module_names_the_extra_that_installs_it():
+    """Every distribution of the cpu/train/serve/ray extras has a module whose absence the
+    CLI explains with an extra that really lists it (apps/cli missing_extra_hint)."""
+    import importlib.metadata
+    import re
+
+    from denarius.apps.cli import missing_extra_hint
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def distribution(requirement: str) -> str:
+        return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    listed = {name: {distribution(r) for r in requirements} for name, requirements in extras.items()}
+    modules_of: dict[str, set[str]] = {}
+    for module, distributions in importlib.metadata.packages_distributions().items():
+        for name in distributions:
+            modules_of.setdefault(name.lower().replace("_", "-"), set()).add(module)
+    for extra in ("cpu", "train", "serve", "ray"):
+        for name in sorted(listed[extra]):
+            assert name in modules_of, f"{name} (extra {extra!r}) is not installed here"
+            explained, hint = [], ""
+            for module in sorted(modules_of.get(name, ())):
+                hint = missing_extra_hint(ModuleNotFoundError(f"No module named '{module}'", name=module))
+                named = re.search(r"denarius\[(\w+)\]", hint)
+                if named and name in listed[named.group(1)]:
+                    explained.append(module)
+            assert explained, f"no missing module of {name} (extra {extra!r}) is explained by its extra: {hint!r}"

@@ -134,11 +134,14 @@ def describe_os_error(error: OSError) -> str:
     return f"{error.strerror or error}{where}"
 
 
-# top-level module -> the extra that installs it
+# top-level module -> the extra that installs it (tests/test_packaging.py checks it against
+# pyproject.toml's extras)
 _EXTRAS = {
     "grpc": "serve", "grpc_health": "serve", "grpc_reflection": "serve", "google": "serve", "prometheus_client": "serve",
+    "fastapi": "serve", "starlette": "serve", "uvicorn": "serve", "multipart": "serve", "python_multipart": "serve",
+    "faiss": "serve", "cryptography": "serve",
     "torch": "train", "onnx": "train", "sklearn": "train", "skimage": "train", "matplotlib": "train", "captum": "train",
-    "onnxruntime": "cpu", "ray": "ray", "tensorrt": "gpu", "pycuda": "gpu", "cryptography": "serve", "openvino": "openvino",
+    "onnxruntime": "cpu", "ray": "ray", "tensorrt": "tensorrt", "pycuda": "gpu", "openvino": "openvino",
 }
 
 
