@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tomllib
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # requires-python is >=3.10: there tomli (the test extra installs it)
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 
