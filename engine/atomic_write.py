@@ -1,7 +1,8 @@
 """Whole-file writes that leave either the old file or the new one, never a stray temporary.
 
 Every writer of a small output (the scan's job header, a bundle manifest, a synthetic
-set's manifest, a contact sheet) goes through :func:`write_atomic`: the bytes go to a
+set's manifest, a contact sheet) goes through :func:`write_atomic`, a large one written
+piece by piece (the watchlist's keypoint index) through :func:`write_atomic_with`: the bytes go to a
 hidden temporary file in the target's folder (``.<name>.<random>.tmp``), which is renamed
 over the target only once complete. When anything fails (a full disk, a quota, an
 interrupt) the temporary file is removed and the ``OSError`` is raised again with the
@@ -17,9 +18,11 @@ import contextlib
 import errno
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["write_atomic", "fsync_dir", "output_error", "DISK_FULL_ERRNOS"]
+__all__ = ["write_atomic", "write_atomic_with", "fsync_dir", "output_error", "DISK_FULL_ERRNOS"]
 
 # "No space left" and "quota exceeded" read the same to the person running a command.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -60,6 +63,14 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = False,
         OSError: the write, fsync or rename failed (ENOSPC on a full disk, EDQUOT, EACCES,
             ...); its ``filename`` is ``path``. The target is left as it was.
     """
+    return write_atomic_with(path, lambda handle: handle.write(data), durable=durable, mode=mode)
+
+
+def write_atomic_with(
+    path: str | os.PathLike, write: Callable[[BinaryIO], object], *, durable: bool = False, mode: int | None = None
+) -> Path:
+    """:func:`write_atomic` for contents that ``write(handle)`` writes to a binary file
+    handle (a large file, without first building all of it in memory)."""
     path = Path(path)
     temporary = str(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"))
     try:
@@ -68,14 +79,11 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = False,
     except OSError as error:
         raise output_error(error, path) from None
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
             if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:
         _remove(temporary)

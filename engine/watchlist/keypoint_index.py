@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denarius.engine.atomic_write import fsync_dir
+from denarius.engine.atomic_write import write_atomic_with
 from denarius.engine.watchlist.faiss_setup import faiss
 
 __all__ = ["INDEXED_FEATURES", "QUERY_FEATURES", "WORDS", "KeypointIndex"]
@@ -149,16 +149,10 @@ class KeypointIndex:
         return candidates[best].astype(np.int64), (votes[best] / cast).astype(np.float32)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write-then-rename: a crash leaves the previous file or the new one, never half of one."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp")
+        """Write-then-rename (durable): a crash leaves the previous file or the new one, never half of one."""
         obverse, reverse = (faiss.serialize_index_binary(side) for side in self._sides)
-        with open(temporary, "wb") as handle:
-            np.savez(handle, labels=np.array(sorted(self._live), np.int64), obverse=obverse, reverse=reverse)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        fsync_dir(path.parent)
+        labels = np.array(sorted(self._live), np.int64)
+        write_atomic_with(path, lambda handle: np.savez(handle, labels=labels, obverse=obverse, reverse=reverse), durable=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> KeypointIndex:

@@ -9,7 +9,7 @@ import stat
 import numpy as np
 import pytest
 
-from denarius.engine.atomic_write import write_atomic
+from denarius.engine.atomic_write import write_atomic, write_atomic_with
 from denarius.engine.contact_sheet import write_png
 
 
@@ -52,3 +52,21 @@ def test_mode_and_replace(tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == b"secret"
     write_atomic(target, b"new")
     assert target.read_bytes() == b"new" and leftovers(tmp_path) == []
+
+
+def test_a_streamed_write_on_a_full_disk_keeps_the_old_file(small_disk):
+    disk = small_disk(64)
+    target = disk / "keypoints.index"
+    write_atomic(target, b"old index\n", durable=True)
+
+    def write(handle):  # as the keypoint index writes itself: piece by piece
+        for _ in range(64):
+            handle.write(b"x" * 4096)
+
+    with pytest.raises(OSError) as caught:
+        write_atomic_with(target, write, durable=True)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert target.read_bytes() == b"old index\n"
+    assert leftovers(disk) == []
+    write_atomic_with(target, lambda handle: handle.write(b"new"), durable=True)
+    assert target.read_bytes() == b"new" and leftovers(disk) == []
