@@ -148,8 +148,9 @@ def rng() -> np.random.Generator:
 def small_disk(tmp_path):
     """``make(kib, leave=None) -> folder``: a real tmpfs of ``kib`` KiB mounted in ``tmp_path``
     for full-disk tests (writes there fail with ENOSPC, as on a full disk); with ``leave``
-    it is filled up to ``leave`` free bytes. Skips where mounting is not allowed (not root,
-    no tmpfs); unmounted afterwards."""
+    it is filled up to ``leave`` free bytes (``make.fill(folder, leave)`` does it later, to a
+    disk already in use). Skips where mounting is not allowed (not root, no tmpfs); unmounted
+    afterwards."""
     mounts: list[Path] = []
 
     def make(kib: int = 64, *, leave: int | None = None) -> Path:
@@ -164,6 +165,7 @@ def small_disk(tmp_path):
             _fill(folder / ".filler", leave=leave)
         return folder
 
+    make.fill = lambda folder, leave: _fill(folder / ".filler", leave=leave)  # type: ignore[attr-defined]
     yield make
     for folder in reversed(mounts):
         subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)

@@ -145,7 +145,7 @@ def bench_watchlist(
     with Watchlist(folder) as watchlist:
         if listing_features is not None:
             for row, features in zip(listing, listing_features, strict=True):
-                watchlist.add_features(row["specimen_id"], features, source="bench", save=False)
+                watchlist.add_features(row["specimen_id"], features, source="bench")
             watchlist.save_index()
         labels = sorted(watchlist.index.stored_labels())
         listed_descriptors = [watchlist.indexed_descriptors(label) for label in labels]

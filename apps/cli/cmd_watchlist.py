@@ -92,14 +92,9 @@ def _add(watchlist, args: argparse.Namespace) -> int:
     with open(args.manifest, newline="", encoding="utf-8-sig") as handle:
         ids = {row["coin_id"]: row.get("specimen_id") or row["coin_id"] for row in csv.DictReader(handle)}
     added = 0
-    try:
-        for record in tqdm(records, desc="watchlist add", unit="specimen", disable=not sys.stderr.isatty()):
-            _add_one(watchlist, ids[record.coin_id], record, args)
-            added += 1
-            if added % 256 == 0:
-                watchlist.save_index()
-    finally:
-        watchlist.save_index()
+    for record in tqdm(records, desc="watchlist add", unit="specimen", disable=not sys.stderr.isatty()):
+        _add_one(watchlist, ids[record.coin_id], record, args)
+        added += 1
     print(f"added {added} specimen(s) ({len(watchlist)} listed)")
     return 0
 
@@ -108,7 +103,7 @@ def _add_one(watchlist, specimen_id: str, record, args: argparse.Namespace) -> N
     from denarius.engine.watchlist.descriptor import side_features
 
     features = (side_features(record.obverse, side="obverse"), side_features(record.reverse, side="reverse"))
-    watchlist.add_features(specimen_id, features, source=args.source or str(args.manifest), note=args.note, save=False)
+    watchlist.add_features(specimen_id, features, source=args.source or str(args.manifest), note=args.note)
 
 
 def _match(watchlist, args: argparse.Namespace) -> int:

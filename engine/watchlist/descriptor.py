@@ -15,6 +15,7 @@ scale or framing lands on about the same pixels up to a turn about the centre.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import cv2
@@ -54,14 +55,16 @@ class SideFeatures:
     outline: np.ndarray = field(default_factory=lambda: NO_OUTLINE)
 
 
-_ORB = None
+_PER_THREAD = threading.local()
 
 
 def _orb():
-    global _ORB
-    if _ORB is None:
-        _ORB = cv2.ORB_create(nfeatures=ORB_FEATURES)
-    return _ORB
+    """This thread's ORB detector: OpenCV does not promise that one detector object may run
+    on several threads at once (the server extracts features on a pool of threads)."""
+    orb = getattr(_PER_THREAD, "orb", None)
+    if orb is None:
+        orb = _PER_THREAD.orb = cv2.ORB_create(nfeatures=ORB_FEATURES)
+    return orb
 
 
 def side_features(source, *, side: str | None = None) -> SideFeatures:

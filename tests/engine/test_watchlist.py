@@ -10,12 +10,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
-from denarius.engine.errors import AlreadyExists, InputError, NotFound
+from denarius.engine.errors import AlreadyExists, ConfigError, InputError, NotFound
 from denarius.engine.watchlist import SAME_SPECIMEN, Watchlist
 from denarius.engine.watchlist.descriptor import side_features
+from denarius.engine.watchlist.keypoint_index import KeypointIndex
 from denarius.training.synth.specimen_set import generate_specimens
 
 
@@ -183,3 +186,55 @@ def test_sigkill_during_add_loses_nothing_committed(tmp_path, specimens, feature
         for row in listing[len(committed):]:  # and the list can be completed
             reopened.add_features(row["specimen_id"], features[row["coin_id"]])
         assert len(reopened) == len(listing)
+
+
+def test_the_index_file_is_written_every_snapshot_every_changes_and_at_close(tmp_path, specimens, features):
+    _, rows = specimens
+    listing = _listing(rows)[:5]
+    path = tmp_path / "wl"
+    index_file = path / "keypoints.index"
+
+    def on_file() -> set[int]:
+        return KeypointIndex.load(index_file).stored_labels()
+
+    with Watchlist(path, snapshot_every=3) as watchlist:
+        assert on_file() == set()  # written at open: the empty list
+        for row in listing[:2]:
+            watchlist.add_features(row["specimen_id"], features[row["coin_id"]])
+        assert on_file() == set(), "the index file was written before 3 changes"
+        watchlist.add_features(listing[2]["specimen_id"], features[listing[2]["coin_id"]])
+        assert len(on_file()) == 3
+        watchlist.remove(listing[0]["specimen_id"])
+        watchlist.add_features(listing[3]["specimen_id"], features[listing[3]["coin_id"]])
+        assert len(on_file()) == 3  # two changes behind
+        expected = watchlist.index.stored_labels()
+    assert on_file() == expected and len(expected) == 3  # close caught up
+    with pytest.raises(ConfigError, match="snapshot_every"):
+        Watchlist(path, snapshot_every=0)
+
+
+def test_features_extracted_on_several_threads_equal_those_extracted_on_one(specimens, features):
+    _, rows = specimens
+    photos = [r["obverse"] for r in rows] + [r["reverse"] for r in rows]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            concurrent = list(pool.map(side_features, photos))
+            for photo, got in zip(photos, concurrent, strict=True):
+                alone = side_features(photo)
+                assert np.array_equal(got.descriptors, alone.descriptors) and np.array_equal(got.points, alone.points), photo
+
+
+def test_a_full_disk_at_a_snapshot_fails_no_add_and_the_next_open_files_the_specimen(small_disk, specimens, features, caplog):
+    _, rows = specimens
+    first, second = _listing(rows)[:2]
+    disk = small_disk(2048)
+    with Watchlist(disk / "wl", snapshot_every=1) as watchlist:
+        watchlist.add_features(first["specimen_id"], features[first["coin_id"]])
+        small_disk.fill(disk, 160 * 1024)  # room for SQLite's pages of one specimen, not for a 260 KiB index file
+        watchlist.add_features(second["specimen_id"], features[second["coin_id"]])  # committed; the snapshot fails
+        assert len(watchlist) == 2
+    assert "index file not written" in caplog.text
+    (disk / ".filler").unlink()
+    with Watchlist(disk / "wl", create=False) as reopened:
+        top = reopened.match_features(features[second["coin_id"]])[0]
+        assert top.specimen.specimen_id == second["specimen_id"]
