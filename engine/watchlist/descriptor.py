@@ -6,8 +6,11 @@ scale or framing lands on about the same pixels up to a turn about the centre.
 
 - Local features: up to :data:`ORB_FEATURES` ORB keypoints (strongest first) on the
   contrast-equalised grey crop (CLAHE evens out the light), inside the coin disc; (N, 2)
-  float32 xy in crop pixels and (N, 32) uint8 binary descriptors. Retrieval
-  (``keypoint_index.py``) looks the strongest up; verification (``verify.py``) matches them all.
+  float32 xy in crop pixels, (N, 32) uint8 binary descriptors and (N, 3) float32 keypoint
+  geometry (ORB's angle, size, pyramid level). Retrieval (``keypoint_index.py``) looks the
+  strongest up; verification (``verify.py``) matches them all, and re-describes a listed
+  side's keypoints on the query's own surface (the equalised crop and its coin mask, kept
+  for a query only, never stored) where the design's fit carries them.
 - Flan outline (``flan.py``): (RAYS, 2) points of the coin's rim found on the decoded photo
   to sub-pixel precision, carried into crop pixels; verification checks that the same
   specimen's outline lands on the listed one under the design's fit.
@@ -28,15 +31,19 @@ __all__ = [
     "ORB_FEATURES",
     "WATCHLIST_SPEC",
     "NO_OUTLINE",
+    "NO_GEOMETRY",
     "SideFeatures",
     "side_features",
     "side_features_from_canonical",
+    "describe_at",
 ]
 
 ORB_FEATURES = 400
 WATCHLIST_SPEC = PreprocessSpec(resize=256, crop=224)
 NO_OUTLINE = np.full((RAYS, 2), np.nan, np.float32)
 NO_OUTLINE.flags.writeable = False
+NO_GEOMETRY = np.zeros((0, 3), np.float32)
+NO_GEOMETRY.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -48,11 +55,19 @@ class SideFeatures:
         descriptors: (N, 32) uint8 ORB descriptors (N may be 0 for a featureless side).
         outline: (RAYS, 2) float32 flan outline (x, y) in canonical-crop pixels, NaN where
             the rim was not seen (all NaN when no outline was found).
+        geometry: (N, 3) float32 per keypoint: ORB angle (degrees), size (px), pyramid
+            level; (0, 3) for a specimen listed before it was kept.
+        surface: (256, 256) uint8 the equalised grey crop the descriptors were computed
+            on, or None (stored specimens: only a query needs it).
+        coin: (256, 256) uint8 where keypoints may lie on ``surface`` (255), or None.
     """
 
     points: np.ndarray
     descriptors: np.ndarray
     outline: np.ndarray = field(default_factory=lambda: NO_OUTLINE)
+    geometry: np.ndarray = field(default_factory=lambda: NO_GEOMETRY)
+    surface: np.ndarray | None = field(default=None, repr=False)
+    coin: np.ndarray | None = field(default=None, repr=False)
 
 
 _PER_THREAD = threading.local()
@@ -91,10 +106,39 @@ def side_features_from_canonical(canonical: np.ndarray, *, outline: np.ndarray |
     coin = cv2.erode(coin, np.ones((5, 5), np.uint8))
     keypoints, descriptors = _orb().detectAndCompute(grey, coin)
     if descriptors is None or not keypoints:
-        points, descriptors = np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+        points, descriptors, geometry = np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), NO_GEOMETRY
     else:
         # strongest first: retrieval (keypoint_index.py) uses the first few hundred
         order = np.argsort([-k.response for k in keypoints], kind="stable")
         points = np.array([keypoints[i].pt for i in order], np.float32)
+        geometry = np.array([(keypoints[i].angle, keypoints[i].size, keypoints[i].octave) for i in order], np.float32)
         descriptors = descriptors[order]
-    return SideFeatures(points=points, descriptors=descriptors, outline=NO_OUTLINE if outline is None else outline)
+    return SideFeatures(points=points, descriptors=descriptors, outline=NO_OUTLINE if outline is None else outline,
+                        geometry=geometry, surface=grey, coin=coin)
+
+
+def describe_at(features: SideFeatures, points: np.ndarray, geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ORB descriptors computed on ``features``' surface at given keypoints.
+
+    Args:
+        features: a query side (with ``surface`` and ``coin``).
+        points: (K, 2) float32 keypoint positions in its crop pixels.
+        geometry: (K, 3) float32 angle (degrees), size, pyramid level of each.
+    Returns:
+        ``(kept, descriptors)``: (M,) int64 indices into ``points`` of the keypoints that lie
+        on the coin and far enough inside the crop for ORB, and their (M, 32) uint8
+        descriptors. Empty when ``features`` has no surface.
+    """
+    empty = np.zeros(0, np.int64), np.zeros((0, 32), np.uint8)
+    if features.surface is None or features.coin is None or not len(points):
+        return empty
+    height, width = features.coin.shape
+    column, row = np.round(points[:, 0]).astype(np.int64), np.round(points[:, 1]).astype(np.int64)
+    on_crop = (column >= 0) & (row >= 0) & (column < width) & (row < height)
+    on_coin = np.flatnonzero(on_crop)[features.coin[row[on_crop], column[on_crop]] > 0]
+    keypoints = [cv2.KeyPoint(float(points[i, 0]), float(points[i, 1]), float(geometry[i, 1]), float(geometry[i, 0]) % 360.0,
+                              0.0, int(geometry[i, 2]), int(i)) for i in on_coin]
+    computed, descriptors = _orb().compute(features.surface, keypoints)  # drops those too near the border
+    if descriptors is None or not computed:
+        return empty
+    return np.array([k.class_id for k in computed], np.int64), descriptors

@@ -3,7 +3,8 @@
 Layout of a watchlist directory::
 
     watchlist.sqlite   specimens(id, specimen_id UNIQUE, source, note, added) and
-                       features(specimen, side, points, descriptors, outline)
+                       features(specimen, side, points, descriptors, outline,
+                       geometry)
     keypoints.index    the keypoint index (keypoint_index.py; labels = specimens.id)
 
 SQLite is the truth: one add or remove is one transaction (WAL journal, synchronous=FULL),
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from denarius.engine.errors import AlreadyExists, ConfigError, InputError, NotFound
-from denarius.engine.watchlist.descriptor import NO_OUTLINE, SideFeatures, side_features
+from denarius.engine.watchlist.descriptor import NO_GEOMETRY, NO_OUTLINE, SideFeatures, side_features
 from denarius.engine.watchlist.flan import RAYS
 from denarius.engine.watchlist.keypoint_index import INDEXED_FEATURES, KeypointIndex
 from denarius.engine.watchlist.verify import DIFFERENT, SAME_DIE, SAME_SPECIMEN, Verification, VerifyConfig, verify
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS features (
     points BLOB NOT NULL,
     descriptors BLOB NOT NULL,
     outline BLOB,
+    geometry BLOB,
     PRIMARY KEY (specimen, side)
 );
 """
@@ -173,6 +175,10 @@ class Watchlist:
             self._db.execute("ALTER TABLE features ADD COLUMN outline BLOB")
             log.warning("watchlist %s: its specimens have no flan outline; add them again to match them as same specimen",
                         self.path)
+        if "geometry" not in columns:
+            self._db.execute("ALTER TABLE features ADD COLUMN geometry BLOB")
+            log.warning("watchlist %s: its specimens have no keypoint geometry (their surface is not compared); "
+                        "add them again for it", self.path)
         (self.path / "index.hnsw").unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ lifecycle
@@ -258,9 +264,9 @@ class Watchlist:
             label = int(cursor.lastrowid or 0)
             for side, f in zip(_SIDES, features, strict=True):
                 self._db.execute(
-                    "INSERT INTO features (specimen, side, points, descriptors, outline) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO features (specimen, side, points, descriptors, outline, geometry) VALUES (?, ?, ?, ?, ?, ?)",
                     (label, side, f.points.astype(np.float32).tobytes(), f.descriptors.astype(np.uint8).tobytes(),
-                     f.outline.astype(np.float32).tobytes()),
+                     f.outline.astype(np.float32).tobytes(), f.geometry.astype(np.float32).tobytes()),
                 )
             self._db.execute("COMMIT")
         except sqlite3.IntegrityError:
@@ -326,7 +332,7 @@ class Watchlist:
 
     def _features(self, label: int) -> tuple[Specimen, tuple[SideFeatures, SideFeatures]] | None:
         rows = self._db.execute(
-            "SELECT s.specimen_id, s.source, s.note, s.added, f.side, f.points, f.descriptors, f.outline "
+            "SELECT s.specimen_id, s.source, s.note, s.added, f.side, f.points, f.descriptors, f.outline, f.geometry "
             "FROM specimens s JOIN features f ON f.specimen = s.id WHERE s.id = ?",
             (label,),
         ).fetchall()
@@ -338,6 +344,7 @@ class Watchlist:
                 points=np.frombuffer(row[5], np.float32).reshape(-1, 2),
                 descriptors=np.frombuffer(row[6], np.uint8).reshape(-1, 32),
                 outline=NO_OUTLINE if row[7] is None else np.frombuffer(row[7], np.float32).reshape(RAYS, 2),
+                geometry=NO_GEOMETRY if row[8] is None else np.frombuffer(row[8], np.float32).reshape(-1, 3),
             )
         return Specimen(*rows[0][:4]), (sides["obverse"], sides["reverse"])
 

@@ -9,20 +9,28 @@ outline, while a die-mate's lies elsewhere (another flan radius and shape, the d
 off centre and turned by other amounts). The two sides share one flan: their outline
 residuals are weighed together, and one side alone decides only when it agrees closely
 (the other side's rim may be hidden by a tight crop, or a cast shadow taken for it).
+
+The second evidence is the surface: die-mates share the design but not the wear, pits,
+scratches and patina. Under the design's similarity every listed keypoint is carried onto
+the query's crop, described again there at its carried position, turn and pyramid level,
+and compared with the listed descriptor (``surface_agreement``). ORB's own orientation
+follows the relief's shading, which the light turns (median 11 degrees between two photos
+of one specimen, the descriptor ~20 bits further per 10 degrees); carried, the turn is the
+design's. The same specimen agrees on most of its keypoints, a die-mate on the design's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
-from denarius.engine.watchlist.descriptor import SideFeatures
+from denarius.engine.watchlist.descriptor import SideFeatures, describe_at
 from denarius.engine.watchlist.faiss_setup import faiss
 from denarius.engine.watchlist.flan import outline_residual
 
-__all__ = ["VerifyConfig", "SideCheck", "Verification", "check_side", "decide", "verify"]
+__all__ = ["VerifyConfig", "SideCheck", "Verification", "check_side", "decide", "surface_agreement", "verify"]
 
 SAME_SPECIMEN, SAME_DIE, DIFFERENT = "same_specimen", "same_die", "different"
 
@@ -43,12 +51,21 @@ class VerifyConfig:
             same specimen.
         max_flan_scale: largest difference in size between the carried query outline and
             the listed one (a fraction) for a residual to count.
+        surface_bits: largest Hamming distance (of 256 bits) at which a carried listed
+            keypoint agrees with its description on the query's surface.
+        min_surface: smallest surface agreement of each of the two sides, both with the
+            design, for the same specimen.
 
     Chosen on two sets of specimen seed 23 (not the bench's): 400 re-photographed
     specimens of 80 dies against their own listing and their 4 die-mates (1,600 pairs): 69%
     of the own-specimen pairs and none of the die-mate pairs are the same specimen; and a
     list of 4,000 (800 dies) matched by 500 re-photographs and 500 unlisted die-mates:
-    recall@1 0.592, no false match (docs/watchlist/README.md).
+    recall@1 0.592, no false match (docs/watchlist/README.md). The surface bounds on a third
+    seed-23 set (400 re-photographs against their own listing and 4 die-mates each): own
+    pairs called the same specimen 0.728 -> 0.770, die-mate pairs unchanged (1 of 1,600, by
+    its outline); checked on a list of 4,000 of specimen seed 29, where a bound on the two
+    sides' mean instead let three die-mates through (one design-rich side each) and the
+    weaker side's bound at 0.35 four (docs/watchlist/README.md).
     """
 
     ratio: float = 0.85
@@ -58,6 +75,8 @@ class VerifyConfig:
     max_flan: float = 0.006
     max_flan_both: float = 0.012
     max_flan_scale: float = 0.02
+    surface_bits: int = 40
+    min_surface: float = 0.45
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,10 @@ class SideCheck:
             when either outline is missing, the side has under ``min_inliers`` or the
             outlines' sizes differ by more than ``max_flan_scale``).
         query_points, listed_points: (K, 2) float32 the inlier correspondences.
+        surface: the share of listed keypoints that agree on the query's surface
+            (:func:`surface_agreement`); NaN when not measured (:func:`verify` measures it
+            only where it can decide; a query without its surface, a specimen listed
+            without keypoint geometry).
     """
 
     inliers: int
@@ -79,6 +102,7 @@ class SideCheck:
     flan: float
     query_points: np.ndarray
     listed_points: np.ndarray
+    surface: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -101,6 +125,30 @@ def _flan_residual(query: SideFeatures, listed: SideFeatures, matrix: np.ndarray
     than ``max_flan_scale``."""
     residual, scale = outline_residual(query.outline, listed.outline, matrix)
     return residual if abs(scale - 1.0) <= config.max_flan_scale else float("inf")
+
+
+def surface_agreement(query: SideFeatures, listed: SideFeatures, matrix: np.ndarray, config: VerifyConfig = VerifyConfig()) -> float:
+    """The share of the listed side's keypoints whose descriptor, computed again on the
+    query's surface where ``matrix`` (the design's fit, query crop -> listed crop) carries
+    them, lies within ``config.surface_bits`` of the listed one.
+
+    Only keypoints carried onto the query's coin, inside ORB's border, count; NaN when
+    fewer than ``config.min_inliers`` do, or the query has no surface or the listed side no
+    keypoint geometry.
+    """
+    if len(listed.geometry) != len(listed.points) or not len(listed.points):
+        return float("nan")
+    inverse = cv2.invertAffineTransform(matrix)  # listed crop -> query crop
+    scale = float(np.hypot(inverse[0, 0], inverse[1, 0]))
+    turn = float(np.degrees(np.arctan2(inverse[1, 0], inverse[0, 0])))  # OpenCV angles: the same sense
+    points = (listed.points.astype(np.float64) @ inverse[:, :2].T + inverse[:, 2]).astype(np.float32)
+    geometry = listed.geometry + np.array([turn, 0.0, 0.0], np.float32)
+    geometry[:, 1] *= scale
+    kept, descriptors = describe_at(query, points, geometry)
+    if len(kept) < config.min_inliers:
+        return float("nan")
+    bits = np.unpackbits(np.bitwise_xor(descriptors, listed.descriptors[kept]), axis=1).sum(axis=1)
+    return float(np.mean(bits <= config.surface_bits))
 
 
 def check_side(query: SideFeatures, listed: SideFeatures, config: VerifyConfig = VerifyConfig()) -> SideCheck:
@@ -140,15 +188,16 @@ def decide(obverse: SideCheck, reverse: SideCheck, config: VerifyConfig = Verify
     A side "shows the design" with ``min_inliers``. Same specimen: both sides show it and
     their flan residuals average at most ``max_flan_both`` (two measurements of one flan),
     or one side that shows it has a residual of at most ``max_flan`` (the other side's rim
-    may be cropped, shadowed or taken from the background). Same die: both sides show the
-    design. Otherwise different.
+    may be cropped, shadowed or taken from the background), or both show it and each
+    side's surface agrees at least ``min_surface`` (the specimen's own wear and pits,
+    whatever its rim). Same die: both sides show the design. Otherwise different.
     """
     checks = (obverse, reverse)
     score = min(obverse.inliers, reverse.inliers)
     both = score >= config.min_inliers
     if (both and (obverse.flan + reverse.flan) / 2.0 <= config.max_flan_both) or any(
         check.inliers >= config.min_inliers and check.flan <= config.max_flan for check in checks
-    ):
+    ) or (both and obverse.surface >= config.min_surface and reverse.surface >= config.min_surface):  # NaN: not measured
         verdict = SAME_SPECIMEN
     elif both:
         verdict = SAME_DIE
@@ -160,5 +209,15 @@ def decide(obverse: SideCheck, reverse: SideCheck, config: VerifyConfig = Verify
 def verify(
     query: tuple[SideFeatures, SideFeatures], listed: tuple[SideFeatures, SideFeatures], config: VerifyConfig = VerifyConfig()
 ) -> Verification:
-    """Decide for a (obverse, reverse) query against a listed (obverse, reverse) specimen."""
-    return decide(check_side(query[0], listed[0], config), check_side(query[1], listed[1], config), config)
+    """Decide for a (obverse, reverse) query against a listed (obverse, reverse) specimen.
+
+    The surfaces are compared only where they can change the verdict: both sides show the
+    design and the outlines did not decide (a same-die verdict; ~2 ms a side).
+    """
+    checks = [check_side(q, listed_side, config) for q, listed_side in zip(query, listed, strict=True)]
+    verdict = decide(checks[0], checks[1], config)
+    if verdict.verdict != SAME_DIE:
+        return verdict
+    checks = [check if check.matrix is None else replace(check, surface=surface_agreement(q, listed_side, check.matrix, config))
+              for check, q, listed_side in zip(checks, query, listed, strict=True)]
+    return decide(checks[0], checks[1], config)

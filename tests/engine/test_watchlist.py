@@ -4,6 +4,7 @@ faiss keypoint index; bad input; reloads; a `denarius watchlist add` killed with
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -16,9 +17,11 @@ import numpy as np
 import pytest
 
 from denarius.engine.errors import AlreadyExists, ConfigError, InputError, NotFound
+from denarius.engine.preprocess import canonical_image
 from denarius.engine.watchlist import SAME_SPECIMEN, Watchlist
-from denarius.engine.watchlist.descriptor import side_features
+from denarius.engine.watchlist.descriptor import WATCHLIST_SPEC, side_features, side_features_from_canonical
 from denarius.engine.watchlist.keypoint_index import KeypointIndex
+from denarius.engine.watchlist.verify import VerifyConfig, check_side, surface_agreement
 from denarius.training.synth.specimen_set import generate_specimens
 
 
@@ -238,3 +241,46 @@ def test_a_full_disk_at_a_snapshot_fails_no_add_and_the_next_open_files_the_spec
     with Watchlist(disk / "wl", create=False) as reopened:
         top = reopened.match_features(features[second["coin_id"]])[0]
         assert top.specimen.specimen_id == second["specimen_id"]
+
+
+def _stored(features):
+    """A side as SQLite gives it back: no surface."""
+    return dataclasses.replace(features, surface=None, coin=None)
+
+
+def test_the_surface_agrees_with_itself_and_through_an_exact_turn(specimens):
+    _, rows = specimens
+    canonical = canonical_image(rows[0]["obverse"], WATCHLIST_SPEC)
+    listed = side_features_from_canonical(canonical)
+    assert len(listed.geometry) == len(listed.points) > 50
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert surface_agreement(listed, _stored(listed), identity) == 1.0
+    # the same pixels turned by a quarter: ORB keypoints are found again, not carried
+    turned = side_features_from_canonical(np.ascontiguousarray(np.rot90(canonical)))
+    size = canonical.shape[1]
+    # np.rot90 (counter-clockwise on screen): a crop pixel (x, y) of the turned image was (size - 1 - y, x)
+    back = np.array([[0.0, -1.0, size - 1.0], [1.0, 0.0, 0.0]])  # turned crop -> listed crop
+    assert surface_agreement(turned, _stored(listed), back) > 0.8
+    assert np.isnan(surface_agreement(_stored(turned), _stored(listed), back))  # no surface: not measured
+    wrong_turn = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, size - 1.0]])
+    assert surface_agreement(turned, _stored(listed), wrong_turn) < 0.2
+
+
+def test_a_rephotograph_agrees_with_its_own_surface_more_than_with_a_die_mates(specimens, features):
+    _, rows = specimens
+    listing = {r["specimen_id"]: r for r in _listing(rows)}
+    own, mates = [], []
+    for row in (r for r in rows if r["photo"] == "1"):
+        for other in (r for r in listing.values() if r["die_id"] == row["die_id"]):
+            listed = features[other["coin_id"]]
+            for side in (0, 1):
+                query = features[row["coin_id"]][side]
+                check = check_side(query, _stored(listed[side]))
+                if check.inliers >= VerifyConfig().min_inliers:
+                    surface = surface_agreement(query, _stored(listed[side]), check.matrix)
+                    (own if other["specimen_id"] == row["specimen_id"] else mates).append(surface)
+    assert len(own) >= 4, f"only {len(own)} sides with the design to compare"
+    bound = VerifyConfig().min_surface
+    # 256-px photos of the tiny preset: the own specimen's sides spread (0.01-0.85 here), die-mates' stay low
+    assert sum(o >= bound for o in own) >= 3, own
+    assert all(m < bound for m in mates) and np.median(own) > max(mates, default=0.0), (own, mates)

@@ -1,6 +1,7 @@
 """The flan outline: found to sub-pixel precision on real JPEG photos of a drawn coin with a
 known outline (plain, cloth-like and shadowed backgrounds), and compared under a similarity;
-the verdict from both sides' checks; a watchlist of the earlier version (global descriptors, no outlines) opens and matches."""
+the verdict from both sides' checks (outlines and surfaces); a watchlist of the earlier
+version (global descriptors, no outlines) opens and matches."""
 
 from __future__ import annotations
 
@@ -119,6 +120,7 @@ def test_a_watchlist_of_the_earlier_version_opens_and_matches_same_die(tmp_path)
         watchlist.add("s1", *listing)
     with sqlite3.connect(folder / "watchlist.sqlite") as db:  # back to the earlier version's schema and files
         db.execute("ALTER TABLE features DROP COLUMN outline")
+        db.execute("ALTER TABLE features DROP COLUMN geometry")
         db.execute("ALTER TABLE features ADD COLUMN chroma BLOB NOT NULL DEFAULT x'00'")
         db.execute("ALTER TABLE features ADD COLUMN vector BLOB NOT NULL DEFAULT x'00'")
     (folder / "keypoints.index").unlink()
@@ -133,11 +135,12 @@ def test_a_watchlist_of_the_earlier_version_opens_and_matches_same_die(tmp_path)
         columns = [row[1] for row in db.execute("PRAGMA table_info(features)")]
         assert "vector" not in columns and "chroma" not in columns
         assert db.execute("SELECT COUNT(*) FROM features WHERE outline IS NOT NULL").fetchone()[0] == 2
+        assert db.execute("SELECT COUNT(*) FROM features WHERE geometry IS NOT NULL").fetchone()[0] == 2
 
 
-def _check(inliers: int, flan: float) -> SideCheck:
+def _check(inliers: int, flan: float, surface: float = float("nan")) -> SideCheck:
     return SideCheck(inliers=inliers, matrix=None, flan=flan, query_points=np.zeros((0, 2), np.float32),
-                     listed_points=np.zeros((0, 2), np.float32))
+                     listed_points=np.zeros((0, 2), np.float32), surface=surface)
 
 
 @pytest.mark.parametrize(
@@ -150,7 +153,11 @@ def _check(inliers: int, flan: float) -> SideCheck:
         ((4, 0.43), (32, 0.005), SAME_SPECIMEN),  # the obverse cropped or blurred away
         ((4, 0.43), (32, 0.007), DIFFERENT),  # one side only, not close enough; no die either
         ((60, float("inf")), (50, float("inf")), SAME_DIE),  # no outlines: the die at most
+        ((60, 0.2, 0.50), (50, 0.3, 0.47), SAME_SPECIMEN),  # rims off, both surfaces agree
+        ((60, 0.2, 0.90), (50, 0.3, 0.35), SAME_DIE),  # a die-mate's design-rich side does not carry the other
+        ((60, 0.2, 0.90), (8, 0.3), DIFFERENT),  # one side's surface alone never decides
+        ((60, float("inf"), 0.9), (50, float("inf")), SAME_DIE),  # a side without a measured surface
     ],
 )
-def test_the_verdict_weighs_both_sides_outlines(obverse, reverse, verdict):
+def test_the_verdict_weighs_both_sides_outlines_and_surfaces(obverse, reverse, verdict):
     assert decide(_check(*obverse), _check(*reverse), VerifyConfig()).verdict == verdict
