@@ -18,10 +18,10 @@ import pytest
 
 from denarius.engine.errors import AlreadyExists, ConfigError, InputError, NotFound
 from denarius.engine.preprocess import canonical_image
-from denarius.engine.watchlist import SAME_SPECIMEN, Watchlist
-from denarius.engine.watchlist.descriptor import WATCHLIST_SPEC, side_features, side_features_from_canonical
+from denarius.engine.watchlist import SAME_DIE, SAME_SPECIMEN, Watchlist
+from denarius.engine.watchlist.descriptor import NO_OUTLINE, WATCHLIST_SPEC, side_features, side_features_from_canonical
 from denarius.engine.watchlist.keypoint_index import KeypointIndex
-from denarius.engine.watchlist.verify import VerifyConfig, check_side, surface_agreement
+from denarius.engine.watchlist.verify import VerifyConfig, check_side, surface_agreement, verify
 from denarius.training.synth.specimen_set import generate_specimens
 
 
@@ -284,3 +284,18 @@ def test_a_rephotograph_agrees_with_its_own_surface_more_than_with_a_die_mates(s
     # 256-px photos of the tiny preset: the own specimen's sides spread (0.01-0.85 here), die-mates' stay low
     assert sum(o >= bound for o in own) >= 3, own
     assert all(m < bound for m in mates) and np.median(own) > max(mates, default=0.0), (own, mates)
+
+
+def test_the_surface_is_compared_only_where_the_outlines_leave_the_die_undecided(specimens, features):
+    _, rows = specimens
+    query = features[_listing(rows)[0]["coin_id"]]  # the listing photo against itself
+    listed = tuple(_stored(side) for side in query)
+    by_outline = verify(query, listed)
+    assert by_outline.verdict == SAME_SPECIMEN
+    assert np.isnan(by_outline.obverse.surface) and np.isnan(by_outline.reverse.surface)  # not needed, not computed
+    rimless = tuple(dataclasses.replace(side, outline=NO_OUTLINE) for side in listed)
+    by_surface = verify(query, rimless)
+    assert by_surface.verdict == SAME_SPECIMEN
+    assert by_surface.obverse.surface == by_surface.reverse.surface == 1.0
+    # a query without its surface (as stored) cannot be compared: the die at most
+    assert verify(listed, rimless).verdict == SAME_DIE

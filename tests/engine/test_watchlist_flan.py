@@ -152,8 +152,9 @@ def _check(inliers: int, flan: float, surface: float = float("nan")) -> SideChec
         ((60, 0.2), (50, 0.3), SAME_DIE),  # the design matches, the flan does not
         ((4, 0.43), (32, 0.005), SAME_SPECIMEN),  # the obverse cropped or blurred away
         ((4, 0.43), (32, 0.007), DIFFERENT),  # one side only, not close enough; no die either
+        ((4, 0.43), (14, 0.001), DIFFERENT),  # one side alone, its design fitted on too few matches
         ((60, float("inf")), (50, float("inf")), SAME_DIE),  # no outlines: the die at most
-        ((60, 0.2, 0.50), (50, 0.3, 0.47), SAME_SPECIMEN),  # rims off, both surfaces agree
+        ((60, 0.2, 0.70), (50, 0.3, 0.65), SAME_SPECIMEN),  # rims off, both surfaces agree
         ((60, 0.2, 0.90), (50, 0.3, 0.35), SAME_DIE),  # a die-mate's design-rich side does not carry the other
         ((60, 0.2, 0.90), (8, 0.3), DIFFERENT),  # one side's surface alone never decides
         ((60, float("inf"), 0.9), (50, float("inf")), SAME_DIE),  # a side without a measured surface
