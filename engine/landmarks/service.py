@@ -34,9 +34,9 @@ Backends: the classifier's forward passes run on the backend given (from an Engi
 Engine's own object, so with ``--backend ort-cpu`` a served search opens no second session
 of the classifier, and the forward passes run at the Engine's precision, the model that
 answered Identify). The gradient graphs, fp32 and onnxruntime only, are opened with
-``open_backend`` on the same kind of backend (ort-cpu -> ort-cpu; ort-cuda and tensorrt ->
-ort-cuda, so on a GPU host the gradient graph runs on CUDA), with the same threads and
-device. Thread-safe: the batcher's workers share one service.
+``open_backend`` on the same kind of device (ort-cuda and tensorrt -> ort-cuda, so on a GPU
+host the gradient graph runs on CUDA; ort-cpu and openvino, both CPU, -> ort-cpu), with the
+same threads and device. Thread-safe: the batcher's workers share one service.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class LandmarkService:
         self.bundle = bundle
         self.backend = backend
         self.max_batch = int(max_batch)
-        self.gradient_kind = "ort-cpu" if backend.name == "ort-cpu" else "ort-cuda"
+        self.gradient_kind = "ort-cuda" if backend.name in ("ort-cuda", "tensorrt") else "ort-cpu"
         self._owns_backend = owns_backend
         self._models: dict[str, GradientModel] = {}
         self._gradients: dict[str, Backend] = {}

@@ -249,3 +249,23 @@ def test_openvino_is_safe_from_several_threads(bundle, images):
             results = list(pool.map(lambda i: backend.infer("ric", images), range(16)))
     for result in results:
         np.testing.assert_allclose(result, expected, atol=1e-5)
+
+
+def test_landmarks_over_an_openvino_classifier_take_their_gradients_from_onnxruntime_on_the_cpu(bundle):
+    """An Engine on openvino (auto's choice for an INT8 bundle) serves landmarks: the gradient
+    graph opens on ort-cpu, the same device, not on a CUDA backend this host may lack."""
+    from denarius.engine.landmarks.api import LandmarkConfig
+    from denarius.engine.landmarks.service import LandmarkService
+
+    if backend_status(bundle)["openvino"] is not None:
+        pytest.skip(backend_status(bundle)["openvino"])
+    if not bundle.has("ric", "grad"):
+        pytest.skip("tiny bundle has no gradient graph")
+    with open_backend(bundle, "openvino", "fp32") as backend:
+        service = LandmarkService(bundle, backend)
+        assert service.gradient_kind == "ort-cpu"
+        size = service.input_size("ric")
+        crop = np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        maps = service.compute(crop, model="ric", config=LandmarkConfig())
+        assert len(maps) == 1 and np.isfinite(maps[0].heatmap).all()
+        service.close()
