@@ -36,7 +36,7 @@ def test_health_transitions_and_sigterm_drain_loses_no_call(tiny_bundle, tmp_pat
     port = free_port()
     log_path = tmp_path / "server.log"
     command = [sys.executable, "-m", "denarius.apps.cli", "serve", str(tiny_bundle), "--port", str(port),
-               "--metrics-port", "-1", "--backend", "ort-cpu", "--precision", "fp32", "--max-batch", "256",
+               "--metrics-port", "-1", "--backend", "ort-cpu", "--precision", "fp32", "--max-batch", "1024",
                "--grace", "20", "--drain-delay", "1.0", "--landmark-queue", "8"]
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=FAST_RECONNECT)
     health = health_pb2_grpc.HealthStub(channel)
@@ -44,8 +44,10 @@ def test_health_transitions_and_sigterm_drain_loses_no_call(tiny_bundle, tmp_pat
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        # 1. Startup: the port answers NOT_SERVING while the bundle loads and warms up (a
-        #    256-coin warm-up batch keeps that window wide enough to observe), then SERVING.
+        # 1. Startup: the port answers NOT_SERVING while the bundle loads and warms up, then
+        #    SERVING. A 1,024-coin warm-up batch keeps that window (~0.2 s) well above the
+        #    client's reconnect backoff (<= 50 ms); with 256 coins it was ~0.1 s, and once in
+        #    CI no health check landed inside it.
         seen, deadline = [], time.monotonic() + 60
         while time.monotonic() < deadline:
             status = _health(health)
