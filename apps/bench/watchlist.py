@@ -65,15 +65,21 @@ def _rss_mib() -> float:
 
 
 def _reusable(folder: Path, listing: list[dict]) -> bool:
-    """True when ``folder`` already lists exactly these specimens (a re-run: their features are kept)."""
+    """True when ``folder`` already lists exactly these specimens, all by the current feature
+    version (a re-run: their features are kept; features of an earlier version are computed again)."""
     import sqlite3
+
+    from denarius.engine.watchlist.descriptor import FEATURES_VERSION
 
     database = folder / "watchlist.sqlite"
     if not database.is_file():
         return False
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        stored = [r[0] for r in db.execute("SELECT specimen_id FROM specimens ORDER BY id")]
-    return stored == [r["specimen_id"] for r in listing]
+        columns = [row[1] for row in db.execute("PRAGMA table_info(specimens)")]
+        if "features_version" not in columns:
+            return False
+        stored = db.execute("SELECT specimen_id, features_version FROM specimens ORDER BY id").fetchall()
+    return [s for s, _ in stored] == [r["specimen_id"] for r in listing] and all(v == FEATURES_VERSION for _, v in stored)
 
 
 def _flipped(descriptors: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:

@@ -28,6 +28,7 @@ from denarius.engine.preprocess import PreprocessSpec, locate_coin, warp_canonic
 from denarius.engine.watchlist.flan import RAYS, flan_outline
 
 __all__ = [
+    "FEATURES_VERSION",
     "ORB_FEATURES",
     "WATCHLIST_SPEC",
     "NO_OUTLINE",
@@ -38,6 +39,10 @@ __all__ = [
     "describe_at",
 ]
 
+# What a listed specimen's stored features were computed by; stored per specimen (store.py).
+# 2: ORB keypoints and the flan outline; 3: the rim searched near the coarse coin mask;
+# 4: keypoint geometry (angle, size, level) for the surface comparison.
+FEATURES_VERSION = 4
 ORB_FEATURES = 400
 WATCHLIST_SPEC = PreprocessSpec(resize=256, crop=224)
 NO_OUTLINE = np.full((RAYS, 2), np.nan, np.float32)

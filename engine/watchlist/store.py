@@ -2,9 +2,9 @@
 
 Layout of a watchlist directory::
 
-    watchlist.sqlite   specimens(id, specimen_id UNIQUE, source, note, added) and
-                       features(specimen, side, points, descriptors, outline,
-                       geometry)
+    watchlist.sqlite   specimens(id, specimen_id UNIQUE, source, note, added,
+                       features_version) and features(specimen, side, points,
+                       descriptors, outline, geometry)
     keypoints.index    the keypoint index (keypoint_index.py; labels = specimens.id)
 
 SQLite is the truth: one add or remove is one transaction (WAL journal, synchronous=FULL),
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from denarius.engine.errors import AlreadyExists, ConfigError, InputError, NotFound
-from denarius.engine.watchlist.descriptor import NO_GEOMETRY, NO_OUTLINE, SideFeatures, side_features
+from denarius.engine.watchlist.descriptor import FEATURES_VERSION, NO_GEOMETRY, NO_OUTLINE, SideFeatures, side_features
 from denarius.engine.watchlist.flan import RAYS
 from denarius.engine.watchlist.keypoint_index import INDEXED_FEATURES, KeypointIndex
 from denarius.engine.watchlist.verify import DIFFERENT, SAME_DIE, SAME_SPECIMEN, Verification, VerifyConfig, verify
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS specimens (
     specimen_id TEXT NOT NULL UNIQUE,
     source TEXT NOT NULL DEFAULT '',
     note TEXT NOT NULL DEFAULT '',
-    added REAL NOT NULL
+    added REAL NOT NULL,
+    features_version INTEGER
 );
 CREATE TABLE IF NOT EXISTS features (
     specimen INTEGER NOT NULL REFERENCES specimens(id) ON DELETE CASCADE,
@@ -162,6 +163,10 @@ class Watchlist:
         self._db.executescript(_SCHEMA)
         self._convert_earlier_version()
         self._index = self._open_index()
+        if earlier := self.listed_by_earlier_features():
+            log.warning("watchlist %s: %d of %d specimen(s) were listed by an earlier feature version and match only as "
+                        "far as their stored features allow (no surface comparison; the oldest, same die at most); "
+                        "add them again to bring them up to date", self.path, earlier, len(self))
 
     def _convert_earlier_version(self) -> None:
         """A watchlist of an earlier version: its global-descriptor and colour columns and its
@@ -175,10 +180,10 @@ class Watchlist:
             self._db.execute("ALTER TABLE features ADD COLUMN outline BLOB")
             log.warning("watchlist %s: its specimens have no flan outline; add them again to match them as same specimen",
                         self.path)
+        if "features_version" not in [row[1] for row in self._db.execute("PRAGMA table_info(specimens)")]:
+            self._db.execute("ALTER TABLE specimens ADD COLUMN features_version INTEGER")  # NULL: before version 4
         if "geometry" not in columns:
-            self._db.execute("ALTER TABLE features ADD COLUMN geometry BLOB")
-            log.warning("watchlist %s: its specimens have no keypoint geometry (their surface is not compared); "
-                        "add them again for it", self.path)
+            self._db.execute("ALTER TABLE features ADD COLUMN geometry BLOB")  # NULL: the surface is not compared
         (self.path / "index.hnsw").unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ lifecycle
@@ -258,8 +263,8 @@ class Watchlist:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute(
-                "INSERT INTO specimens (specimen_id, source, note, added) VALUES (?, ?, ?, ?)",
-                (specimen_id, str(source), str(note), added),
+                "INSERT INTO specimens (specimen_id, source, note, added, features_version) VALUES (?, ?, ?, ?, ?)",
+                (specimen_id, str(source), str(note), added, FEATURES_VERSION),
             )
             label = int(cursor.lastrowid or 0)
             for side, f in zip(_SIDES, features, strict=True):
@@ -322,6 +327,14 @@ class Watchlist:
             (-1 if limit is None else int(limit), int(offset)),
         ).fetchall()
         return [Specimen(*row) for row in rows]
+
+    @_locked
+    def listed_by_earlier_features(self) -> int:
+        """How many specimens were listed by an earlier feature version (``FEATURES_VERSION``):
+        they match by what their stored features allow; adding them again brings them up to date."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM specimens WHERE features_version IS NULL OR features_version < ?", (FEATURES_VERSION,)
+        ).fetchone()[0])
 
     @_locked
     def get(self, specimen_id: str) -> Specimen:

@@ -53,7 +53,7 @@ def test_a_rephotographed_specimen_is_found_among_die_mates(tmp_path, specimens,
     with Watchlist(tmp_path / "wl") as watchlist:
         for row in _listing(rows):
             watchlist.add_features(row["specimen_id"], features[row["coin_id"]], source="test")
-        assert len(watchlist) == 12
+        assert len(watchlist) == 12 and watchlist.listed_by_earlier_features() == 0
         first, same, wrong = 0, 0, []
         for row in (r for r in rows if r["photo"] == "1"):
             matches = watchlist.match_features(features[row["coin_id"]])

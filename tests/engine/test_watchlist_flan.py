@@ -121,15 +121,18 @@ def test_a_watchlist_of_the_earlier_version_opens_and_matches_same_die(tmp_path)
     with sqlite3.connect(folder / "watchlist.sqlite") as db:  # back to the earlier version's schema and files
         db.execute("ALTER TABLE features DROP COLUMN outline")
         db.execute("ALTER TABLE features DROP COLUMN geometry")
+        db.execute("ALTER TABLE specimens DROP COLUMN features_version")
         db.execute("ALTER TABLE features ADD COLUMN chroma BLOB NOT NULL DEFAULT x'00'")
         db.execute("ALTER TABLE features ADD COLUMN vector BLOB NOT NULL DEFAULT x'00'")
     (folder / "keypoints.index").unlink()
     (folder / "index.hnsw").write_bytes(b"hnsw")
     with Watchlist(folder) as watchlist:
+        assert watchlist.listed_by_earlier_features() == 1
         matches = watchlist.match(*rephoto)
         assert [m.specimen.specimen_id for m in matches] == ["s1"]
         assert matches[0].verdict == "same_die"  # no outline stored: never claimed as the same specimen
         watchlist.add("s2", *listing)  # new rows keep their outline
+        assert watchlist.listed_by_earlier_features() == 1  # s1 until it is added again
     assert not (folder / "index.hnsw").exists() and (folder / "keypoints.index").is_file()
     with sqlite3.connect(folder / "watchlist.sqlite") as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(features)")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from denarius.apps.cli import main
 
@@ -103,3 +104,8 @@ def test_the_watchlist_bench_matches_generated_specimens_and_reuses_its_list(tmp
     assert again["listed_reused_from_an_earlier_run"] is True and again["features_s_listed"] is None
     assert again["recall_at_1"] == first["recall_at_1"]
     assert again["false_match_rate_all_queries"] == first["false_match_rate_all_queries"]
+    # features of an earlier version are not reused: they are computed again
+    with sqlite3.connect(out / "watchlist" / "watchlist.sqlite") as db:
+        db.execute("UPDATE specimens SET features_version = 3 WHERE id = 1")
+    stale = bench_watchlist(out, listed=40, queries=10, unlisted=10, index_size=60, dies_per_type=1, workers=1)
+    assert stale["listed_reused_from_an_earlier_run"] is False and stale["recall_at_1"] == first["recall_at_1"]
