@@ -69,17 +69,14 @@ def _reusable(folder: Path, listing: list[dict]) -> bool:
     version (a re-run: their features are kept; features of an earlier version are computed again)."""
     import sqlite3
 
-    from denarius.engine.watchlist.descriptor import FEATURES_VERSION
+    from denarius.engine.watchlist.store import count_earlier_features
 
     database = folder / "watchlist.sqlite"
     if not database.is_file():
         return False
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        columns = [row[1] for row in db.execute("PRAGMA table_info(specimens)")]
-        if "features_version" not in columns:
-            return False
-        stored = db.execute("SELECT specimen_id, features_version FROM specimens ORDER BY id").fetchall()
-    return [s for s, _ in stored] == [r["specimen_id"] for r in listing] and all(v == FEATURES_VERSION for _, v in stored)
+        stored = [r[0] for r in db.execute("SELECT specimen_id FROM specimens ORDER BY id")]
+        return stored == [r["specimen_id"] for r in listing] and not count_earlier_features(db)
 
 
 def _flipped(descriptors: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:

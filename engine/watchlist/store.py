@@ -12,8 +12,9 @@ so a process killed at any instant leaves it with or without the whole specimen.
 file is a snapshot of the in-memory index, written by write-then-rename once every
 ``snapshot_every`` adds and removes and at close (at 100,000 specimens it is ~1 GB: writing
 it after every add made one add take seconds); at open it is reconciled with SQLite (rows it
-lacks are filed from their stored descriptors, ~1.5 ms each, labels SQLite no longer has are
-deleted), and rebuilt from SQLite when it is missing or unreadable. A watchlist
+lacks are filed from their stored descriptors, ~1.5 ms each, and count as unsaved changes;
+labels SQLite no longer has are deleted), and rebuilt from SQLite when it is missing or
+unreadable. A watchlist
 written by an earlier version (global-descriptor and colour columns and an ``index.hnsw``
 file, no flan outlines) is converted at open: the column and the file go, the keypoint index is
 built from SQLite, and its specimens match as same die until added again.
@@ -39,7 +40,7 @@ from denarius.engine.watchlist.flan import RAYS
 from denarius.engine.watchlist.keypoint_index import INDEXED_FEATURES, KeypointIndex
 from denarius.engine.watchlist.verify import DIFFERENT, SAME_DIE, SAME_SPECIMEN, Verification, VerifyConfig, verify
 
-__all__ = ["Specimen", "WatchlistMatch", "Watchlist", "SAME_SPECIMEN", "SAME_DIE", "DIFFERENT"]
+__all__ = ["Specimen", "WatchlistMatch", "Watchlist", "count_earlier_features", "SAME_SPECIMEN", "SAME_DIE", "DIFFERENT"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,16 @@ def _locked(method):
     return wrapper
 
 
+def count_earlier_features(db: sqlite3.Connection) -> int:
+    """Specimens of a watchlist database listed by an earlier feature version than
+    ``FEATURES_VERSION`` (all of them in a database from before the column)."""
+    if "features_version" not in [row[1] for row in db.execute("PRAGMA table_info(specimens)")]:
+        return int(db.execute("SELECT COUNT(*) FROM specimens").fetchone()[0])
+    return int(db.execute(
+        "SELECT COUNT(*) FROM specimens WHERE features_version IS NULL OR features_version < ?", (FEATURES_VERSION,)
+    ).fetchone()[0])
+
+
 def _check_id(specimen_id: str) -> str:
     if not isinstance(specimen_id, str) or not specimen_id.strip():
         raise InputError("specimen id must be a non-empty string")
@@ -162,7 +173,10 @@ class Watchlist:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         self._convert_earlier_version()
-        self._index = self._open_index()
+        self._index, filed = self._open_index()
+        self._unsaved = filed  # filed from SQLite: the index file lacks them until the next snapshot
+        if filed >= snapshot_every or not self.index_file.is_file():
+            self._snapshot()
         if earlier := self.listed_by_earlier_features():
             log.warning("watchlist %s: %d of %d specimen(s) were listed by an earlier feature version and match only as "
                         "far as their stored features allow (no surface comparison; the oldest, same die at most); "
@@ -170,8 +184,8 @@ class Watchlist:
 
     def _convert_earlier_version(self) -> None:
         """A watchlist of an earlier version: its global-descriptor and colour columns and its
-        HNSW file go, an outline column comes (NULL: those specimens match as same die until
-        added again)."""
+        HNSW file go; outline, keypoint-geometry and feature-version columns come (NULL: those
+        specimens match as same die, or without the surface, until added again)."""
         columns = [row[1] for row in self._db.execute("PRAGMA table_info(features)")]
         for unused in ("vector", "chroma"):
             if unused in columns:
@@ -214,7 +228,8 @@ class Watchlist:
     def index_file(self) -> Path:
         return self.path / "keypoints.index"
 
-    def _open_index(self) -> KeypointIndex:
+    def _open_index(self) -> tuple[KeypointIndex, int]:
+        """The index file reconciled with SQLite, and how many specimens were filed from SQLite."""
         ids = {int(r[0]) for r in self._db.execute("SELECT id FROM specimens")}
         index = None
         if self.index_file.is_file():
@@ -231,9 +246,7 @@ class Watchlist:
             index.add_many(block, [self.indexed_descriptors(label) for label in block])
         if missing:
             log.info("watchlist %s: %d specimen(s) added to the index from SQLite", self.path, len(missing))
-        if missing or not self.index_file.is_file():
-            index.save(self.index_file)
-        return index
+        return index, len(missing)
 
     @_locked
     def indexed_descriptors(self, label: int) -> tuple[np.ndarray, np.ndarray]:
@@ -332,9 +345,7 @@ class Watchlist:
     def listed_by_earlier_features(self) -> int:
         """How many specimens were listed by an earlier feature version (``FEATURES_VERSION``):
         they match by what their stored features allow; adding them again brings them up to date."""
-        return int(self._db.execute(
-            "SELECT COUNT(*) FROM specimens WHERE features_version IS NULL OR features_version < ?", (FEATURES_VERSION,)
-        ).fetchone()[0])
+        return count_earlier_features(self._db)
 
     @_locked
     def get(self, specimen_id: str) -> Specimen:

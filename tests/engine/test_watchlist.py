@@ -181,14 +181,18 @@ def test_sigkill_during_add_loses_nothing_committed(tmp_path, specimens, feature
     assert 3 <= len(committed) < len(listing)
     assert len(sides) == len(committed) and all(count == 2 for _, count in sides)  # no half specimen
     assert committed == [r["specimen_id"] for r in listing[: len(committed)]]
+    index_file = path / "keypoints.index"
+    written = index_file.stat().st_mtime_ns  # the killed add wrote it once, at its open (empty)
     with Watchlist(path) as reopened:
         assert [s.specimen_id for s in reopened.listed()] == committed
+        assert index_file.stat().st_mtime_ns == written  # filed from SQLite, written by the next snapshot
         last = next(r for r in listing if r["specimen_id"] == committed[-1])
         top = reopened.match_features(features[last["coin_id"]])[0]
         assert top.specimen.specimen_id == committed[-1]  # the index holds every committed specimen
         for row in listing[len(committed):]:  # and the list can be completed
             reopened.add_features(row["specimen_id"], features[row["coin_id"]])
         assert len(reopened) == len(listing)
+    assert KeypointIndex.load(index_file).stored_labels() and index_file.stat().st_mtime_ns > written  # at close
 
 
 def test_the_index_file_is_written_every_snapshot_every_changes_and_at_close(tmp_path, specimens, features):
